@@ -1,0 +1,46 @@
+// swift-tools-version: 6.0
+// lmdeploy-swift: one `lmdeploy` executable over a core library. Arrows point down:
+// lmdeploy (CLI) → TurboMind (engine) → Tokenizers, CKernels, CBLAS.
+import PackageDescription
+
+let package = Package(
+    name: "lmdeploy-swift",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "lmdeploy", targets: ["lmdeploy"]),
+        .library(name: "TurboMind", targets: ["TurboMind"]),
+        .library(name: "Tokenizers", targets: ["Tokenizers"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
+        .target(
+            name: "CKernels",
+            path: "Sources/CKernels",
+            cSettings: [.unsafeFlags(["-O3", "-fno-math-errno"])],
+            linkerSettings: [.linkedLibrary("pthread"), .linkedLibrary("m")]
+        ),
+        .target(name: "Tokenizers", path: "Sources/Tokenizers"),
+        .target(
+            name: "TurboMind",
+            dependencies: ["CKernels", "CBLAS", "Tokenizers", .product(name: "Logging", package: "swift-log")],
+            path: "Sources/TurboMind"
+        ),
+        .executableTarget(
+            name: "lmdeploy",
+            dependencies: [
+                "TurboMind", "Tokenizers",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/lmdeploy"
+        ),
+        .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"], path: "Tests/TokenizersTests"),
+        .testTarget(name: "CKernelsTests", dependencies: ["CKernels"], path: "Tests/CKernelsTests"),
+        .testTarget(name: "TurboMindTests", dependencies: ["TurboMind", "Tokenizers"], path: "Tests/TurboMindTests"),
+        .testTarget(name: "CLITests", dependencies: ["TurboMind"], path: "Tests/CLITests"),
+    ]
+)
