@@ -1,0 +1,147 @@
+// Writes safetensors files: tensors are packed back to back in the order added, the JSON header is
+// padded with spaces to a multiple of 8 bytes (so the data area stays 8-byte aligned, as the reference
+// writer does), and the file appears atomically: written to a temporary name beside the target,
+// flushed, then renamed over it.
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Foundation
+
+/// Collects tensors in memory and writes them as one safetensors file.
+public struct SafetensorsWriter: Sendable {
+    private struct Pending: Sendable {
+        var name: String
+        var dtype: DType
+        var shape: [Int]
+        var bytes: [UInt8]
+    }
+
+    /// Written as the header's `__metadata__` when not empty.
+    public var metadata: [String: String]
+    private var pending: [Pending] = []
+    private var names: Set<String> = []
+
+    public init(metadata: [String: String] = [:]) {
+        self.metadata = metadata
+    }
+
+    /// Number of tensors added so far.
+    public var count: Int { pending.count }
+
+    /// Adds a tensor from its raw little-endian bytes.
+    public mutating func add(name: String, dtype: DType, shape: [Int], bytes: [UInt8]) throws {
+        guard name != "__metadata__", !name.isEmpty else {
+            throw FormatError.invalid(file: "(safetensors writer)", field: name, expected: "a tensor name other than '' and '__metadata__'")
+        }
+        guard !names.contains(name) else {
+            throw FormatError.duplicateTensor(file: "(safetensors writer)", tensor: name)
+        }
+        guard shape.allSatisfy({ $0 >= 0 }) else {
+            throw FormatError.invalid(file: "(safetensors writer)", field: name, expected: "non-negative dimensions, got \(shape)")
+        }
+        let expected = shape.reduce(1, *) * dtype.byteSize
+        guard expected == bytes.count else {
+            throw FormatError.byteSizeMismatch(file: "(safetensors writer)", tensor: name, shape: shape, dtype: dtype,
+                                               expectedBytes: expected, actualBytes: bytes.count)
+        }
+        names.insert(name)
+        pending.append(Pending(name: name, dtype: dtype, shape: shape, bytes: bytes))
+    }
+
+    /// Adds a tensor from Float values, rounded (to nearest even) to `dtype` ∈ {bf16, f16, f32}.
+    public mutating func add(name: String, shape: [Int], values: [Float], dtype: DType) throws {
+        guard dtype.isWeightType else {
+            throw FormatError.unsupportedDType(file: "(safetensors writer)", tensor: name, dtype: dtype, supported: DType.weightTypes)
+        }
+        guard values.count == shape.reduce(1, *) else {
+            throw FormatError.invalid(file: "(safetensors writer)", field: name,
+                                      expected: "\(shape.reduce(1, *)) values for shape \(shape), got \(values.count)")
+        }
+        try add(name: name, dtype: dtype, shape: shape, bytes: TensorView.bytes(of: values, as: dtype))
+    }
+
+    /// Adds a copy of `tensor` under its own name (or `name`).
+    public mutating func add(_ tensor: TensorView, name: String? = nil) throws {
+        try add(name: name ?? tensor.name, dtype: tensor.dtype, shape: tensor.shape, bytes: [UInt8](tensor.data))
+    }
+
+    /// The header bytes: JSON padded with spaces to a multiple of 8.
+    func headerBytes() -> [UInt8] {
+        var parts: [String] = []
+        if !metadata.isEmpty {
+            let fields = metadata.keys.sorted().map { "\(JSONValue.quote($0)):\(JSONValue.quote(metadata[$0]!))" }
+            parts.append("\"__metadata__\":{" + fields.joined(separator: ",") + "}")
+        }
+        var offset = 0
+        for tensor in pending {
+            let end = offset + tensor.bytes.count
+            let shape = tensor.shape.map(String.init).joined(separator: ",")
+            parts.append("\(JSONValue.quote(tensor.name)):{\"dtype\":\"\(tensor.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(end)]}")
+            offset = end
+        }
+        var header = Array(("{" + parts.joined(separator: ",") + "}").utf8)
+        while header.count % 8 != 0 { header.append(0x20) }
+        return header
+    }
+
+    /// Writes the file atomically: to a temporary file in the same directory, then renamed to `url`.
+    public func write(to url: URL) throws {
+        let header = headerBytes()
+        var prefix = [UInt8](repeating: 0, count: 8)
+        for i in 0..<8 { prefix[i] = UInt8(truncatingIfNeeded: UInt64(header.count) >> (8 * UInt64(i))) }
+
+        let temporary = url.deletingLastPathComponent()
+            .appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        let fd = open(temporary.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        if fd < 0 {
+            throw FormatError.io(file: temporary.path, operation: "create", message: String(cString: strerror(errno)))
+        }
+        var succeeded = false
+        defer {
+            if !succeeded { unlink(temporary.path) }
+        }
+        do {
+            defer { close(fd) }
+            try SafetensorsWriter.writeAll(fd, prefix, path: temporary.path)
+            try SafetensorsWriter.writeAll(fd, header, path: temporary.path)
+            for tensor in pending { try SafetensorsWriter.writeAll(fd, tensor.bytes, path: temporary.path) }
+            if fsync(fd) != 0 {
+                throw FormatError.io(file: temporary.path, operation: "fsync", message: String(cString: strerror(errno)))
+            }
+        }
+        if rename(temporary.path, url.path) != 0 {
+            throw FormatError.io(file: url.path, operation: "rename", message: String(cString: strerror(errno)))
+        }
+        succeeded = true
+    }
+
+    private static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws {
+        try bytes.withUnsafeBytes { buffer in
+            var written = 0
+            while written < buffer.count {
+                let result = posixWrite(fd, buffer.baseAddress! + written, buffer.count - written)
+                if result < 0 {
+                    if errno == EINTR { continue }
+                    throw FormatError.io(file: path, operation: "write", message: String(cString: strerror(errno)))
+                }
+                written += result
+            }
+        }
+    }
+}
+
+/// The POSIX `write(2)`, under a name that the writer's own `write(to:)` does not shadow.
+private func posixWrite(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -> Int {
+    #if canImport(Glibc)
+    return Glibc.write(fd, buffer, count)
+    #elseif canImport(Musl)
+    return Musl.write(fd, buffer, count)
+    #else
+    return Darwin.write(fd, buffer, count)
+    #endif
+}
