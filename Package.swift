@@ -21,7 +21,7 @@ let package = Package(
             name: "CKernels",
             path: "Sources/CKernels",
             cSettings: [.unsafeFlags(["-O3", "-fno-math-errno"])],
-            linkerSettings: [.linkedLibrary("pthread"), .linkedLibrary("m")]
+            linkerSettings: [.linkedLibrary("openblas"), .linkedLibrary("pthread"), .linkedLibrary("m")]
         ),
         .target(name: "Tokenizers", path: "Sources/Tokenizers"),
         .target(

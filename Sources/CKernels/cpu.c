@@ -1,0 +1,67 @@
+// Instruction-set detection and the choice every kernel dispatches on.
+#include "ckernels.h"
+#include "isa.h"
+#include <stdio.h>
+#include <string.h>
+
+static int detected = -1;
+static int forced = -1;
+static char features[256];
+
+static int detect(void) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    char *p = features;
+    const char *names[] = {"sse4.2", "avx", "f16c", "fma", "avx2", "avx512f", "avx512bw", "avx512vl",
+                           "avx512bf16", "avx512vnni"};
+    int has[] = {__builtin_cpu_supports("sse4.2"), __builtin_cpu_supports("avx"),
+                 __builtin_cpu_supports("f16c"), __builtin_cpu_supports("fma"),
+                 __builtin_cpu_supports("avx2"), __builtin_cpu_supports("avx512f"),
+                 __builtin_cpu_supports("avx512bw"), __builtin_cpu_supports("avx512vl"),
+                 __builtin_cpu_supports("avx512bf16"), __builtin_cpu_supports("avx512vnni")};
+    for (size_t i = 0; i < sizeof has / sizeof has[0]; i++)
+        if (has[i]) p += sprintf(p, "%s%s", p == features ? "" : ",", names[i]);
+    if (has[5] && has[6] && has[7]) return CK_ISA_AVX512;
+    if (has[4] && has[2] && has[3]) return CK_ISA_AVX2;
+    return CK_ISA_SCALAR;
+#elif defined(__aarch64__)
+    strcpy(features, "neon");
+    return CK_ISA_SCALAR;   // portable C, auto-vectorised to NEON by the compiler
+#else
+    strcpy(features, "none");
+    return CK_ISA_SCALAR;
+#endif
+}
+
+int ck_isa_level(void) {
+    if (detected < 0) detected = detect();
+    return forced >= 0 ? forced : detected;
+}
+
+const char *ck_isa(void) {
+    switch (ck_isa_level()) {
+    case CK_ISA_AVX512: return "avx512";
+    case CK_ISA_AVX2: return "avx2";
+    default:
+#if defined(__aarch64__)
+        return "neon";
+#else
+        return "scalar";
+#endif
+    }
+}
+
+const char *ck_cpu_features(void) {
+    ck_isa_level();
+    return features;
+}
+
+int ck_force_isa(const char *name) {
+    if (detected < 0) detected = detect();
+    int want = strcmp(name, "avx512") == 0 ? CK_ISA_AVX512
+             : strcmp(name, "avx2") == 0   ? CK_ISA_AVX2
+             : strcmp(name, "scalar") == 0 ? CK_ISA_SCALAR : -1;
+    if (want < 0 || want > detected) return 0;
+    forced = want;
+    return 1;
+}

@@ -1,0 +1,166 @@
+// Row-wise and element-wise kernels: widening, embedding gather, RMSNorm, rotary embedding, SwiGLU.
+#include "ckernels.h"
+#include "convert.h"
+#include "isa.h"
+#include "pool.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+// ---- widening ------------------------------------------------------------------------------
+#if CK_HAVE_X86
+CK_TARGET_AVX512 static void widen_avx512(const void *src, int type, float *dst, size_t n) {
+    size_t i = 0;
+    const uint16_t *s = src;
+    if (type == CK_BF16)
+        for (; i + 16 <= n; i += 16)
+            _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(
+                _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(s + i))), 16)));
+    else if (type == CK_F16)
+        for (; i + 16 <= n; i += 16)
+            _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(s + i))));
+    for (; i < n; i++) dst[i] = ck_load_scalar(src, type, i);
+}
+CK_TARGET_AVX2 static void widen_avx2(const void *src, int type, float *dst, size_t n) {
+    size_t i = 0;
+    const uint16_t *s = src;
+    if (type == CK_BF16)
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(
+                _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(s + i))), 16)));
+    else if (type == CK_F16)
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + i))));
+    for (; i < n; i++) dst[i] = ck_load_scalar(src, type, i);
+}
+#endif
+
+void ck_widen_serial(const void *src, int type, float *dst, size_t n) {
+    if (type == CK_F32) {
+        memcpy(dst, src, n * sizeof(float));
+        return;
+    }
+    switch (ck_isa_level()) {
+#if CK_HAVE_X86
+    case CK_ISA_AVX512: widen_avx512(src, type, dst, n); return;
+    case CK_ISA_AVX2: widen_avx2(src, type, dst, n); return;
+#endif
+    default:
+        for (size_t i = 0; i < n; i++) dst[i] = ck_load_scalar(src, type, i);
+    }
+}
+
+typedef struct { const void *src; int type; float *dst; size_t count, per_task; } widen_job;
+
+static void widen_task(void *ctx, int t) {
+    const widen_job *j = ctx;
+    size_t a = (size_t)t * j->per_task, b = a + j->per_task;
+    if (b > j->count) b = j->count;
+    if (a >= b) return;
+    size_t esize = j->type == CK_F32 ? 4 : 2;
+    ck_widen_serial((const char *)j->src + a * esize, j->type, j->dst + a, b - a);
+}
+
+void ck_widen(const void *src, ck_dtype type, float *dst, size_t count) {
+    if (count == 0) return;
+    const size_t unit = 1 << 16;
+    int units = (int)((count + unit - 1) / unit);
+    int tasks = ck_task_count(units, 1);
+    widen_job j = {src, (int)type, dst, count, ((size_t)((units + tasks - 1) / tasks)) * unit};
+    ck_parallel(widen_task, &j, tasks);
+}
+
+void ck_gather_rows(const void *table, ck_dtype type, int dim, const int32_t *ids, int rows, float *dst) {
+    size_t esize = type == CK_F32 ? 4 : 2;
+    for (int r = 0; r < rows; r++)
+        ck_widen_serial((const char *)table + (size_t)ids[r] * dim * esize, (int)type, dst + (size_t)r * dim, (size_t)dim);
+}
+
+// ---- RMSNorm -------------------------------------------------------------------------------
+typedef struct { const float *x, *w; float *out; int dim; float eps; } norm_job;
+
+static void rmsnorm_row(const norm_job *j, int r) {
+    const float *x = j->x + (size_t)r * j->dim;
+    float *o = j->out + (size_t)r * j->dim;
+    double ss = 0;
+    for (int i = 0; i < j->dim; i++) ss += (double)x[i] * x[i];
+    float inv = 1.0f / sqrtf((float)(ss / j->dim) + j->eps);
+    for (int i = 0; i < j->dim; i++) o[i] = (x[i] * inv) * j->w[i];
+}
+
+static void rmsnorm_task(void *ctx, int r) { rmsnorm_row(ctx, r); }
+
+void ck_rmsnorm(const float *x, const float *w, float *out, int rows, int dim, float eps) {
+    norm_job j = {x, w, out, dim, eps};
+    if (rows < 4) {
+        for (int r = 0; r < rows; r++) rmsnorm_row(&j, r);
+        return;
+    }
+    ck_parallel(rmsnorm_task, &j, rows);
+}
+
+// ---- rotary embedding (rotate-half, as HF Llama) --------------------------------------------
+typedef struct { float *x; int heads, d, stride; const int32_t *pos; const float *inv_freq; } rope_job;
+
+static void rope_task(void *ctx, int t) {
+    const rope_job *j = ctx;
+    int half = j->d / 2;
+    float cs[512], sn[512];   // head_dim ≤ 1024 (checked by the caller)
+    for (int i = 0; i < half; i++) {
+        float angle = (float)j->pos[t] * j->inv_freq[i];   // fp32 product, as HF computes it
+        cs[i] = cosf(angle);
+        sn[i] = sinf(angle);
+    }
+    float *row = j->x + (size_t)t * j->stride;
+    for (int h = 0; h < j->heads; h++) {
+        float *v = row + (size_t)h * j->d;
+        for (int i = 0; i < half; i++) {
+            float a = v[i], b = v[i + half];
+            v[i] = a * cs[i] - b * sn[i];
+            v[i + half] = b * cs[i] + a * sn[i];
+        }
+    }
+}
+
+void ck_rope(float *x, int tokens, int heads, int head_dim, int stride, const int32_t *positions,
+             const float *inv_freq) {
+    if (head_dim > 1024 || head_dim % 2) abort();
+    rope_job j = {x, heads, head_dim, stride, positions, inv_freq};
+    if (tokens < 4) {
+        for (int t = 0; t < tokens; t++) rope_task(&j, t);
+        return;
+    }
+    ck_parallel(rope_task, &j, tokens);
+}
+
+// ---- SwiGLU and residual -------------------------------------------------------------------
+typedef struct { float *g; const float *u; size_t n, per_task; } silu_job;
+
+static void silu_task(void *ctx, int t) {
+    const silu_job *j = ctx;
+    size_t a = (size_t)t * j->per_task, b = a + j->per_task;
+    if (b > j->n) b = j->n;
+    for (size_t i = a; i < b; i++) {
+        float g = j->g[i];
+        j->g[i] = g / (1.0f + expf(-g)) * j->u[i];
+    }
+}
+
+void ck_silu_mul(float *gate, const float *up, size_t n) {
+    const size_t unit = 8192;
+    int units = (int)((n + unit - 1) / unit);
+    int tasks = ck_task_count(units, 1);
+    silu_job j = {gate, up, n, ((size_t)((units + tasks - 1) / tasks)) * unit};
+    ck_parallel(silu_task, &j, tasks);
+}
+
+void ck_add(float *y, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+int ck_argmax(const float *x, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}

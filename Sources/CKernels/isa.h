@@ -1,0 +1,13 @@
+// Internal: instruction-set levels and the target attributes of each kernel variant.
+#ifndef CK_ISA_H
+#define CK_ISA_H
+enum { CK_ISA_SCALAR = 0, CK_ISA_AVX2 = 1, CK_ISA_AVX512 = 2 };
+int ck_isa_level(void);
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define CK_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")))
+#define CK_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define CK_HAVE_X86 1
+#endif
+#define CK_INLINE static inline __attribute__((always_inline))
+#endif

@@ -1,0 +1,186 @@
+// Skinny matrix products against stored-precision weights: Y[m][n] = X[m][k] · W[n][k]ᵀ.
+// Decode is bound by reading the weights, so each weight chunk is widened once in registers
+// and used for up to four input vectors. Every output is one lane-wise accumulation over k in
+// chunks, in the same order whatever m, n, the row block or the thread split: results do not
+// depend on batch composition (the engine's batch-invariance rests on this).
+#include "ckernels.h"
+#include "convert.h"
+#include "isa.h"
+#include "pool.h"
+
+typedef struct {
+    const void *W; int wt; const float *X; float *Y; int m, n, k; const float *bias;
+    int rows_per_task;
+} matmul_job;
+
+// ---- portable C --------------------------------------------------------------------------
+static void rows_scalar(const matmul_job *j, int r0, int r1) {
+    for (int r = r0; r < r1; r++) {
+        for (int v = 0; v < j->m; v++) {
+            const float *x = j->X + (size_t)v * j->k;
+            float s[4] = {0, 0, 0, 0};
+            int kk = 0;
+            for (; kk + 4 <= j->k; kk += 4)
+                for (int l = 0; l < 4; l++)
+                    s[l] += ck_load_scalar(j->W, j->wt, (size_t)r * j->k + kk + l) * x[kk + l];
+            float sum = (s[0] + s[1]) + (s[2] + s[3]);
+            for (; kk < j->k; kk++) sum += ck_load_scalar(j->W, j->wt, (size_t)r * j->k + kk) * x[kk];
+            j->Y[(size_t)v * j->n + r] = sum + (j->bias ? j->bias[r] : 0.0f);
+        }
+    }
+}
+
+#if CK_HAVE_X86
+// ---- AVX-512: 16 lanes, blocks of R rows × V vectors, R ≤ 4, V ≤ 4 -------------------------
+CK_TARGET_AVX512 CK_INLINE __m512 w512(const void *W, int wt, size_t off) {
+    if (wt == CK_BF16)
+        return _mm512_castsi512_ps(_mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)W + off))), 16));
+    if (wt == CK_F16) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)W + off)));
+    return _mm512_loadu_ps((const float *)W + off);
+}
+
+CK_TARGET_AVX512 CK_INLINE __m512 w512_tail(const void *W, int wt, size_t off, __mmask16 m) {
+    if (wt == CK_BF16)
+        return _mm512_castsi512_ps(_mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)W + off)), 16));
+    if (wt == CK_F16) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)W + off));
+    return _mm512_maskz_loadu_ps(m, (const float *)W + off);
+}
+
+CK_TARGET_AVX512 CK_INLINE void block512(const matmul_job *j, int wt, int r, int R, int v0, int V) {
+    const int k = j->k;
+    __m512 acc[4][4];
+    for (int i = 0; i < R; i++)
+        for (int v = 0; v < V; v++) acc[i][v] = _mm512_setzero_ps();
+    int kk = 0;
+    for (; kk + 16 <= k; kk += 16) {
+        __m512 w[4];
+        for (int i = 0; i < R; i++) w[i] = w512(j->W, wt, (size_t)(r + i) * k + kk);
+        for (int v = 0; v < V; v++) {
+            __m512 x = _mm512_loadu_ps(j->X + (size_t)(v0 + v) * k + kk);
+            for (int i = 0; i < R; i++) acc[i][v] = _mm512_fmadd_ps(w[i], x, acc[i][v]);
+        }
+    }
+    if (kk < k) {
+        __mmask16 m = (__mmask16)((1u << (k - kk)) - 1);
+        __m512 w[4];
+        for (int i = 0; i < R; i++) w[i] = w512_tail(j->W, wt, (size_t)(r + i) * k + kk, m);
+        for (int v = 0; v < V; v++) {
+            __m512 x = _mm512_maskz_loadu_ps(m, j->X + (size_t)(v0 + v) * k + kk);
+            for (int i = 0; i < R; i++) acc[i][v] = _mm512_fmadd_ps(w[i], x, acc[i][v]);
+        }
+    }
+    for (int i = 0; i < R; i++)
+        for (int v = 0; v < V; v++)
+            j->Y[(size_t)(v0 + v) * j->n + r + i] =
+                _mm512_reduce_add_ps(acc[i][v]) + (j->bias ? j->bias[r + i] : 0.0f);
+}
+
+#define DISPATCH_V(FN, J, WT, R, R0, V0, V) \
+    switch (V) { case 4: FN(J, WT, R0, R, V0, 4); break; case 3: FN(J, WT, R0, R, V0, 3); break; \
+                 case 2: FN(J, WT, R0, R, V0, 2); break; default: FN(J, WT, R0, R, V0, 1); }
+
+CK_TARGET_AVX512 CK_INLINE void rows512_t(const matmul_job *j, int wt, int r0, int r1) {
+    int r = r0;
+    for (; r + 4 <= r1; r += 4)
+        for (int v0 = 0; v0 < j->m; v0 += 4) { int V = j->m - v0 < 4 ? j->m - v0 : 4; DISPATCH_V(block512, j, wt, 4, r, v0, V) }
+    for (; r < r1; r++)
+        for (int v0 = 0; v0 < j->m; v0 += 4) { int V = j->m - v0 < 4 ? j->m - v0 : 4; DISPATCH_V(block512, j, wt, 1, r, v0, V) }
+}
+
+CK_TARGET_AVX512 static void rows_avx512(const matmul_job *j, int r0, int r1) {
+    switch (j->wt) {
+    case CK_BF16: rows512_t(j, CK_BF16, r0, r1); break;
+    case CK_F16: rows512_t(j, CK_F16, r0, r1); break;
+    default: rows512_t(j, CK_F32, r0, r1); break;
+    }
+}
+
+// ---- AVX2 + F16C + FMA: 8 lanes, R ≤ 4 rows × V ≤ 2 vectors (16 registers) -------------------
+CK_TARGET_AVX2 CK_INLINE __m256 w256(const void *W, int wt, size_t off) {
+    if (wt == CK_BF16)
+        return _mm256_castsi256_ps(_mm256_slli_epi32(
+            _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)W + off))), 16));
+    if (wt == CK_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)W + off)));
+    return _mm256_loadu_ps((const float *)W + off);
+}
+
+CK_TARGET_AVX2 CK_INLINE float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+CK_TARGET_AVX2 CK_INLINE void block256(const matmul_job *j, int wt, int r, int R, int v0, int V) {
+    const int k = j->k;
+    __m256 acc[4][2];
+    for (int i = 0; i < R; i++)
+        for (int v = 0; v < V; v++) acc[i][v] = _mm256_setzero_ps();
+    int kk = 0;
+    for (; kk + 8 <= k; kk += 8) {
+        __m256 w[4];
+        for (int i = 0; i < R; i++) w[i] = w256(j->W, wt, (size_t)(r + i) * k + kk);
+        for (int v = 0; v < V; v++) {
+            __m256 x = _mm256_loadu_ps(j->X + (size_t)(v0 + v) * k + kk);
+            for (int i = 0; i < R; i++) acc[i][v] = _mm256_fmadd_ps(w[i], x, acc[i][v]);
+        }
+    }
+    for (int i = 0; i < R; i++)
+        for (int v = 0; v < V; v++) {
+            float s = hsum256(acc[i][v]);
+            const float *x = j->X + (size_t)(v0 + v) * k;
+            for (int t = kk; t < k; t++) s += ck_load_scalar(j->W, wt, (size_t)(r + i) * k + t) * x[t];
+            j->Y[(size_t)(v0 + v) * j->n + r + i] = s + (j->bias ? j->bias[r + i] : 0.0f);
+        }
+}
+
+CK_TARGET_AVX2 CK_INLINE void rows256_t(const matmul_job *j, int wt, int r0, int r1) {
+    int r = r0;
+    for (; r + 4 <= r1; r += 4)
+        for (int v0 = 0; v0 < j->m; v0 += 2) {
+            if (j->m - v0 >= 2) block256(j, wt, r, 4, v0, 2); else block256(j, wt, r, 4, v0, 1);
+        }
+    for (; r < r1; r++)
+        for (int v0 = 0; v0 < j->m; v0 += 2) {
+            if (j->m - v0 >= 2) block256(j, wt, r, 1, v0, 2); else block256(j, wt, r, 1, v0, 1);
+        }
+}
+
+CK_TARGET_AVX2 static void rows_avx2(const matmul_job *j, int r0, int r1) {
+    switch (j->wt) {
+    case CK_BF16: rows256_t(j, CK_BF16, r0, r1); break;
+    case CK_F16: rows256_t(j, CK_F16, r0, r1); break;
+    default: rows256_t(j, CK_F32, r0, r1); break;
+    }
+}
+#endif
+
+static void matmul_task(void *ctx, int t) {
+    const matmul_job *j = ctx;
+    int r0 = t * j->rows_per_task;
+    int r1 = r0 + j->rows_per_task;
+    if (r1 > j->n) r1 = j->n;
+    if (r0 >= r1) return;
+    switch (ck_isa_level()) {
+#if CK_HAVE_X86
+    case CK_ISA_AVX512: rows_avx512(j, r0, r1); break;
+    case CK_ISA_AVX2: rows_avx2(j, r0, r1); break;
+#endif
+    default: rows_scalar(j, r0, r1); break;
+    }
+}
+
+void ck_matmul_wt(const void *W, ck_dtype wtype, const float *X, float *Y, int m, int n, int k,
+                  const float *bias) {
+    if (m <= 0 || n <= 0) return;
+    matmul_job j = {W, (int)wtype, X, Y, m, n, k, bias, 0};
+    int blocks = (n + 3) / 4;
+    // ~64 KiB of weights per task at least, so dispatch overhead stays small next to the work.
+    int min_blocks = (int)(16384 / ((size_t)k * 4 + 1)) + 1;
+    int tasks = ck_task_count(blocks, min_blocks);
+    j.rows_per_task = ((blocks + tasks - 1) / tasks) * 4;
+    tasks = (n + j.rows_per_task - 1) / j.rows_per_task;
+    ck_parallel(matmul_task, &j, tasks);
+}

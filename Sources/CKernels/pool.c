@@ -1,0 +1,161 @@
+// A persistent worker pool tuned for the decode loop: a token runs ~150 small parallel kernels,
+// so dispatch must cost microseconds. Idle workers spin briefly on a generation counter (the
+// next kernel usually arrives within microseconds) and then sleep on a condition variable so an
+// idle server burns no CPU.
+#define _GNU_SOURCE
+#include "ckernels.h"
+#include "pool.h"
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <unistd.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define CK_PAUSE() _mm_pause()
+#elif defined(__aarch64__)
+#define CK_PAUSE() __asm__ __volatile__("yield")
+#else
+#define CK_PAUSE() ((void)0)
+#endif
+
+enum { SPIN_ITERATIONS = 1 << 16 };
+
+// The job word packs generation, task count and next task index into one atomic so a worker
+// can never claim a task of a job other than the one it observed (see claim_task).
+#define IDX_BITS 20
+#define IDX_MASK ((1ull << IDX_BITS) - 1)
+#define GEN_SHIFT (2 * IDX_BITS)
+static inline uint64_t job_gen(uint64_t w) { return w >> GEN_SHIFT; }
+
+static struct {
+    pthread_mutex_t call_lock;   // serialises ck_parallel callers
+    pthread_mutex_t sleep_lock;
+    pthread_cond_t wake;
+    pthread_t *threads;
+    int nthreads;                // including the caller
+    _Atomic uint64_t job;        // gen << 40 | tasks << 20 | next index
+    _Atomic int done_tasks;
+    _Atomic int stop;
+    ck_task_fn fn;
+    void *ctx;
+} pool = {
+    .call_lock = PTHREAD_MUTEX_INITIALIZER,
+    .sleep_lock = PTHREAD_MUTEX_INITIALIZER,
+    .wake = PTHREAD_COND_INITIALIZER,
+    .nthreads = 0,
+};
+
+static void run_tasks(void) {
+    for (;;) {
+        uint64_t w = atomic_load_explicit(&pool.job, memory_order_acquire);
+        uint64_t idx = w & IDX_MASK, tasks = (w >> IDX_BITS) & IDX_MASK;
+        if (idx >= tasks) return;
+        if (!atomic_compare_exchange_weak_explicit(&pool.job, &w, w + 1, memory_order_acq_rel,
+                                                   memory_order_relaxed))
+            continue;
+        // The job cannot change while one of its tasks is unfinished, so fn/ctx are this job's.
+        pool.fn(pool.ctx, (int)idx);
+        atomic_fetch_add_explicit(&pool.done_tasks, 1, memory_order_release);
+    }
+}
+
+static void *worker_main(void *arg) {
+    (void)arg;
+    uint64_t seen = job_gen(atomic_load(&pool.job));
+    for (;;) {
+        uint64_t gen;
+        int spins = 0;
+        while ((gen = job_gen(atomic_load_explicit(&pool.job, memory_order_acquire))) == seen) {
+            if (++spins < SPIN_ITERATIONS) { CK_PAUSE(); continue; }
+            pthread_mutex_lock(&pool.sleep_lock);
+            while ((gen = job_gen(atomic_load(&pool.job))) == seen)
+                pthread_cond_wait(&pool.wake, &pool.sleep_lock);
+            pthread_mutex_unlock(&pool.sleep_lock);
+            break;
+        }
+        seen = gen;
+        if (atomic_load(&pool.stop)) return NULL;
+        run_tasks();
+    }
+}
+
+static void publish_job(uint64_t tasks) {
+    uint64_t gen = job_gen(atomic_load(&pool.job)) + 1;
+    pthread_mutex_lock(&pool.sleep_lock);
+    atomic_store_explicit(&pool.job, (gen << GEN_SHIFT) | (tasks << IDX_BITS), memory_order_release);
+    pthread_cond_broadcast(&pool.wake);
+    pthread_mutex_unlock(&pool.sleep_lock);
+}
+
+static int online_cores(void) {
+#if defined(__linux__)
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0) return n;
+    }
+#endif
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+static void stop_workers(void) {
+    if (pool.nthreads <= 1) { pool.nthreads = 0; return; }
+    atomic_store(&pool.stop, 1);
+    publish_job(0);
+    for (int i = 0; i < pool.nthreads - 1; i++) pthread_join(pool.threads[i], NULL);
+    free(pool.threads);
+    pool.threads = NULL;
+    pool.nthreads = 0;
+    atomic_store(&pool.stop, 0);
+}
+
+void ck_init(int threads) {
+    pthread_mutex_lock(&pool.call_lock);
+    if (threads <= 0) threads = online_cores();
+    if (threads > 256) threads = 256;
+    if (pool.nthreads != threads) {
+        stop_workers();
+        pool.nthreads = threads;
+        if (threads > 1) {
+            pool.threads = calloc((size_t)threads - 1, sizeof(pthread_t));
+            for (int i = 0; i < threads - 1; i++) pthread_create(&pool.threads[i], NULL, worker_main, NULL);
+        }
+    }
+    pthread_mutex_unlock(&pool.call_lock);
+}
+
+int ck_threads(void) {
+    if (pool.nthreads == 0) ck_init(0);
+    return pool.nthreads;
+}
+
+int ck_task_count(int units, int min_per_task) {
+    int threads = ck_threads();
+    if (min_per_task < 1) min_per_task = 1;
+    int by_size = (units + min_per_task - 1) / min_per_task;
+    int wanted = threads * 4;   // a few tasks per thread balance uneven progress
+    int t = by_size < wanted ? by_size : wanted;
+    return t < 1 ? 1 : t;
+}
+
+void ck_parallel(ck_task_fn fn, void *ctx, int tasks) {
+    if (tasks <= 0) return;
+    if (pool.nthreads == 0) ck_init(0);
+    pthread_mutex_lock(&pool.call_lock);
+    // More tasks than the job word can count never happens with ck_task_count; stay correct anyway.
+    if (pool.nthreads <= 1 || tasks == 1 || (uint64_t)tasks > IDX_MASK) {
+        for (int t = 0; t < tasks; t++) fn(ctx, t);
+        pthread_mutex_unlock(&pool.call_lock);
+        return;
+    }
+    pool.fn = fn;
+    pool.ctx = ctx;
+    atomic_store_explicit(&pool.done_tasks, 0, memory_order_relaxed);
+    publish_job((uint64_t)tasks);
+    run_tasks();
+    while (atomic_load_explicit(&pool.done_tasks, memory_order_acquire) < tasks) CK_PAUSE();
+    pthread_mutex_unlock(&pool.call_lock);
+}

@@ -1,0 +1,179 @@
+// Every CPU kernel against a plain Swift reference on random odd-sized inputs, for every
+// instruction set the machine has (as llama.cpp's test-backend-ops does for its backends).
+import CKernels
+import Foundation
+import Testing
+
+/// Deterministic inputs: a fixed-seed LCG, values in [-1, 1).
+struct Rand {
+    var state: UInt64
+    mutating func next() -> Float {
+        state = state &* 6364136223846793005 &+ 1442695040888963407
+        return Float(Int64(bitPattern: state >> 11) % 2_000_000) / 1_000_000 - 1
+    }
+    mutating func array(_ n: Int) -> [Float] { (0..<n).map { _ in next() } }
+}
+
+func bf16(_ x: Float) -> UInt16 {
+    let b = x.bitPattern
+    return UInt16(truncatingIfNeeded: (b &+ 0x7FFF &+ ((b >> 16) & 1)) >> 16)
+}
+func fromBF16(_ h: UInt16) -> Float { Float(bitPattern: UInt32(h) << 16) }
+
+/// The instruction sets this CPU supports (forcing a higher one fails).
+func availableISAs() -> [String] {
+    ["scalar", "avx2", "avx512"].filter { ck_force_isa($0) != 0 }
+}
+
+/// Relative tolerance for fp32 dot products of length k with inputs in [-1,1): reordered sums
+/// of k terms differ by about k·ε·max|term|; 1e-5 with k ≤ 2000 leaves a 10× margin.
+func close(_ a: Float, _ b: Float, scale: Float, tol: Float = 1e-5) -> Bool { abs(a - b) <= tol * max(scale, 1) }
+
+@Suite(.serialized) struct KernelReferenceTests {
+    init() { ck_init(3) }  // more threads than cores exercises the pool's hand-off too
+
+    @Test(arguments: [(1, 1, 1), (1, 37, 19), (3, 65, 131), (5, 130, 576), (9, 257, 33), (4, 16, 16)])
+    func matmulMatchesReference(shape: (Int, Int, Int)) {
+        let (m, n, k) = shape
+        var r = Rand(state: UInt64(m * 1000 + n * 10 + k))
+        let w = r.array(n * k), x = r.array(m * k), bias = r.array(n)
+        let wb = w.map(bf16)
+        let wf16 = w.map { Float16($0) }
+        for isa in availableISAs() {
+            _ = ck_force_isa(isa)
+            for type in [CK_F32, CK_F16, CK_BF16] {
+                let wq: [Float] = type == CK_BF16 ? wb.map(fromBF16) : type == CK_F16 ? wf16.map { Float($0) } : w
+                var y = [Float](repeating: .nan, count: m * n)
+                switch type {
+                case CK_BF16: ck_matmul_wt(wb, type, x, &y, Int32(m), Int32(n), Int32(k), bias)
+                case CK_F16: ck_matmul_wt(wf16, type, x, &y, Int32(m), Int32(n), Int32(k), bias)
+                default: ck_matmul_wt(w, type, x, &y, Int32(m), Int32(n), Int32(k), bias)
+                }
+                var yb = [Float](repeating: .nan, count: m * n)
+                switch type {
+                case CK_BF16: ck_gemm_wt(wb, type, x, &yb, Int32(m), Int32(n), Int32(k), bias)
+                case CK_F16: ck_gemm_wt(wf16, type, x, &yb, Int32(m), Int32(n), Int32(k), bias)
+                default: ck_gemm_wt(w, type, x, &yb, Int32(m), Int32(n), Int32(k), bias)
+                }
+                for i in 0..<m {
+                    for j in 0..<n {
+                        var ref: Double = 0
+                        for t in 0..<k { ref += Double(wq[j * k + t]) * Double(x[i * k + t]) }
+                        ref += Double(bias[j])
+                        #expect(close(y[i * n + j], Float(ref), scale: Float(k).squareRoot()), "matmul \(isa) \(type) [\(i),\(j)] \(y[i * n + j]) vs \(ref)")
+                        #expect(close(yb[i * n + j], Float(ref), scale: Float(k).squareRoot()), "gemm \(isa) \(type) [\(i),\(j)] \(yb[i * n + j]) vs \(ref)")
+                    }
+                }
+            }
+        }
+        _ = ck_force_isa("avx512") != 0 || ck_force_isa("avx2") != 0 || ck_force_isa("scalar") != 0
+    }
+
+    /// A row computed alone and inside a batch of any size gives the same bits: the engine's
+    /// batch invariance rests on it.
+    @Test func matmulIsBatchInvariant() {
+        let n = 67, k = 333
+        var r = Rand(state: 7)
+        let w = r.array(n * k).map(bf16), x = r.array(9 * k)
+        for isa in availableISAs() {
+            _ = ck_force_isa(isa)
+            var batch = [Float](repeating: 0, count: 9 * n)
+            ck_matmul_wt(w, CK_BF16, x, &batch, 9, Int32(n), Int32(k), nil)
+            for i in 0..<9 {
+                var single = [Float](repeating: 0, count: n)
+                Array(x[i * k..<(i + 1) * k]).withUnsafeBufferPointer {
+                    ck_matmul_wt(w, CK_BF16, $0.baseAddress, &single, 1, Int32(n), Int32(k), nil)
+                }
+                #expect(single == Array(batch[i * n..<(i + 1) * n]), "\(isa): row \(i) differs alone vs in a batch of 9")
+            }
+        }
+    }
+
+    @Test func widenAndGather() {
+        var r = Rand(state: 3)
+        let v = r.array(100_003)
+        let b = v.map(bf16), h = v.map { Float16($0) }
+        for isa in availableISAs() {
+            _ = ck_force_isa(isa)
+            var out = [Float](repeating: 0, count: v.count)
+            ck_widen(b, CK_BF16, &out, v.count)
+            #expect(out == b.map(fromBF16), "\(isa) bf16")
+            ck_widen(h, CK_F16, &out, v.count)
+            #expect(out == h.map { Float($0) }, "\(isa) f16")
+            var rows = [Float](repeating: 0, count: 3 * 17)
+            let ids: [Int32] = [5, 0, 5000]
+            ck_gather_rows(b, CK_BF16, 17, ids, 3, &rows)
+            for (i, id) in ids.enumerated() {
+                #expect(Array(rows[i * 17..<(i + 1) * 17]) == b[Int(id) * 17..<(Int(id) + 1) * 17].map(fromBF16))
+            }
+        }
+    }
+
+    @Test func rmsnormRopeSilu() {
+        var r = Rand(state: 11)
+        let rows = 5, dim = 77
+        let x = r.array(rows * dim), w = r.array(dim)
+        var out = [Float](repeating: 0, count: rows * dim)
+        ck_rmsnorm(x, w, &out, Int32(rows), Int32(dim), 1e-5)
+        for i in 0..<rows {
+            let row = x[i * dim..<(i + 1) * dim]
+            let rms = (row.map { Double($0) * Double($0) }.reduce(0, +) / Double(dim) + 1e-5).squareRoot()
+            for j in 0..<dim { #expect(abs(Double(out[i * dim + j]) - Double(x[i * dim + j]) / rms * Double(w[j])) < 1e-5) }
+        }
+        // RoPE: tokens 3, heads 2, d 6, stride 14 (a wider row: the kernel must respect the stride).
+        let d = 6, heads = 2, stride = 14, tokens = 3
+        var q = r.array(tokens * stride)
+        let orig = q
+        let pos: [Int32] = [0, 7, 4000]
+        let inv: [Float] = (0..<d / 2).map { powf(10000, -2 * Float($0) / Float(d)) }
+        ck_rope(&q, Int32(tokens), Int32(heads), Int32(d), Int32(stride), pos, inv)
+        for t in 0..<tokens {
+            for hd in 0..<heads {
+                for i in 0..<d / 2 {
+                    let a = orig[t * stride + hd * d + i], b = orig[t * stride + hd * d + i + d / 2]
+                    let ang = Float(pos[t]) * inv[i]
+                    #expect(abs(q[t * stride + hd * d + i] - (a * cosf(ang) - b * sinf(ang))) < 1e-6)
+                    #expect(abs(q[t * stride + hd * d + i + d / 2] - (b * cosf(ang) + a * sinf(ang))) < 1e-6)
+                }
+            }
+            for c in heads * d..<stride { #expect(q[t * stride + c] == orig[t * stride + c], "padding untouched") }
+        }
+        var g = r.array(20_001)
+        let u = r.array(20_001), g0 = g
+        ck_silu_mul(&g, u, g.count)
+        for i in g.indices { #expect(abs(g[i] - g0[i] / (1 + expf(-g0[i])) * u[i]) < 1e-6) }
+    }
+
+    @Test(arguments: [(1, 0, 4, 2, 64), (5, 0, 6, 3, 19), (3, 9, 4, 1, 80), (1, 40, 9, 3, 64)])
+    func attentionMatchesReference(p: (Int, Int, Int, Int, Int)) {
+        let (tokens, start, heads, kvHeads, d) = p
+        var r = Rand(state: UInt64(tokens * 31 + start))
+        let ctx = start + tokens, kvw = kvHeads * d, qw = heads * d
+        let q = r.array(tokens * qw), k = r.array(ctx * kvw), v = r.array(ctx * kvw)
+        let scale = 1 / Float(d).squareRoot()
+        for isa in availableISAs() {
+            _ = ck_force_isa(isa)
+            var out = [Float](repeating: .nan, count: tokens * qw)
+            ck_attention(q, Int32(qw), k, v, Int32(kvw), &out, Int32(qw), Int32(tokens), Int32(start), Int32(heads), Int32(kvHeads), Int32(d), scale)
+            for t in 0..<tokens {
+                for h in 0..<heads {
+                    let g = h / (heads / kvHeads)
+                    let n = start + t + 1
+                    var s = (0..<n).map { p in (0..<d).reduce(0.0) { $0 + Double(q[t * qw + h * d + $1]) * Double(k[p * kvw + g * d + $1]) } * Double(scale) }
+                    let mx = s.max()!
+                    s = s.map { exp($0 - mx) }
+                    let z = s.reduce(0, +)
+                    for i in 0..<d {
+                        let ref = (0..<n).reduce(0.0) { $0 + s[$1] / z * Double(v[$1 * kvw + g * d + i]) }
+                        #expect(abs(Double(out[t * qw + h * d + i]) - ref) < 1e-5, "\(isa) t\(t) h\(h) i\(i)")
+                    }
+                }
+            }
+        }
+    }
+
+    @Test func argmaxTakesFirstMaximum() {
+        #expect(ck_argmax([1, 5, 2, 5, -1], 5) == 1)
+        #expect(ck_argmax([-3], 1) == 0)
+    }
+}
