@@ -36,6 +36,38 @@ enum JSONValue: Decodable, Equatable, Sendable {
         try JSONDecoder().decode(JSONValue.self, from: data)
     }
 
+    /// The value at `path` (object keys and array indices), if there is one.
+    func value(at path: [CodingKey]) -> JSONValue? {
+        var current = self
+        for key in path {
+            switch current {
+            case .object(let fields):
+                guard let next = fields[key.stringValue] else { return nil }
+                current = next
+            case .array(let elements):
+                guard let index = key.intValue, elements.indices.contains(index) else { return nil }
+                current = elements[index]
+            default:
+                return nil
+            }
+        }
+        return current
+    }
+
+    /// A parse error as one readable sentence (the decoder's own text, without the type's dump).
+    static func explain(_ error: Error) -> String {
+        guard let decodingError = error as? DecodingError else { return "\(error)" }
+        switch decodingError {
+        case .dataCorrupted(let context), .keyNotFound(_, let context), .typeMismatch(_, let context),
+             .valueNotFound(_, let context):
+            var text = context.debugDescription
+            if let underlying = context.underlyingError { text += " (\(underlying))" }
+            return text
+        @unknown default:
+            return "\(error)"
+        }
+    }
+
     /// A short rendering for error messages.
     var brief: String {
         switch self {
@@ -44,7 +76,15 @@ enum JSONValue: Decodable, Equatable, Sendable {
         case .int(let value): return String(value)
         case .double(let value): return String(value)
         case .string(let value): return "\"\(value)\""
-        case .array(let values): return "an array of \(values.count) elements"
+        case .array(let values):
+            let scalars = values.allSatisfy {
+                switch $0 {
+                case .array, .object: return false
+                default: return true
+                }
+            }
+            if scalars && values.count <= 8 { return "[" + values.map(\.brief).joined(separator: ", ") + "]" }
+            return "an array of \(values.count) elements"
         case .object: return "an object"
         }
     }

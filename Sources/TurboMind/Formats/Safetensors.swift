@@ -99,7 +99,7 @@ public struct SafetensorsFile: @unchecked Sendable {
             root = try JSONValue.parse(headerData)
         } catch {
             let preview = String(decoding: headerData.prefix(40), as: UTF8.self)
-            throw FormatError.headerNotJSON(file: file, detail: "\(error) (header starts with \(JSONValue.quote(preview)))")
+            throw FormatError.headerNotJSON(file: file, detail: "\(JSONValue.explain(error)) (header starts with \(JSONValue.quote(preview)))")
         }
         guard case .object(let object) = root else {
             throw FormatError.headerNotJSON(file: file, detail: "top level is \(root.brief), expected an object")

@@ -57,7 +57,7 @@ public struct SafetensorsCheckpoint: Sendable {
         do {
             root = try JSONValue.parse(data)
         } catch {
-            throw FormatError.badIndex(file: index.path, detail: "not valid JSON: \(error)")
+            throw FormatError.badIndex(file: index.path, detail: "not valid JSON: \(JSONValue.explain(error))")
         }
         guard case .object(let top) = root else {
             throw FormatError.badIndex(file: index.path, detail: "top level is \(root.brief), expected an object")

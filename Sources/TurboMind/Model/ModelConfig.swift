@@ -165,12 +165,13 @@ public struct ModelConfig: Sendable, Decodable, Equatable {
         } catch let error as FormatError {
             throw error
         } catch let error as DecodingError {
-            throw translate(error, file: file)
+            throw translate(error, file: file, document: try? JSONValue.parse(data))
         }
     }
 
     /// Turns a DecodingError into a FormatError naming the key path.
-    private static func translate(_ error: DecodingError, file: String) -> FormatError {
+    /// `document` is the parsed JSON, used to quote the offending value.
+    private static func translate(_ error: DecodingError, file: String, document: JSONValue?) -> FormatError {
         func path(_ keys: [CodingKey]) -> String {
             var result = ""
             for key in keys {
@@ -188,6 +189,7 @@ public struct ModelConfig: Sendable, Decodable, Equatable {
             case is Double.Type, is Float.Type: return "a number"
             case is String.Type: return "a string"
             case is Bool.Type: return "true or false"
+            case is TokenIDs.Type: return "an integer or a list of integers"
             default:
                 let name = String(describing: type)
                 if name.hasPrefix("Array") { return "an array" }
@@ -199,14 +201,13 @@ public struct ModelConfig: Sendable, Decodable, Equatable {
         case let .keyNotFound(key, context):
             return .missingConfigKey(file: file, key: path(context.codingPath + [key]))
         case let .typeMismatch(type, context):
-            return .invalidConfigValue(file: file, key: path(context.codingPath), value: "of another JSON type",
-                                       expected: describe(type))
+            let found = document?.value(at: context.codingPath).map(\.brief) ?? "of another JSON type"
+            return .invalidConfigValue(file: file, key: path(context.codingPath), value: found, expected: describe(type))
         case let .valueNotFound(type, context):
             return .invalidConfigValue(file: file, key: path(context.codingPath), value: "null", expected: describe(type))
         case let .dataCorrupted(context):
             if context.codingPath.isEmpty {
-                let underlying = context.underlyingError.map { ": \($0)" } ?? ""
-                return .configNotJSON(file: file, detail: context.debugDescription + underlying)
+                return .configNotJSON(file: file, detail: JSONValue.explain(error))
             }
             return .invalidConfigValue(file: file, key: path(context.codingPath), value: "unreadable",
                                        expected: context.debugDescription)
@@ -269,8 +270,11 @@ public struct ModelConfig: Sendable, Decodable, Equatable {
             let container = try decoder.singleValueContainer()
             if let id = try? container.decode(Int.self) {
                 self = .one(id)
+            } else if let ids = try? container.decode([Int].self) {
+                self = .many(ids)
             } else {
-                self = .many(try container.decode([Int].self))
+                throw DecodingError.typeMismatch(TokenIDs.self, DecodingError.Context(
+                    codingPath: decoder.codingPath, debugDescription: "expected an integer or a list of integers"))
             }
         }
     }
@@ -280,6 +284,14 @@ public struct ModelConfig: Sendable, Decodable, Equatable {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         func invalid(_ key: String, _ value: Any, _ expected: String) -> FormatError {
             .invalidConfigValue(file: file, key: key, value: "\(value)", expected: expected)
+        }
+        func optionalInt(_ key: CodingKeys) throws -> Int? {
+            try ModelConfig.integer(c, key, path: key.rawValue, file: file)
+        }
+        func requiredInt(_ key: CodingKeys) throws -> Int {
+            if c.contains(key), try c.decodeNil(forKey: key) { throw invalid(key.rawValue, "null", "an integer") }
+            guard let value = try optionalInt(key) else { throw FormatError.missingConfigKey(file: file, key: key.rawValue) }
+            return value
         }
 
         // Architecture: `architectures[0]`, else `model_type`.
@@ -300,22 +312,22 @@ public struct ModelConfig: Sendable, Decodable, Equatable {
         }
 
         // Sizes.
-        hiddenSize = try c.decode(Int.self, forKey: .hiddenSize)
-        intermediateSize = try c.decode(Int.self, forKey: .intermediateSize)
-        numHiddenLayers = try c.decode(Int.self, forKey: .numHiddenLayers)
-        numAttentionHeads = try c.decode(Int.self, forKey: .numAttentionHeads)
-        vocabSize = try c.decode(Int.self, forKey: .vocabSize)
+        hiddenSize = try requiredInt(.hiddenSize)
+        intermediateSize = try requiredInt(.intermediateSize)
+        numHiddenLayers = try requiredInt(.numHiddenLayers)
+        numAttentionHeads = try requiredInt(.numAttentionHeads)
+        vocabSize = try requiredInt(.vocabSize)
         for (key, value) in [("hidden_size", hiddenSize), ("intermediate_size", intermediateSize),
                              ("num_hidden_layers", numHiddenLayers), ("num_attention_heads", numAttentionHeads),
                              ("vocab_size", vocabSize)] where value <= 0 {
             throw invalid(key, value, "a positive integer")
         }
-        numKeyValueHeads = try c.decodeIfPresent(Int.self, forKey: .numKeyValueHeads) ?? numAttentionHeads
+        numKeyValueHeads = try optionalInt(.numKeyValueHeads) ?? numAttentionHeads
         guard numKeyValueHeads > 0, numAttentionHeads % numKeyValueHeads == 0 else {
             throw invalid("num_key_value_heads", numKeyValueHeads,
                           "a positive divisor of num_attention_heads (\(numAttentionHeads))")
         }
-        if let explicit = try c.decodeIfPresent(Int.self, forKey: .headDim) {
+        if let explicit = try optionalInt(.headDim) {
             guard explicit > 0, explicit % 2 == 0 else { throw invalid("head_dim", explicit, "a positive even integer") }
             headDim = explicit
         } else {
@@ -348,7 +360,7 @@ public struct ModelConfig: Sendable, Decodable, Equatable {
         case .llama, .internlm, .internlm2: defaultMaxPositions = 2048
         case .mistral, .qwen2: defaultMaxPositions = 32768
         }
-        maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? defaultMaxPositions
+        maxPositionEmbeddings = try optionalInt(.maxPositionEmbeddings) ?? defaultMaxPositions
         guard maxPositionEmbeddings > 0 else {
             throw invalid("max_position_embeddings", maxPositionEmbeddings, "a positive integer")
         }
@@ -398,7 +410,7 @@ public struct ModelConfig: Sendable, Decodable, Equatable {
         }
 
         // Special tokens and storage type.
-        bosTokenId = try c.decodeIfPresent(Int.self, forKey: .bosTokenId)
+        bosTokenId = try optionalInt(.bosTokenId)
         switch try c.decodeIfPresent(TokenIDs.self, forKey: .eosTokenId) {
         case .one(let id): eosTokenIds = [id]
         case .many(let ids): eosTokenIds = ids
@@ -409,14 +421,29 @@ public struct ModelConfig: Sendable, Decodable, Equatable {
         // Sliding window.
         switch architecture {
         case .mistral:
-            slidingWindow = c.contains(.slidingWindow) ? try c.decodeIfPresent(Int.self, forKey: .slidingWindow) : 4096
+            slidingWindow = c.contains(.slidingWindow) ? try optionalInt(.slidingWindow) : 4096
         case .qwen2:
             let enabled = try c.decodeIfPresent(Bool.self, forKey: .useSlidingWindow) ?? false
-            slidingWindow = enabled ? try c.decodeIfPresent(Int.self, forKey: .slidingWindow) : nil
+            slidingWindow = enabled ? try optionalInt(.slidingWindow) : nil
         case .llama, .internlm, .internlm2:
             slidingWindow = nil
         }
         if let window = slidingWindow, window <= 0 { throw invalid("sliding_window", window, "a positive integer or null") }
+    }
+
+    /// An integer-valued key. Decoded as a number and checked here, because Foundation's JSONDecoder
+    /// reports a fractional value for an Int as "not valid JSON" with no key path.
+    private static func integer<K: CodingKey>(_ c: KeyedDecodingContainer<K>, _ key: K, path: String, file: String) throws -> Int? {
+        switch try c.decodeIfPresent(JSONValue.self, forKey: key) {
+        case nil, .null?:
+            return nil
+        case .int(let value)?:
+            return value
+        case .double(let value)? where value.rounded() == value && abs(value) <= 0x1p53:
+            return Int(value)
+        case let other?:
+            throw FormatError.invalidConfigValue(file: file, key: path, value: other.brief, expected: "an integer")
+        }
     }
 
     /// Reads a `rope_scaling`-shaped object; nil for the "default" (unscaled) type.
@@ -450,7 +477,9 @@ public struct ModelConfig: Sendable, Decodable, Equatable {
         if kind == .llama3 {
             let low = try required(.lowFreqFactor, Double.self)
             let high = try required(.highFreqFactor, Double.self)
-            let original = try required(.originalMaxPositionEmbeddings, Int.self)
+            guard let original = try integer(c, .originalMaxPositionEmbeddings, path: "\(key).original_max_position_embeddings", file: file) else {
+                throw FormatError.missingConfigKey(file: file, key: "\(key).original_max_position_embeddings")
+            }
             guard low > 0, high > low else {
                 throw FormatError.invalidConfigValue(file: file, key: "\(key).high_freq_factor", value: "\(high)",
                                                      expected: "a number greater than low_freq_factor (\(low)) > 0")
