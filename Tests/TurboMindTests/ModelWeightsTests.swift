@@ -227,3 +227,65 @@ struct ModelWeightsTests {
         #expect(abs(std - 0.05) < 0.005 && abs(mean) < 0.005, "mean \(mean), std \(std)")
     }
 }
+
+@Suite("ModelWeights: real SmolLM2")
+struct RealModelWeightsTests {
+    /// The real SmolLM2-135M-Instruct directory that Scripts/fetch-test-model builds
+    /// ($LMDEPLOY_TEST_MODEL, else $LMDEPLOY_CACHE or ~/.cache/lmdeploy-swift, /smollm2-135m-instruct).
+    static func modelDirectory() -> URL? {
+        let environment = ProcessInfo.processInfo.environment
+        if let path = environment["LMDEPLOY_TEST_MODEL"] { return URL(fileURLWithPath: path) }
+        let cache = environment["LMDEPLOY_CACHE"].map { URL(fileURLWithPath: $0) }
+            ?? FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/lmdeploy-swift")
+        return cache.appendingPathComponent("smollm2-135m-instruct")
+    }
+
+    @Test("every tensor loads under its canonical name with the manifest's shape, sum and abs sum")
+    func matchesManifest() throws {
+        guard let dir = RealModelWeightsTests.modelDirectory(),
+              FileManager.default.fileExists(atPath: dir.appendingPathComponent("model.safetensors").path) else {
+            Issue.record("the SmolLM2 test model is missing: run Scripts/fetch-test-model")
+            return
+        }
+        let config = try ModelConfig.load(directory: dir)
+        let weights = try ModelWeights.load(directory: dir, config: config)
+        let manifestData = try Data(contentsOf: FormatFixtures.smollm2.appendingPathComponent("weights-manifest.json"))
+        let manifest = try JSONSerialization.jsonObject(with: manifestData) as! [String: [String: Any]]
+
+        var named: [(String, TensorView)] = [("model.embed_tokens.weight", weights.embed), ("model.norm.weight", weights.norm)]
+        for (n, layer) in weights.layers.enumerated() {
+            let p = "model.layers.\(n)."
+            named += [(p + "input_layernorm.weight", layer.attnNorm), (p + "post_attention_layernorm.weight", layer.ffnNorm),
+                      (p + "self_attn.q_proj.weight", layer.q), (p + "self_attn.k_proj.weight", layer.k),
+                      (p + "self_attn.v_proj.weight", layer.v), (p + "self_attn.o_proj.weight", layer.o),
+                      (p + "mlp.gate_proj.weight", layer.gate), (p + "mlp.up_proj.weight", layer.up),
+                      (p + "mlp.down_proj.weight", layer.down)]
+        }
+        #expect(named.count == manifest.count, "the canonical weights cover every tensor of the checkpoint")
+        for (name, tensor) in named {
+            guard let reference = manifest[name] else {
+                Issue.record("\(name) is not in the manifest")
+                continue
+            }
+            #expect(tensor.name == name)
+            #expect(tensor.dtype == .bf16)
+            #expect(tensor.shape == (reference["shape"] as! [Int]), "\(name)")
+            var sum = 0.0, absSum = 0.0
+            // Straight over the mapped bf16 bits (a plain pointer loop keeps this quick in debug builds).
+            let base = tensor.data.baseAddress!
+            for index in 0..<tensor.elementCount {
+                let value = Double(Float(bitPattern: UInt32(base.loadUnaligned(fromByteOffset: 2 * index, as: UInt16.self)) << 16))
+                sum += value
+                absSum += abs(value)
+            }
+            // Both sides sum exact bf16 values in float64; rounding differences from the summation order are
+            // ~sqrt(n)·1e-16 of the abs sum. 1e-9 of the abs sum leaves a wide margin yet catches a swapped or
+            // misplaced tensor, whose sums differ in the leading digits.
+            let tolerance = 1e-9 * max(reference["abs_sum"] as! Double, 1)
+            #expect(abs(sum - (reference["sum"] as! Double)) <= tolerance, "\(name): sum \(sum)")
+            #expect(abs(absSum - (reference["abs_sum"] as! Double)) <= tolerance, "\(name): abs sum \(absSum)")
+        }
+        #expect(config.tieWordEmbeddings)
+        #expect(weights.lmHead.data.baseAddress == weights.embed.data.baseAddress, "tied LM head is the embedding table")
+    }
+}
