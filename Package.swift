@@ -1,6 +1,6 @@
 // swift-tools-version: 6.0
 // lmdeploy-swift: one `lmdeploy` executable over a core library. Arrows point down:
-// lmdeploy (CLI) → TurboMind (engine) → Tokenizers, CKernels, CBLAS.
+// lmdeploy (CLI) → Lite (quantization, evaluation) → TurboMind (engine) → Tokenizers, CKernels, CBLAS.
 import PackageDescription
 
 let package = Package(
@@ -29,10 +29,11 @@ let package = Package(
             dependencies: ["CKernels", "CBLAS", "Tokenizers", .product(name: "Logging", package: "swift-log")],
             path: "Sources/TurboMind"
         ),
+        .target(name: "Lite", dependencies: ["TurboMind", "Tokenizers"], path: "Sources/Lite"),
         .executableTarget(
             name: "lmdeploy",
             dependencies: [
-                "TurboMind", "Tokenizers",
+                "Lite", "TurboMind", "Tokenizers",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -41,6 +42,7 @@ let package = Package(
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"], path: "Tests/TokenizersTests"),
         .testTarget(name: "CKernelsTests", dependencies: ["CKernels"], path: "Tests/CKernelsTests"),
         .testTarget(name: "TurboMindTests", dependencies: ["TurboMind", "Tokenizers"], path: "Tests/TurboMindTests"),
+        .testTarget(name: "LiteTests", dependencies: ["Lite", "TurboMind", "Tokenizers"], path: "Tests/LiteTests"),
         .testTarget(name: "CLITests", dependencies: ["TurboMind"], path: "Tests/CLITests"),
     ]
 )

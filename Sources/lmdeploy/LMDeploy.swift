@@ -1,1 +1,19 @@
+// The `lmdeploy` executable: argument parsing only. Each subcommand lives in its own file and
+// calls the core library (TurboMind, Tokenizers).
+import ArgumentParser
 import TurboMind
+
+@main
+struct LMDeploy: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lmdeploy",
+        abstract: "Compress, deploy and serve large language models (a Swift LMDeploy).",
+        discussion: """
+        Chat with a local model:      lmdeploy chat turbomind ./hf_model_dir
+        Measure speed:                lmdeploy bench ./hf_model_dir
+        Check the environment:        lmdeploy check-env
+        """,
+        version: LMDeployVersion.string,
+        subcommands: [Chat.self, Bench.self, CheckEnv.self]
+    )
+}

@@ -1,0 +1,139 @@
+// `lmdeploy chat turbomind|torch MODEL`: an interactive terminal chat, as lmdeploy's.
+import ArgumentParser
+import Foundation
+import Tokenizers
+import TurboMind
+
+/// Which engine lmdeploy would use. Both run this project's engine; `torch` is kept so that
+/// lmdeploy's "PyTorch backend" command lines keep working.
+enum EngineKind: String, ExpressibleByArgument, CaseIterable {
+    case turbomind, torch
+}
+
+struct Chat: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Chat with a model in the terminal.",
+        discussion: """
+        Type a message and finish it with an empty line (press Enter twice); multi-line messages \
+        are fine. `exit` quits, `end` starts a new session, Ctrl-D quits. The KV cache of earlier \
+        turns is kept, so each turn only computes its new tokens.
+        """
+    )
+
+    @Argument(help: "Engine: turbomind or torch (both run the same engine here).")
+    var engine: EngineKind
+
+    @Argument(help: "A Hugging Face model directory (config.json, *.safetensors, tokenizer.json).")
+    var modelPath: String
+
+    @Option(name: [.customLong("model-name"), .customLong("model_name")], help: "Chat template name (default: the model's own chat_template).")
+    var modelName: String?
+
+    @Option(name: [.customLong("session-len"), .customLong("session_len")], help: "Maximum tokens of one conversation (prompt and replies).")
+    var sessionLen: Int = 4096
+
+    @OptionGroup var sampling: SamplingOptions
+
+    @Option(name: [.customLong("max-new-tokens"), .customLong("max_new_tokens"), .customLong("request-output-len"), .customLong("request_output_len")],
+            help: "Maximum tokens of one reply.")
+    var maxNewTokens: Int = 512
+
+    @Option(help: "Compute threads (0 = all cores).")
+    var threads: Int = 0
+
+    func validate() throws {
+        guard sessionLen >= 16 else { throw ValidationError("--session-len must be at least 16") }
+        guard maxNewTokens >= 1 else { throw ValidationError("--max-new-tokens must be at least 1") }
+        try sampling.validate()
+    }
+
+    func run() throws {
+        let source = try ModelSource.load(path: modelPath)
+        if let modelName, modelName != source.config.architecture.modelType {
+            // Named templates (lmdeploy's registry) come with the tokenizer/template work; until
+            // then the name is only checked against what the model itself provides.
+            guard source.tokenizer.chatTemplate != nil else {
+                throw ValidationError("model has no chat_template and named templates are not available yet: \(modelName)")
+            }
+        }
+        guard source.tokenizer.chatTemplate != nil else {
+            throw ValidationError("\(modelPath) has no chat_template (tokenizer_config.json or chat_template.jinja)")
+        }
+        let backend = CPUBackend(threads: threads)
+        let model = try LlamaModel(backend: backend, config: source.config, weights: source.weights)
+        let sessionLength = min(sessionLen, source.config.maxPositionEmbeddings)
+        let session = Session(model: model, sessionLength: sessionLength)
+        let tokenizer = source.tokenizer
+        let config = GenerationConfig(maxNewTokens: maxNewTokens, sampling: sampling.params, stopTokenIds: source.stopTokenIds)
+        var messages: [ChatMessage] = []
+        let terminal = TerminalIO()
+        terminal.err("model: \(modelPath) (\(source.config.architecture.rawValue), \(source.config.numHiddenLayers) layers) on \(backend.description), session length \(sessionLength)")
+
+        while let input = terminal.readMessage(prompt: "\ndouble enter to end input >>> ") {
+            let text = input.trimmingCharacters(in: .whitespacesAndNewlines)
+            if text == "exit" { break }
+            if text == "end" {
+                session.reset()
+                messages.removeAll()
+                terminal.out("(new session)\n")
+                continue
+            }
+            if text.isEmpty { continue }
+            messages.append(ChatMessage(role: "user", content: input))
+            let prompt = try tokenizer.applyChatTemplate(messages, addGenerationPrompt: true)
+            let ids = tokenizer.encode(prompt, addSpecialTokens: false).map(Int32.init)
+            var detok = StreamingDetokenizer(tokenizer: tokenizer, skipSpecialTokens: true)
+            var reply = ""
+            do {
+                let result = try session.generate(prompt: ids, config: config) { token in
+                    let piece = detok.append(Int(token))
+                    reply += piece
+                    terminal.out(piece)
+                    return true
+                }
+                let rest = detok.flush()
+                reply += rest
+                terminal.out(rest + "\n")
+                messages.append(ChatMessage(role: "assistant", content: reply))
+                if result.finish == .sessionFull {
+                    terminal.out("exceed session max length (\(sessionLength) tokens): the session is ended, a new one starts.\n")
+                    session.reset()
+                    messages.removeAll()
+                }
+            } catch let error as EngineError {
+                terminal.out("\(error)\nthe session is ended, a new one starts.\n")
+                session.reset()
+                messages.removeAll()
+            }
+        }
+    }
+}
+
+/// Sampling flags shared by chat and bench, with lmdeploy's defaults and spellings.
+struct SamplingOptions: ParsableArguments {
+    @Option(help: "Sampling temperature (0 = greedy).")
+    var temperature: Float = 0.8
+
+    @Option(name: [.customLong("top-p"), .customLong("top_p")], help: "Nucleus sampling: keep tokens up to this probability mass.")
+    var topP: Float = 0.8
+
+    @Option(name: [.customLong("top-k"), .customLong("top_k")], help: "Keep only the k most likely tokens (0 = no limit).")
+    var topK: Int = 40
+
+    @Option(name: [.customLong("repetition-penalty"), .customLong("repetition_penalty")], help: "Penalty for tokens already in the conversation (1 = none).")
+    var repetitionPenalty: Float = 1.0
+
+    @Option(help: "Random seed for reproducible sampling.")
+    var seed: UInt64?
+
+    func validate() throws {
+        guard temperature >= 0 else { throw ValidationError("--temperature must be ≥ 0") }
+        guard topP > 0, topP <= 1 else { throw ValidationError("--top-p must be in (0, 1]") }
+        guard topK >= 0 else { throw ValidationError("--top-k must be ≥ 0") }
+        guard repetitionPenalty > 0 else { throw ValidationError("--repetition-penalty must be > 0") }
+    }
+
+    var params: SamplingParams {
+        SamplingParams(temperature: temperature, topP: topP, topK: topK, repetitionPenalty: repetitionPenalty, seed: seed)
+    }
+}

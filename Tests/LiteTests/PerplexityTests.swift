@@ -1,0 +1,28 @@
+// Perplexity of SmolLM2 on GPL-3 with golden's windowing, against HF transformers' figure.
+import Foundation
+import Lite
+import Testing
+import Tokenizers
+import TurboMind
+
+@Test func perplexityOfGPL3MatchesHF() throws {
+    let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/smollm2")
+    let golden = try JSONSerialization.jsonObject(with: Data(contentsOf: fixtures.appendingPathComponent("golden.json"))) as! [String: Any]
+    let ref = golden["perplexity"] as! [String: Any]
+    let env = ProcessInfo.processInfo.environment
+    let dir = URL(fileURLWithPath: env["LMDEPLOY_TEST_MODEL"] ?? (env["LMDEPLOY_CACHE"] ?? NSHomeDirectory() + "/.cache/lmdeploy-swift") + "/smollm2-135m-instruct")
+    let config = try ModelConfig.load(directory: dir)
+    let model = try LlamaModel(backend: CPUBackend(), config: config, weights: ModelWeights.load(directory: dir, config: config))
+    let tokenizer = try Tokenizer(directory: dir)
+    let text = try String(contentsOfFile: ref["file"] as! String, encoding: .utf8)
+    let tokens = tokenizer.encode(text).map(Int32.init)
+    #expect(tokens.count == ref["tokens_in_file"] as! Int, "tokenizer count differs from HF's")
+    let result = try Perplexity.evaluate(model: model, tokens: tokens, window: ref["window"] as! Int)
+    #expect(result.windows == ref["windows"] as! Int)
+    #expect(result.scoredTokens == ref["scored_tokens"] as! Int)
+    let hf = ref["ppl"] as! Double
+    print("perplexity GPL-3: \(result.perplexity) (HF \(hf), \(String(format: "%+.4f", (result.perplexity / hf - 1) * 100))%)")
+    // The issue's bar: within 0.5% of HF's figure.
+    #expect(abs(result.perplexity / hf - 1) < 0.005)
+}
