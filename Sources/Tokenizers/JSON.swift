@@ -1,0 +1,401 @@
+import Foundation
+
+/// A parsed JSON value. Objects keep their keys in file order and compare keys by their exact
+/// Unicode scalars (a Swift `Dictionary<String, _>` would merge canonically equivalent keys, which
+/// is wrong for vocabularies).
+enum JSONValue: Sendable {
+    case null
+    case bool(Bool)
+    case integer(Int)
+    case double(Double)
+    case string(String)
+    case array([JSONValue])
+    case object(JSONObject)
+
+    var typeName: String {
+        switch self {
+        case .null: return "null"
+        case .bool: return "a boolean"
+        case .integer, .double: return "a number"
+        case .string: return "a string"
+        case .array: return "an array"
+        case .object: return "an object"
+        }
+    }
+}
+
+/// An ordered JSON object.
+struct JSONObject: Sendable {
+    var keys: [String] = []
+    var values: [JSONValue] = []
+
+    var count: Int { keys.count }
+
+    /// Looks a key up by exact scalars (linear: objects other than vocabularies are small, and
+    /// vocabularies are iterated, not searched).
+    subscript(key: String) -> JSONValue? {
+        for (i, k) in keys.enumerated() where k.unicodeScalars.elementsEqual(key.unicodeScalars) {
+            return values[i]
+        }
+        return nil
+    }
+}
+
+/// A strict JSON parser (RFC 8259) over UTF-8 bytes, with line/column error positions.
+struct JSONParser {
+    struct SyntaxError: Error {
+        let message: String
+    }
+
+    private let bytes: [UInt8]
+    private var pos = 0
+    private var depth = 0
+
+    static func parse(_ data: Data) throws(SyntaxError) -> JSONValue {
+        var parser = JSONParser(bytes: [UInt8](data))
+        return try parser.parseDocument()
+    }
+
+    private init(bytes: [UInt8]) {
+        self.bytes = bytes
+    }
+
+    private mutating func parseDocument() throws(SyntaxError) -> JSONValue {
+        // A UTF-8 byte order mark is tolerated.
+        if bytes.count >= 3, bytes[0] == 0xEF, bytes[1] == 0xBB, bytes[2] == 0xBF { pos = 3 }
+        skipWhitespace()
+        if pos >= bytes.count { throw fail("the file is empty") }
+        let value = try parseValue()
+        skipWhitespace()
+        if pos < bytes.count { throw fail("unexpected \(describe(bytes[pos])) after the top-level value") }
+        return value
+    }
+
+    private func fail(_ message: String) -> SyntaxError {
+        var line = 1
+        var column = 1
+        var i = 0
+        while i < min(pos, bytes.count) {
+            if bytes[i] == 0x0A {
+                line += 1
+                column = 1
+            } else if bytes[i] & 0xC0 != 0x80 {
+                column += 1
+            }
+            i += 1
+        }
+        return SyntaxError(message: "\(message) at line \(line), column \(column)")
+    }
+
+    private func describe(_ byte: UInt8) -> String {
+        if byte >= 0x20 && byte < 0x7F { return "'\(Character(Unicode.Scalar(byte)))'" }
+        return "byte 0x" + String(byte, radix: 16, uppercase: true)
+    }
+
+    private mutating func skipWhitespace() {
+        while pos < bytes.count {
+            switch bytes[pos] {
+            case 0x20, 0x09, 0x0A, 0x0D: pos += 1
+            default: return
+            }
+        }
+    }
+
+    private mutating func parseValue() throws(SyntaxError) -> JSONValue {
+        guard pos < bytes.count else { throw fail("unexpected end of file") }
+        switch bytes[pos] {
+        case UInt8(ascii: "{"): return try parseObject()
+        case UInt8(ascii: "["): return try parseArray()
+        case UInt8(ascii: "\""): return .string(try parseString())
+        case UInt8(ascii: "t"): try expectWord("true"); return .bool(true)
+        case UInt8(ascii: "f"): try expectWord("false"); return .bool(false)
+        case UInt8(ascii: "n"): try expectWord("null"); return .null
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try parseNumber()
+        default: throw fail("unexpected \(describe(bytes[pos])) where a value was expected")
+        }
+    }
+
+    private mutating func expectWord(_ word: StaticString) throws(SyntaxError) {
+        let n = word.utf8CodeUnitCount
+        guard pos + n <= bytes.count else { throw fail("unexpected end of file") }
+        let p = word.utf8Start
+        for i in 0..<n where bytes[pos + i] != p[i] {
+            throw fail("invalid literal (expected '\(word)')")
+        }
+        pos += n
+    }
+
+    private mutating func enter() throws(SyntaxError) {
+        depth += 1
+        if depth > 512 { throw fail("nesting deeper than 512 levels") }
+    }
+
+    private mutating func parseObject() throws(SyntaxError) -> JSONValue {
+        try enter()
+        defer { depth -= 1 }
+        pos += 1
+        var object = JSONObject()
+        skipWhitespace()
+        if pos < bytes.count, bytes[pos] == UInt8(ascii: "}") {
+            pos += 1
+            return .object(object)
+        }
+        while true {
+            skipWhitespace()
+            guard pos < bytes.count else { throw fail("unexpected end of file inside an object") }
+            guard bytes[pos] == UInt8(ascii: "\"") else {
+                throw fail("expected a string key, found \(describe(bytes[pos]))")
+            }
+            let key = try parseString()
+            skipWhitespace()
+            guard pos < bytes.count, bytes[pos] == UInt8(ascii: ":") else {
+                throw fail("expected ':' after an object key")
+            }
+            pos += 1
+            skipWhitespace()
+            let value = try parseValue()
+            object.keys.append(key)
+            object.values.append(value)
+            skipWhitespace()
+            guard pos < bytes.count else { throw fail("unexpected end of file inside an object") }
+            if bytes[pos] == UInt8(ascii: ",") {
+                pos += 1
+                continue
+            }
+            if bytes[pos] == UInt8(ascii: "}") {
+                pos += 1
+                return .object(object)
+            }
+            throw fail("expected ',' or '}' in an object, found \(describe(bytes[pos]))")
+        }
+    }
+
+    private mutating func parseArray() throws(SyntaxError) -> JSONValue {
+        try enter()
+        defer { depth -= 1 }
+        pos += 1
+        var array: [JSONValue] = []
+        skipWhitespace()
+        if pos < bytes.count, bytes[pos] == UInt8(ascii: "]") {
+            pos += 1
+            return .array(array)
+        }
+        while true {
+            skipWhitespace()
+            array.append(try parseValue())
+            skipWhitespace()
+            guard pos < bytes.count else { throw fail("unexpected end of file inside an array") }
+            if bytes[pos] == UInt8(ascii: ",") {
+                pos += 1
+                continue
+            }
+            if bytes[pos] == UInt8(ascii: "]") {
+                pos += 1
+                return .array(array)
+            }
+            throw fail("expected ',' or ']' in an array, found \(describe(bytes[pos]))")
+        }
+    }
+
+    private mutating func parseNumber() throws(SyntaxError) -> JSONValue {
+        let start = pos
+        var isInteger = true
+        if bytes[pos] == UInt8(ascii: "-") { pos += 1 }
+        guard pos < bytes.count, isDigit(bytes[pos]) else { throw fail("invalid number") }
+        if bytes[pos] == UInt8(ascii: "0") {
+            pos += 1
+        } else {
+            while pos < bytes.count, isDigit(bytes[pos]) { pos += 1 }
+        }
+        if pos < bytes.count, bytes[pos] == UInt8(ascii: ".") {
+            isInteger = false
+            pos += 1
+            guard pos < bytes.count, isDigit(bytes[pos]) else { throw fail("invalid number: digits expected after '.'") }
+            while pos < bytes.count, isDigit(bytes[pos]) { pos += 1 }
+        }
+        if pos < bytes.count, bytes[pos] == UInt8(ascii: "e") || bytes[pos] == UInt8(ascii: "E") {
+            isInteger = false
+            pos += 1
+            if pos < bytes.count, bytes[pos] == UInt8(ascii: "+") || bytes[pos] == UInt8(ascii: "-") { pos += 1 }
+            guard pos < bytes.count, isDigit(bytes[pos]) else { throw fail("invalid number: digits expected in the exponent") }
+            while pos < bytes.count, isDigit(bytes[pos]) { pos += 1 }
+        }
+        let text = String(decoding: bytes[start..<pos], as: UTF8.self)
+        if isInteger, let value = Int(text) { return .integer(value) }
+        guard let value = Double(text) else { throw fail("invalid number '\(text)'") }
+        return .double(value)
+    }
+
+    private func isDigit(_ b: UInt8) -> Bool { b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9") }
+
+    private func hexValue(_ b: UInt8) -> UInt32? {
+        switch b {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return UInt32(b - UInt8(ascii: "0"))
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return UInt32(b - UInt8(ascii: "a") + 10)
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return UInt32(b - UInt8(ascii: "A") + 10)
+        default: return nil
+        }
+    }
+
+    private mutating func parseHex4() throws(SyntaxError) -> UInt32 {
+        guard pos + 4 <= bytes.count else { throw fail("unexpected end of file in a \\u escape") }
+        var value: UInt32 = 0
+        for i in 0..<4 {
+            guard let h = hexValue(bytes[pos + i]) else { throw fail("invalid \\u escape") }
+            value = value << 4 | h
+        }
+        pos += 4
+        return value
+    }
+
+    private mutating func parseString() throws(SyntaxError) -> String {
+        pos += 1  // opening quote
+        let start = pos
+        // Fast path: no escapes.
+        while pos < bytes.count {
+            let b = bytes[pos]
+            if b == UInt8(ascii: "\"") {
+                let s = String(decoding: bytes[start..<pos], as: UTF8.self)
+                pos += 1
+                return s
+            }
+            if b == UInt8(ascii: "\\") { break }
+            if b < 0x20 { throw fail("unescaped control character in a string") }
+            pos += 1
+        }
+        var out = [UInt8](bytes[start..<pos])
+        while pos < bytes.count {
+            let b = bytes[pos]
+            if b == UInt8(ascii: "\"") {
+                pos += 1
+                return String(decoding: out, as: UTF8.self)
+            }
+            if b < 0x20 { throw fail("unescaped control character in a string") }
+            if b != UInt8(ascii: "\\") {
+                out.append(b)
+                pos += 1
+                continue
+            }
+            pos += 1
+            guard pos < bytes.count else { break }
+            let e = bytes[pos]
+            pos += 1
+            switch e {
+            case UInt8(ascii: "\""): out.append(0x22)
+            case UInt8(ascii: "\\"): out.append(0x5C)
+            case UInt8(ascii: "/"): out.append(0x2F)
+            case UInt8(ascii: "b"): out.append(0x08)
+            case UInt8(ascii: "f"): out.append(0x0C)
+            case UInt8(ascii: "n"): out.append(0x0A)
+            case UInt8(ascii: "r"): out.append(0x0D)
+            case UInt8(ascii: "t"): out.append(0x09)
+            case UInt8(ascii: "u"):
+                var code = try parseHex4()
+                if code >= 0xD800 && code < 0xDC00 {
+                    // A high surrogate must be followed by an escaped low surrogate.
+                    if pos + 6 <= bytes.count, bytes[pos] == UInt8(ascii: "\\"), bytes[pos + 1] == UInt8(ascii: "u") {
+                        pos += 2
+                        let low = try parseHex4()
+                        guard low >= 0xDC00 && low < 0xE000 else { throw fail("invalid surrogate pair in a \\u escape") }
+                        code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
+                    } else {
+                        throw fail("lone surrogate in a \\u escape")
+                    }
+                } else if code >= 0xDC00 && code < 0xE000 {
+                    throw fail("lone surrogate in a \\u escape")
+                }
+                let scalar = Unicode.Scalar(code)!
+                UTF8.encode(scalar) { out.append($0) }
+            default:
+                throw fail("invalid escape '\\\(Character(Unicode.Scalar(e)))'")
+            }
+        }
+        throw fail("unterminated string")
+    }
+}
+
+/// A JSON value together with where it came from, for typed access with precise errors.
+struct JSONField {
+    let file: String
+    let path: String
+    let value: JSONValue?
+
+    init(file: String, path: String, value: JSONValue?) {
+        self.file = file
+        self.path = path
+        self.value = value
+    }
+
+    /// True when the field is absent or null.
+    var isNull: Bool {
+        if let value, case .null = value { return true }
+        return value == nil
+    }
+
+    func error(_ expected: String) -> TokenizerError {
+        let found = value.map { "\($0.typeName)" } ?? "nothing (the field is missing)"
+        return .invalidField(file: file, field: path, expected: "\(expected), found \(found)")
+    }
+
+    func child(_ key: String) -> JSONField {
+        var v: JSONValue? = nil
+        if let value, case let .object(o) = value { v = o[key] }
+        return JSONField(file: file, path: path.isEmpty ? key : "\(path).\(key)", value: v)
+    }
+
+    func string() throws(TokenizerError) -> String {
+        if let value, case let .string(s) = value { return s }
+        throw error("a string")
+    }
+
+    func optionalString() throws(TokenizerError) -> String? {
+        if isNull { return nil }
+        return try string()
+    }
+
+    func int() throws(TokenizerError) -> Int {
+        if let value {
+            if case let .integer(i) = value { return i }
+            if case let .double(d) = value, d == d.rounded(), abs(d) < 1e15 { return Int(d) }
+        }
+        throw error("an integer")
+    }
+
+    func optionalInt() throws(TokenizerError) -> Int? {
+        if isNull { return nil }
+        return try int()
+    }
+
+    func optionalDouble() throws(TokenizerError) -> Double? {
+        if isNull { return nil }
+        if let value {
+            if case let .integer(i) = value { return Double(i) }
+            if case let .double(d) = value { return d }
+        }
+        throw error("a number")
+    }
+
+    func bool(default defaultValue: Bool) throws(TokenizerError) -> Bool {
+        if isNull { return defaultValue }
+        if let value, case let .bool(b) = value { return b }
+        throw error("a boolean")
+    }
+
+    func array() throws(TokenizerError) -> [JSONField] {
+        if let value, case let .array(a) = value {
+            return a.enumerated().map { JSONField(file: file, path: "\(path)[\($0.offset)]", value: $0.element) }
+        }
+        throw error("an array")
+    }
+
+    func object() throws(TokenizerError) -> JSONObject {
+        if let value, case let .object(o) = value { return o }
+        throw error("an object")
+    }
+
+    /// The object's entries as fields, in file order.
+    func entries() throws(TokenizerError) -> [(key: String, field: JSONField)] {
+        let o = try object()
+        return (0..<o.count).map { (o.keys[$0], JSONField(file: file, path: "\(path).\(o.keys[$0])", value: o.values[$0])) }
+    }
+}

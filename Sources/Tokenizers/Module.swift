@@ -1,0 +1,1 @@
+// Tokenizers: HF tokenizer.json BPE, streaming detokenizer, chat templates.

@@ -1,0 +1,300 @@
+import Foundation
+
+/// A Hugging Face `tokenizer.json` tokenizer (BPE model; byte-level as GPT-2/SmolLM2/Llama 3,
+/// or byte-fallback as Llama 2), with `tokenizer_config.json`'s special tokens and chat template.
+///
+/// Encoding follows Hugging Face tokenizers step by step: added tokens are split out of the raw
+/// text (leftmost, longest first), the rest is normalized, pre-tokenized into pieces, and each
+/// piece is merged by the BPE model; the post-processor then adds special tokens.
+public final class Tokenizer: Sendable {
+    /// Where the tokenizer came from (the tokenizer.json path), for messages.
+    public let source: String
+    let normalizer: Normalizer?
+    let preTokenizer: PreTokenizer?
+    let model: BPEModel
+    let postProcessor: PostProcessor?
+    let decoder: Decoder?
+    let addedTokens: [AddedToken]
+    private let addedById: [Int: AddedToken]
+    private let addedByContent: [[Unicode.Scalar]: Int]
+    private let rawMatcher: AddedTokenMatcher
+    private let normalizedMatcher: AddedTokenMatcher
+    private let specialIds: Set<Int>
+    /// Per-id bytes when the decoder is ByteLevel alone (decoding is then concatenation).
+    let byteTable: TokenByteTable?
+
+    /// Number of ids: one more than the largest id of the vocabulary and the added tokens.
+    public let vocabSize: Int
+    /// tokenizer_config.json `bos_token` / `eos_token` (a string or `{"content": …}`).
+    public let bosToken: String?
+    public let eosToken: String?
+    public let bosTokenId: Int?
+    public let eosTokenId: Int?
+    /// The Jinja chat template: chat_template.jinja when given, else tokenizer_config.json's
+    /// `chat_template` (a string, or the one named "default" of a list of named templates).
+    public let chatTemplate: String?
+
+    /// Loads `tokenizer.json`, and `tokenizer_config.json` and `chat_template.jinja` when present.
+    public convenience init(directory: URL) throws {
+        let tokenizerURL = directory.appendingPathComponent("tokenizer.json")
+        let configURL = directory.appendingPathComponent("tokenizer_config.json")
+        let jinjaURL = directory.appendingPathComponent("chat_template.jinja")
+        let fm = FileManager.default
+        guard fm.fileExists(atPath: tokenizerURL.path) else {
+            throw TokenizerError.missingFile(path: tokenizerURL.path)
+        }
+        func read(_ url: URL) throws -> Data {
+            do {
+                return try Data(contentsOf: url)
+            } catch {
+                throw TokenizerError.unreadableFile(path: url.path, reason: error.localizedDescription)
+            }
+        }
+        let tokenizerData = try read(tokenizerURL)
+        let configData = fm.fileExists(atPath: configURL.path) ? try read(configURL) : nil
+        var jinja: String? = nil
+        if fm.fileExists(atPath: jinjaURL.path) {
+            jinja = String(decoding: try read(jinjaURL), as: UTF8.self)
+        }
+        try self.init(tokenizerJSON: tokenizerData, tokenizerConfigJSON: configData,
+                      chatTemplateJinja: jinja, source: tokenizerURL.path)
+    }
+
+    /// Builds a tokenizer from the contents of tokenizer.json and tokenizer_config.json;
+    /// `source` names tokenizer.json in error messages.
+    public convenience init(tokenizerJSON: Data, tokenizerConfigJSON: Data?, source: String) throws {
+        try self.init(tokenizerJSON: tokenizerJSON, tokenizerConfigJSON: tokenizerConfigJSON,
+                      chatTemplateJinja: nil, source: source)
+    }
+
+    /// As `init(tokenizerJSON:tokenizerConfigJSON:source:)`, with the contents of a
+    /// chat_template.jinja file, which takes precedence over tokenizer_config.json's template.
+    public init(tokenizerJSON: Data, tokenizerConfigJSON: Data?, chatTemplateJinja: String?, source: String) throws {
+        self.source = source
+        let root: JSONValue
+        do {
+            root = try JSONParser.parse(tokenizerJSON)
+        } catch {
+            throw TokenizerError.notJSON(file: source, detail: error.message)
+        }
+        let top = JSONField(file: source, path: "", value: root)
+        _ = try top.object()
+
+        let normalizer = try Normalizer.load(top.child("normalizer"))
+        self.normalizer = normalizer
+        preTokenizer = try PreTokenizer.load(top.child("pre_tokenizer"))
+        let model = try BPEModel(top.child("model"))
+        self.model = model
+        postProcessor = try PostProcessor.load(top.child("post_processor"))
+        decoder = try Decoder.load(top.child("decoder"))
+
+        // Added tokens.
+        var added: [AddedToken] = []
+        let addedField = top.child("added_tokens")
+        if !addedField.isNull {
+            for item in try addedField.array() { added.append(try AddedToken(item)) }
+        }
+        addedTokens = added
+        var byId: [Int: AddedToken] = [:]
+        var byContent: [[Unicode.Scalar]: Int] = [:]
+        var special = Set<Int>()
+        for t in added {
+            byId[t.id] = t
+            byContent[Array(t.content.unicodeScalars)] = t.id
+            if t.special { special.insert(t.id) }
+        }
+        addedById = byId
+        addedByContent = byContent
+        specialIds = special
+        let raw = added.filter { !$0.normalized }
+        rawMatcher = AddedTokenMatcher(tokens: raw, patterns: raw.map { Array($0.content.unicodeScalars) })
+        let normalizedTokens = added.filter { $0.normalized }
+        normalizedMatcher = AddedTokenMatcher(
+            tokens: normalizedTokens,
+            patterns: normalizedTokens.map { Array((normalizer?.apply($0.content) ?? $0.content).unicodeScalars) })
+
+        let size = max(model.idToToken.count, (added.map(\.id).max() ?? -1) + 1)
+        vocabSize = size
+
+        // tokenizer_config.json.
+        var bos: String? = nil
+        var eos: String? = nil
+        var template: String? = nil
+        if let configData = tokenizerConfigJSON {
+            let configFile = Tokenizer.configName(for: source)
+            let configRoot: JSONValue
+            do {
+                configRoot = try JSONParser.parse(configData)
+            } catch {
+                throw TokenizerError.notJSON(file: configFile, detail: error.message)
+            }
+            let config = JSONField(file: configFile, path: "", value: configRoot)
+            _ = try config.object()
+            bos = try Tokenizer.tokenString(config.child("bos_token"))
+            eos = try Tokenizer.tokenString(config.child("eos_token"))
+            template = try Tokenizer.chatTemplate(config.child("chat_template"))
+        }
+        bosToken = bos
+        eosToken = eos
+        chatTemplate = chatTemplateJinja ?? template
+
+        var table: TokenByteTable? = nil
+        if decoder?.isPureByteLevel == true {
+            table = TokenByteTable(count: size) { id in
+                let token = byId[id]?.content ?? (id < model.idToToken.count ? model.idToToken[id] : nil)
+                guard let token else { return nil }
+                return ByteLevel.bytes(ofToken: token) ?? Array(token.utf8)
+            }
+        }
+        byteTable = table
+        bosTokenId = bos.flatMap { byContent[Array($0.unicodeScalars)] ?? model.vocab[Array($0.unicodeScalars)] }
+        eosTokenId = eos.flatMap { byContent[Array($0.unicodeScalars)] ?? model.vocab[Array($0.unicodeScalars)] }
+    }
+
+    static func configName(for source: String) -> String {
+        if source.hasSuffix("tokenizer.json") {
+            return String(source.dropLast("tokenizer.json".count)) + "tokenizer_config.json"
+        }
+        return "tokenizer_config.json (for \(source))"
+    }
+
+    /// A special-token field: a string, `{"content": "…"}` (an AddedToken), or null.
+    static func tokenString(_ field: JSONField) throws(TokenizerError) -> String? {
+        if field.isNull { return nil }
+        if let value = field.value, case let .string(s) = value { return s }
+        if let value = field.value, case .object = value { return try field.child("content").string() }
+        throw field.error("a string or an object with \"content\"")
+    }
+
+    /// `chat_template`: a string, or a list of `{"name": …, "template": …}` (the "default" one).
+    static func chatTemplate(_ field: JSONField) throws(TokenizerError) -> String? {
+        if field.isNull { return nil }
+        if let value = field.value, case let .string(s) = value { return s }
+        let list = try field.array()
+        var first: String? = nil
+        for item in list {
+            let name = try item.child("name").string()
+            let text = try item.child("template").string()
+            if name == "default" { return text }
+            if first == nil { first = text }
+        }
+        return first
+    }
+
+    // MARK: Encoding
+
+    /// Token ids of `text`; with `addSpecialTokens`, the post-processor's special tokens (BOS…)
+    /// are added. Added tokens written in the text (e.g. `<|im_start|>`) are always recognized.
+    public func encode(_ text: String, addSpecialTokens: Bool = true) -> [Int] {
+        let scalars = Array(text.unicodeScalars)
+        var ids: [Int] = []
+        ids.reserveCapacity(scalars.count / 3 + 4)
+        for segment in rawMatcher.split(scalars, 0..<scalars.count) {
+            switch segment {
+            case let .token(id):
+                ids.append(id)
+            case let .text(range):
+                encodeSegment(scalars[range], atTextStart: range.lowerBound == 0, into: &ids)
+            }
+        }
+        if addSpecialTokens, let postProcessor {
+            ids = postProcessor.process(ids)
+        }
+        return ids
+    }
+
+    private func encodeSegment(_ slice: ArraySlice<Unicode.Scalar>, atTextStart: Bool, into ids: inout [Int]) {
+        let text: [Unicode.Scalar]
+        if let normalizer {
+            text = Array(normalizer.apply(String(String.UnicodeScalarView(slice))).unicodeScalars)
+        } else {
+            text = Array(slice)
+        }
+        for segment in normalizedMatcher.split(text, 0..<text.count) {
+            switch segment {
+            case let .token(id):
+                ids.append(id)
+            case let .text(range):
+                var pieces = PreTokenizedText(scalars: Array(text[range]),
+                                              startsAtTextStart: atTextStart && range.lowerBound == 0)
+                preTokenizer?.apply(&pieces)
+                for piece in pieces.pieces {
+                    model.tokenize(pieces.scalars[piece], into: &ids)
+                }
+            }
+        }
+    }
+
+    // MARK: Decoding
+
+    /// The text of `ids`; unknown ids are skipped, and special tokens too with `skipSpecialTokens`.
+    public func decode(_ ids: [Int], skipSpecialTokens: Bool = false) -> String {
+        if let byteTable {
+            var bytes: [UInt8] = []
+            bytes.reserveCapacity(ids.count * 4)
+            for id in ids where !(skipSpecialTokens && specialIds.contains(id)) {
+                byteTable.append(id, to: &bytes)
+            }
+            return String(decoding: bytes, as: UTF8.self)
+        }
+        let tokens = ids.compactMap { id -> String? in
+            if skipSpecialTokens && specialIds.contains(id) { return nil }
+            return idToToken(id)
+        }
+        if let decoder { return decoder.decode(tokens) }
+        return tokens.joined(separator: " ")
+    }
+
+    // MARK: Vocabulary
+
+    public func tokenToId(_ token: String) -> Int? {
+        let key = Array(token.unicodeScalars)
+        return addedByContent[key] ?? model.vocab[key]
+    }
+
+    public func idToToken(_ id: Int) -> String? {
+        if let t = addedById[id] { return t.content }
+        guard id >= 0 && id < model.idToToken.count else { return nil }
+        return model.idToToken[id]
+    }
+
+    /// Whether `id` is an added token marked special (`<|im_end|>`, `<|endoftext|>`…).
+    public func isSpecial(_ id: Int) -> Bool {
+        specialIds.contains(id)
+    }
+
+    // MARK: Chat
+
+    /// Renders `messages` with the tokenizer's chat template and its BOS/EOS token strings.
+    public func applyChatTemplate(_ messages: [ChatMessage], addGenerationPrompt: Bool = true) throws -> String {
+        guard let chatTemplate else { throw TokenizerError.noChatTemplate(source: source) }
+        return try ChatTemplate(source: chatTemplate)
+            .render(messages: messages, addGenerationPrompt: addGenerationPrompt, bosToken: bosToken, eosToken: eosToken)
+    }
+}
+
+/// The bytes each id decodes to, in one flat buffer.
+struct TokenByteTable: Sendable {
+    private let bytes: [UInt8]
+    private let offsets: [Int32]
+
+    init(count: Int, bytesOf: (Int) -> [UInt8]?) {
+        var bytes: [UInt8] = []
+        var offsets: [Int32] = [0]
+        offsets.reserveCapacity(count + 1)
+        for id in 0..<count {
+            if let b = bytesOf(id) { bytes.append(contentsOf: b) }
+            offsets.append(Int32(bytes.count))
+        }
+        self.bytes = bytes
+        self.offsets = offsets
+    }
+
+    @inline(__always)
+    func append(_ id: Int, to out: inout [UInt8]) {
+        guard id >= 0 && id + 1 < offsets.count else { return }
+        let lo = Int(offsets[id])
+        let hi = Int(offsets[id + 1])
+        if lo < hi { out.append(contentsOf: bytes[lo..<hi]) }
+    }
+}

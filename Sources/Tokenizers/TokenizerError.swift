@@ -1,0 +1,48 @@
+import Foundation
+
+/// Every failure of the Tokenizers module: loading tokenizer files, unsupported components,
+/// and chat templates. Messages name the file, the field and what was expected.
+public enum TokenizerError: Error, CustomStringConvertible, Equatable {
+    /// A file that must exist is missing.
+    case missingFile(path: String)
+    /// A file could not be read.
+    case unreadableFile(path: String, reason: String)
+    /// The file is not JSON at all (syntax error); `detail` says where.
+    case notJSON(file: String, detail: String)
+    /// The JSON is well-formed but a field has the wrong shape or value.
+    case invalidField(file: String, field: String, expected: String)
+    /// A component (normalizer, pre-tokenizer, model, decoder, post-processor) of a type or
+    /// with an option that this implementation does not support.
+    case unsupported(file: String, component: String, detail: String)
+    /// A chat template uses a Jinja construct that the interpreter does not support.
+    case templateUnsupported(construct: String, line: Int)
+    /// A chat template is malformed (syntax error).
+    case templateSyntax(message: String, line: Int)
+    /// Rendering a chat template failed (type error, undefined variable, …).
+    case templateRender(message: String)
+    /// The tokenizer has no chat template.
+    case noChatTemplate(source: String)
+
+    public var description: String {
+        switch self {
+        case let .missingFile(path):
+            return "missing file: \(path)"
+        case let .unreadableFile(path, reason):
+            return "cannot read \(path): \(reason)"
+        case let .notJSON(file, detail):
+            return "\(file) is not valid JSON: \(detail)"
+        case let .invalidField(file, field, expected):
+            return "\(file): field '\(field)': expected \(expected)"
+        case let .unsupported(file, component, detail):
+            return "\(file): unsupported \(component): \(detail)"
+        case let .templateUnsupported(construct, line):
+            return "chat template line \(line): unsupported Jinja construct: \(construct)"
+        case let .templateSyntax(message, line):
+            return "chat template line \(line): syntax error: \(message)"
+        case let .templateRender(message):
+            return "chat template rendering failed: \(message)"
+        case let .noChatTemplate(source):
+            return "\(source): the tokenizer has no chat template (no chat_template in tokenizer_config.json and no chat_template.jinja)"
+        }
+    }
+}
