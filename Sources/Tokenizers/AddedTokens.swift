@@ -38,6 +38,9 @@ struct AddedTokenMatcher: Sendable {
     private let tokens: [AddedToken]
     /// first scalar → patterns starting with it, longest first.
     private let byFirst: [Unicode.Scalar: [Pattern]]
+    /// Bit c set when some pattern starts with the ASCII scalar c (skips most dictionary probes).
+    private let asciiFirst: (UInt64, UInt64)
+    private let hasNonASCIIFirst: Bool
 
     var isEmpty: Bool { byFirst.isEmpty }
 
@@ -49,10 +52,22 @@ struct AddedTokenMatcher: Sendable {
         for (i, p) in patterns.enumerated() where !p.isEmpty {
             byFirst[p[0], default: []].append(Pattern(scalars: p, token: i))
         }
+        var low: UInt64 = 0
+        var high: UInt64 = 0
+        var nonASCII = false
         for k in byFirst.keys {
             byFirst[k]!.sort { $0.scalars.count > $1.scalars.count }
+            if k.value < 64 {
+                low |= 1 << UInt64(k.value)
+            } else if k.value < 128 {
+                high |= 1 << UInt64(k.value - 64)
+            } else {
+                nonASCII = true
+            }
         }
         self.byFirst = byFirst
+        asciiFirst = (low, high)
+        hasNonASCIIFirst = nonASCII
     }
 
     /// Splits `s[range]` into text segments and added-token segments (indices are absolute).
@@ -63,7 +78,10 @@ struct AddedTokenMatcher: Sendable {
         var i = range.lowerBound
         let end = range.upperBound
         scan: while i < end {
-            guard let candidates = byFirst[s[i]] else {
+            let v = s[i].value
+            let mayStart = v < 64 ? (asciiFirst.0 >> UInt64(v)) & 1 != 0
+                : v < 128 ? (asciiFirst.1 >> UInt64(v - 64)) & 1 != 0 : hasNonASCIIFirst
+            guard mayStart, let candidates = byFirst[s[i]] else {
                 i += 1
                 continue
             }

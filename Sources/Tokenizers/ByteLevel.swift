@@ -17,6 +17,9 @@ enum ByteLevel {
         return table
     }()
 
+    /// byte → byte-level character.
+    static let byteToCharacter: [Unicode.Scalar] = byteToScalar.map { Unicode.Scalar($0)! }
+
     /// scalar value (< 0x144) → byte, or -1 when the scalar is not a byte-level character.
     static let scalarToByte: [Int16] = {
         var table = [Int16](repeating: -1, count: 0x144)

@@ -4,13 +4,14 @@
 struct PreTokenizedText {
     var scalars: [Unicode.Scalar]
     var pieces: [Range<Int>]
-    /// Whether the buffer's first scalar is the first of the whole input text (Metaspace's
-    /// `prepend_scheme: first` only prepends there).
+    /// Whether the first piece starts the whole input text (Metaspace's `prepend_scheme: first`
+    /// only prepends there).
     var startsAtTextStart: Bool
 
-    init(scalars: [Unicode.Scalar], startsAtTextStart: Bool) {
+    /// One piece, `range` of `scalars` (the buffer is shared, not copied).
+    init(scalars: [Unicode.Scalar], range: Range<Int>, startsAtTextStart: Bool) {
         self.scalars = scalars
-        self.pieces = scalars.isEmpty ? [] : [0..<scalars.count]
+        self.pieces = range.isEmpty ? [] : [range]
         self.startsAtTextStart = startsAtTextStart
     }
 }
@@ -103,30 +104,41 @@ indirect enum PreTokenizer: Sendable {
         out.reserveCapacity(text.scalars.count + text.scalars.count / 4)
         var pieces: [Range<Int>] = []
         pieces.reserveCapacity(text.pieces.count * 2)
-        let table = ByteLevel.byteToScalar
-
-        func emit(_ source: ArraySlice<Unicode.Scalar>) {
-            let start = out.count
-            for s in source {
-                let v = s.value
-                if v < 0x80 {
-                    out.append(Unicode.Scalar(table[Int(v)])!)
-                } else {
-                    UTF8.encode(s) { out.append(Unicode.Scalar(table[Int($0)])!) }
-                }
-            }
-            if out.count > start { pieces.append(start..<out.count) }
-        }
-
+        let table = ByteLevel.byteToCharacter
+        var ranges: [Range<Int>] = []
         for piece in text.pieces {
             var source = text.scalars[piece]
             if addPrefixSpace && source.first != " " {
                 source = ArraySlice([" "] + source)
             }
+            ranges.removeAll(keepingCapacity: true)
             if useRegex {
-                GPT2Split.split(source) { emit(source[$0]) }
+                GPT2Split.split(source, into: &ranges)
             } else {
-                emit(source)
+                ranges.append(source.startIndex..<source.endIndex)
+            }
+            for range in ranges {
+                let start = out.count
+                for i in range {
+                    let s = source[i]
+                    let v = s.value
+                    if v < 0x80 {
+                        out.append(table[Int(v)])
+                    } else if v < 0x800 {
+                        out.append(table[Int(0xC0 | v >> 6)])
+                        out.append(table[Int(0x80 | v & 0x3F)])
+                    } else if v < 0x10000 {
+                        out.append(table[Int(0xE0 | v >> 12)])
+                        out.append(table[Int(0x80 | v >> 6 & 0x3F)])
+                        out.append(table[Int(0x80 | v & 0x3F)])
+                    } else {
+                        out.append(table[Int(0xF0 | v >> 18)])
+                        out.append(table[Int(0x80 | v >> 12 & 0x3F)])
+                        out.append(table[Int(0x80 | v >> 6 & 0x3F)])
+                        out.append(table[Int(0x80 | v & 0x3F)])
+                    }
+                }
+                if out.count > start { pieces.append(start..<out.count) }
             }
         }
         text.scalars = out
@@ -176,7 +188,7 @@ indirect enum PreTokenizer: Sendable {
             switch scheme {
             case .always: prepend = !startsWithReplacement
             case .first:
-                prepend = !startsWithReplacement && index == 0 && piece.lowerBound == 0 && text.startsAtTextStart
+                prepend = !startsWithReplacement && index == 0 && text.startsAtTextStart
             case .never: prepend = false
             }
             if prepend { out.append(replacement) }
@@ -241,8 +253,8 @@ indirect enum PreTokenizer: Sendable {
 /// GPT-2's pre-tokenization regex, matched by hand:
 /// `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
 enum GPT2Split {
-    /// Calls `emit` with consecutive ranges (absolute indices of `s`) that cover `s`.
-    static func split(_ s: ArraySlice<Unicode.Scalar>, emit: (Range<Int>) -> Void) {
+    /// Appends to `ranges` the consecutive matches (absolute indices of `s`) that cover `s`.
+    static func split(_ s: ArraySlice<Unicode.Scalar>, into ranges: inout [Range<Int>]) {
         let end = s.endIndex
         var i = s.startIndex
         while i < end {
@@ -251,14 +263,14 @@ enum GPT2Split {
             if c == "'" && i + 1 < end {
                 let n1 = s[i + 1]
                 if n1 == "s" || n1 == "t" || n1 == "m" || n1 == "d" {
-                    emit(i..<(i + 2))
+                    ranges.append(i..<(i + 2))
                     i += 2
                     continue
                 }
                 if i + 2 < end {
                     let n2 = s[i + 2]
                     if (n1 == "r" && n2 == "e") || (n1 == "v" && n2 == "e") || (n1 == "l" && n2 == "l") {
-                        emit(i..<(i + 3))
+                        ranges.append(i..<(i + 3))
                         i += 3
                         continue
                     }
@@ -290,7 +302,7 @@ enum GPT2Split {
                     j = k - 1
                 }
             }
-            emit(i..<j)
+            ranges.append(i..<j)
             i = j
         }
     }

@@ -194,7 +194,7 @@ public final class Tokenizer: Sendable {
             case let .token(id):
                 ids.append(id)
             case let .text(range):
-                encodeSegment(scalars[range], atTextStart: range.lowerBound == 0, into: &ids)
+                encodeSegment(scalars, range, into: &ids)
             }
         }
         if addSpecialTokens, let postProcessor {
@@ -203,20 +203,22 @@ public final class Tokenizer: Sendable {
         return ids
     }
 
-    private func encodeSegment(_ slice: ArraySlice<Unicode.Scalar>, atTextStart: Bool, into ids: inout [Int]) {
-        let text: [Unicode.Scalar]
+    /// Encodes `scalars[range]`, text between raw-matched added tokens.
+    private func encodeSegment(_ scalars: [Unicode.Scalar], _ range: Range<Int>, into ids: inout [Int]) {
+        let atTextStart = range.lowerBound == 0
+        var text = scalars
+        var textRange = range
         if let normalizer {
-            text = Array(normalizer.apply(String(String.UnicodeScalarView(slice))).unicodeScalars)
-        } else {
-            text = Array(slice)
+            text = Array(normalizer.apply(String(String.UnicodeScalarView(scalars[range]))).unicodeScalars)
+            textRange = 0..<text.count
         }
-        for segment in normalizedMatcher.split(text, 0..<text.count) {
+        for segment in normalizedMatcher.split(text, textRange) {
             switch segment {
             case let .token(id):
                 ids.append(id)
-            case let .text(range):
-                var pieces = PreTokenizedText(scalars: Array(text[range]),
-                                              startsAtTextStart: atTextStart && range.lowerBound == 0)
+            case let .text(r):
+                var pieces = PreTokenizedText(scalars: text, range: r,
+                                              startsAtTextStart: atTextStart && r.lowerBound == textRange.lowerBound)
                 preTokenizer?.apply(&pieces)
                 for piece in pieces.pieces {
                     model.tokenize(pieces.scalars[piece], into: &ids)

@@ -11,12 +11,16 @@ enum ScalarClass: UInt8 {
 }
 
 enum UnicodeClass {
-    /// Classes of the ASCII range, precomputed.
-    private static let ascii: [ScalarClass] = (0..<128).map { slowClassify(Unicode.Scalar(UInt8($0))) }
-
     @inline(__always)
     static func classify(_ s: Unicode.Scalar) -> ScalarClass {
-        if s.value < 128 { return ascii[Int(s.value)] }
+        let v = s.value
+        if v < 128 {
+            // ASCII: letters A-Z a-z, digits, White_Space = \t \n \v \f \r and space.
+            if (v | 0x20) &- 0x61 < 26 { return .letter }
+            if v &- 0x30 < 10 { return .number }
+            if v == 0x20 || v &- 0x09 < 5 { return .whitespace }
+            return .other
+        }
         return slowClassify(s)
     }
 
@@ -42,7 +46,7 @@ enum UnicodeClass {
     /// Rust `char::is_alphanumeric`: Alphabetic or numeric.
     static func isAlphanumeric(_ s: Unicode.Scalar) -> Bool {
         if s.value < 128 {
-            let c = ascii[Int(s.value)]
+            let c = classify(s)
             return c == .letter || c == .number
         }
         return s.properties.isAlphabetic || classify(s) == .number
@@ -51,7 +55,7 @@ enum UnicodeClass {
     /// Regex `\w` (Unicode): Alphabetic, marks, decimal numbers, connector punctuation, join controls.
     static func isWordCharacter(_ s: Unicode.Scalar) -> Bool {
         if s.value < 128 {
-            let c = ascii[Int(s.value)]
+            let c = classify(s)
             return c == .letter || c == .number || s == "_"
         }
         let p = s.properties

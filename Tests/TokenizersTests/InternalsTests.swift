@@ -6,9 +6,10 @@ import Testing
 struct InternalsTests {
     func split(_ text: String) -> [String] {
         let scalars = Array(text.unicodeScalars)
-        var out: [String] = []
-        GPT2Split.split(scalars[...]) { out.append(String(String.UnicodeScalarView(scalars[$0]))) }
-        return out
+        var ranges: [Range<Int>] = []
+        GPT2Split.split(scalars[...], into: &ranges)
+        #expect(ranges.first?.lowerBound ?? 0 == 0 && ranges.last?.upperBound ?? 0 == scalars.count)
+        return ranges.map { String(String.UnicodeScalarView(scalars[$0])) }
     }
 
     @Test("GPT-2 pre-tokenization regex, matched by hand")

@@ -136,4 +136,18 @@ struct SmolLM2Tests {
         #expect(ids.count > 7000 && ids.count < 8000)
         #expect(tokenizer.decode(ids) == text)
     }
+
+    @Test("concurrent encoding from many tasks agrees with the golden ids")
+    func concurrentEncoding() async {
+        let tokenizer = self.tokenizer
+        let cases = Fixtures.golden.tokenize
+        await withTaskGroup(of: Bool.self) { group in
+            for _ in 0..<8 {
+                group.addTask {
+                    (0..<20).allSatisfy { _ in cases.allSatisfy { tokenizer.encode($0.text) == $0.ids } }
+                }
+            }
+            for await ok in group { #expect(ok) }
+        }
+    }
 }
