@@ -334,7 +334,7 @@ struct JSONField {
 
     func error(_ expected: String) -> TokenizerError {
         let found = value.map { "\($0.typeName)" } ?? "nothing (the field is missing)"
-        return .invalidField(file: file, field: path, expected: "\(expected), found \(found)")
+        return .invalidField(file: file, field: path.isEmpty ? "(top level)" : path, expected: "\(expected), found \(found)")
     }
 
     func child(_ key: String) -> JSONField {
