@@ -1,0 +1,102 @@
+// Drives the real `lmdeploy` executable the way a user does: through a pipe.
+import Foundation
+import Testing
+
+enum CLI {
+    /// The lmdeploy binary built beside this test bundle ($LMDEPLOY_BIN overrides).
+    static var binary: URL {
+        if let path = ProcessInfo.processInfo.environment["LMDEPLOY_BIN"] { return URL(fileURLWithPath: path) }
+        return URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+            .deletingLastPathComponent().appendingPathComponent("lmdeploy")
+    }
+
+    static var model: String {
+        let env = ProcessInfo.processInfo.environment
+        return env["LMDEPLOY_TEST_MODEL"]
+            ?? (env["LMDEPLOY_CACHE"] ?? NSHomeDirectory() + "/.cache/lmdeploy-swift") + "/smollm2-135m-instruct"
+    }
+
+    struct Result { let status: Int32; let stdout: String; let stderr: String }
+
+    /// Runs lmdeploy with `arguments`, feeding `input` on stdin; fails the test after `timeout` s.
+    static func run(_ arguments: [String], input: String = "", timeout: TimeInterval = 300) throws -> Result {
+        let p = Process()
+        p.executableURL = binary
+        p.arguments = arguments
+        let inPipe = Pipe(), outPipe = Pipe(), errPipe = Pipe()
+        p.standardInput = inPipe
+        p.standardOutput = outPipe
+        p.standardError = errPipe
+        try p.run()
+        inPipe.fileHandleForWriting.write(Data(input.utf8))
+        try inPipe.fileHandleForWriting.close()
+        // Read both pipes concurrently so a chatty child never blocks on a full pipe.
+        nonisolated(unsafe) var out = Data(), err = Data()
+        let group = DispatchGroup()
+        DispatchQueue.global().async(group: group) { out = outPipe.fileHandleForReading.readDataToEndOfFile() }
+        DispatchQueue.global().async(group: group) { err = errPipe.fileHandleForReading.readDataToEndOfFile() }
+        if group.wait(timeout: .now() + timeout) == .timedOut {
+            p.terminate()
+            Issue.record("lmdeploy \(arguments.joined(separator: " ")) did not finish within \(timeout) s")
+        }
+        p.waitUntilExit()
+        return Result(status: p.terminationStatus, stdout: String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self))
+    }
+}
+
+@Suite struct ChatCLITests {
+    /// Two turns where the second needs the first, `end`, a fresh question, `exit`.
+    @Test func conversationThroughAPipe() throws {
+        let input = "Hi! My name is Ada.\n\nWhat is my name?\n\nend\nWhat is the capital of France?\n\nexit\n"
+        let r = try CLI.run(["chat", "turbomind", CLI.model, "--temperature", "0", "--max-new-tokens", "40"], input: input)
+        #expect(r.status == 0, "exit status \(r.status); stderr: \(r.stderr)")
+        let turns = r.stdout.components(separatedBy: "double enter to end input >>> ")
+        // Five prompts: [banner, answer 1, answer 2 (knows the name), "(new session)", answer 3, after `exit`].
+        #expect(turns.count == 6, "unexpected transcript: \(r.stdout)")
+        guard turns.count == 6 else { return }
+        #expect(turns[2].contains("Ada"), "the second turn must remember the first: \(turns[2])")
+        #expect(turns[3].contains("new session"))
+        #expect(turns[4].contains("Paris"), "answer: \(turns[4])")
+    }
+
+    /// `torch` runs the same engine: the same greedy answer.
+    @Test func torchBackendCommandWorks() throws {
+        let input = "What is the capital of France?\n\n"
+        let a = try CLI.run(["chat", "torch", CLI.model, "--temperature", "0", "--max-new-tokens", "12"], input: input)
+        let b = try CLI.run(["chat", "turbomind", CLI.model, "--temperature", "0", "--max-new-tokens", "12"], input: input)
+        #expect(a.status == 0 && b.status == 0)
+        #expect(a.stdout == b.stdout && a.stdout.contains("Paris"))
+    }
+
+    /// A conversation longer than the session ends the session with a clear message, and the
+    /// chat goes on.
+    @Test func sessionLengthOverflowEndsTheSession() throws {
+        let long = String(repeating: "tell me more about the history of France. ", count: 20)
+        let input = "\(long)\n\nWhat is the capital of France?\n\nexit\n"
+        let r = try CLI.run(["chat", "turbomind", CLI.model, "--temperature", "0", "--max-new-tokens", "8", "--session-len", "64"], input: input)
+        #expect(r.status == 0, "stderr: \(r.stderr)")
+        #expect(r.stdout.contains("session") && r.stdout.contains("64"), "no clear message: \(r.stdout)")
+        #expect(r.stdout.contains("Paris"), "the chat must go on after the overflow: \(r.stdout)")
+    }
+
+    /// Ctrl-D (end of input) exits cleanly.
+    @Test func endOfInputExitsCleanly() throws {
+        let r = try CLI.run(["chat", "turbomind", CLI.model], input: "")
+        #expect(r.status == 0)
+    }
+
+    @Test func missingModelIsAClearError() throws {
+        let r = try CLI.run(["chat", "turbomind", "/nonexistent/model"])
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("/nonexistent/model"), "stderr: \(r.stderr)")
+        #expect(!r.stderr.contains("Fatal error"))
+    }
+
+    @Test func versionAndCheckEnv() throws {
+        let v = try CLI.run(["--version"])
+        #expect(v.status == 0 && v.stdout.contains("0.1"))
+        let e = try CLI.run(["check-env"])
+        #expect(e.status == 0)
+        for label in ["CPU features", "CPU kernels", "BLAS", "CUDA"] { #expect(e.stdout.contains(label), "\(label) missing: \(e.stdout)") }
+    }
+}
