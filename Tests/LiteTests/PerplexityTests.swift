@@ -2,7 +2,6 @@
 import Foundation
 import Lite
 import Testing
-import Tokenizers
 import TurboMind
 
 @Test func perplexityOfGPL3MatchesHF() throws {
@@ -14,10 +13,12 @@ import TurboMind
     let dir = URL(fileURLWithPath: env["LMDEPLOY_TEST_MODEL"] ?? (env["LMDEPLOY_CACHE"] ?? NSHomeDirectory() + "/.cache/lmdeploy-swift") + "/smollm2-135m-instruct")
     let config = try ModelConfig.load(directory: dir)
     let model = try LlamaModel(backend: CPUBackend(), config: config, weights: ModelWeights.load(directory: dir, config: config))
-    let tokenizer = try Tokenizer(directory: dir)
-    let text = try String(contentsOfFile: ref["file"] as! String, encoding: .utf8)
-    let tokens = tokenizer.encode(text).map(Int32.init)
-    #expect(tokens.count == ref["tokens_in_file"] as! Int, "tokenizer count differs from HF's")
+    // The ids transformers gave the golden run (see Tests/Fixtures/smollm2/README.md for why they
+    // differ from tokenizer.json's own pipeline in 19 places); our tokenizer's ids are checked
+    // against the `tokenizers` library elsewhere.
+    let ids = try JSONSerialization.jsonObject(with: Data(contentsOf: fixtures.appendingPathComponent("gpl3-ids-transformers.json"))) as! [Int]
+    let tokens = ids.map(Int32.init)
+    #expect(tokens.count == ref["tokens_in_file"] as! Int)
     let result = try Perplexity.evaluate(model: model, tokens: tokens, window: ref["window"] as! Int)
     #expect(result.windows == ref["windows"] as! Int)
     #expect(result.scoredTokens == ref["scored_tokens"] as! Int)
