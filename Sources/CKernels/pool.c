@@ -62,8 +62,9 @@ static void run_tasks(void) {
 }
 
 static void *worker_main(void *arg) {
-    (void)arg;
-    uint64_t seen = job_gen(atomic_load(&pool.job));
+    // The generation current when the pool was created, not when this thread first runs: a job
+    // (or a stop) published in between must not be mistaken for the state to wait past.
+    uint64_t seen = (uint64_t)(uintptr_t)arg;
     for (;;) {
         uint64_t gen;
         int spins = 0;
@@ -121,7 +122,8 @@ void ck_init(int threads) {
         pool.nthreads = threads;
         if (threads > 1) {
             pool.threads = calloc((size_t)threads - 1, sizeof(pthread_t));
-            for (int i = 0; i < threads - 1; i++) pthread_create(&pool.threads[i], NULL, worker_main, NULL);
+            uintptr_t gen = (uintptr_t)job_gen(atomic_load(&pool.job));
+            for (int i = 0; i < threads - 1; i++) pthread_create(&pool.threads[i], NULL, worker_main, (void *)gen);
         }
     }
     pthread_mutex_unlock(&pool.call_lock);

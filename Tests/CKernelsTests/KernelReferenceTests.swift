@@ -172,6 +172,19 @@ func close(_ a: Float, _ b: Float, scale: Float, tol: Float = 1e-5) -> Bool { ab
         }
     }
 
+    /// Restarting the pool right after creating it must not lose the stop signal of threads that
+    /// have not started yet (a hang before the fix), and kernels keep working across restarts.
+    @Test(.timeLimit(.minutes(1))) func poolSurvivesRapidRestarts() {
+        let w = [Float](repeating: 1, count: 64 * 32), x = [Float](repeating: 0.5, count: 32)
+        for i in 0..<200 {
+            ck_init(Int32(2 + i % 3))
+            var y = [Float](repeating: 0, count: 64)
+            ck_matmul_wt(w, CK_F32, x, &y, 1, 64, 32, nil)
+            #expect(y.allSatisfy { $0 == 16 })
+        }
+        ck_init(3)
+    }
+
     @Test func argmaxTakesFirstMaximum() {
         #expect(ck_argmax([1, 5, 2, 5, -1], 5) == 1)
         #expect(ck_argmax([-3], 1) == 0)
