@@ -1,8 +1,8 @@
 // Skinny matrix products against stored-precision weights: Y[m][n] = X[m][k] · W[n][k]ᵀ.
 // Decode is bound by reading the weights, so each weight chunk is widened once in registers
-// and used for up to four input vectors. Every output is one lane-wise accumulation over k in
-// chunks, in the same order whatever m, n, the row block or the thread split: results do not
-// depend on batch composition (the engine's batch-invariance rests on this).
+// and used for up to four input vectors. Every output's reduction over k follows one fixed
+// order that depends on k alone, whatever m, n or the thread split: results do not depend on
+// batch composition (the engine's batch-invariance rests on this).
 #include "ckernels.h"
 #include "convert.h"
 #include "isa.h"
@@ -31,7 +31,12 @@ static void rows_scalar(const matmul_job *j, int r0, int r1) {
 }
 
 #if CK_HAVE_X86
-// ---- AVX-512: 16 lanes, blocks of R rows × V vectors, R ≤ 4, V ≤ 4 -------------------------
+// Rows are walked one at a time, front to back, so the weights stream through memory in order:
+// the hardware prefetcher then keeps a core at full bandwidth (interleaving several rows' streams
+// halved it). Each output keeps four accumulators over k in chunks of 4 × lanes, summed in a
+// fixed order at the end.
+
+// ---- AVX-512: 16 lanes, one row × up to 4 vectors ------------------------------------------
 CK_TARGET_AVX512 CK_INLINE __m512 w512(const void *W, int wt, size_t off) {
     if (wt == CK_BF16)
         return _mm512_castsi512_ps(_mm512_slli_epi32(
@@ -48,45 +53,46 @@ CK_TARGET_AVX512 CK_INLINE __m512 w512_tail(const void *W, int wt, size_t off, _
     return _mm512_maskz_loadu_ps(m, (const float *)W + off);
 }
 
-CK_TARGET_AVX512 CK_INLINE void block512(const matmul_job *j, int wt, int r, int R, int v0, int V) {
+CK_TARGET_AVX512 CK_INLINE void row512(const matmul_job *j, int wt, int r, int v0, int V) {
     const int k = j->k;
+    const size_t base = (size_t)r * k;
     __m512 acc[4][4];
-    for (int i = 0; i < R; i++)
-        for (int v = 0; v < V; v++) acc[i][v] = _mm512_setzero_ps();
+    for (int v = 0; v < V; v++)
+        for (int a = 0; a < 4; a++) acc[v][a] = _mm512_setzero_ps();
     int kk = 0;
-    for (; kk + 16 <= k; kk += 16) {
-        __m512 w[4];
-        for (int i = 0; i < R; i++) w[i] = w512(j->W, wt, (size_t)(r + i) * k + kk);
+    for (; kk + 64 <= k; kk += 64) {
+        __m512 w0 = w512(j->W, wt, base + kk), w1 = w512(j->W, wt, base + kk + 16);
+        __m512 w2 = w512(j->W, wt, base + kk + 32), w3 = w512(j->W, wt, base + kk + 48);
         for (int v = 0; v < V; v++) {
-            __m512 x = _mm512_loadu_ps(j->X + (size_t)(v0 + v) * k + kk);
-            for (int i = 0; i < R; i++) acc[i][v] = _mm512_fmadd_ps(w[i], x, acc[i][v]);
+            const float *x = j->X + (size_t)(v0 + v) * k + kk;
+            acc[v][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x), acc[v][0]);
+            acc[v][1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + 16), acc[v][1]);
+            acc[v][2] = _mm512_fmadd_ps(w2, _mm512_loadu_ps(x + 32), acc[v][2]);
+            acc[v][3] = _mm512_fmadd_ps(w3, _mm512_loadu_ps(x + 48), acc[v][3]);
         }
     }
-    if (kk < k) {
-        __mmask16 m = (__mmask16)((1u << (k - kk)) - 1);
-        __m512 w[4];
-        for (int i = 0; i < R; i++) w[i] = w512_tail(j->W, wt, (size_t)(r + i) * k + kk, m);
-        for (int v = 0; v < V; v++) {
-            __m512 x = _mm512_maskz_loadu_ps(m, j->X + (size_t)(v0 + v) * k + kk);
-            for (int i = 0; i < R; i++) acc[i][v] = _mm512_fmadd_ps(w[i], x, acc[i][v]);
-        }
-    }
-    for (int i = 0; i < R; i++)
+    for (; kk < k; kk += 16) {
+        __mmask16 m = k - kk >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (k - kk)) - 1);
+        __m512 w = w512_tail(j->W, wt, base + kk, m);
         for (int v = 0; v < V; v++)
-            j->Y[(size_t)(v0 + v) * j->n + r + i] =
-                _mm512_reduce_add_ps(acc[i][v]) + (j->bias ? j->bias[r + i] : 0.0f);
+            acc[v][0] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, j->X + (size_t)(v0 + v) * k + kk), acc[v][0]);
+    }
+    for (int v = 0; v < V; v++) {
+        __m512 s = _mm512_add_ps(_mm512_add_ps(acc[v][0], acc[v][1]), _mm512_add_ps(acc[v][2], acc[v][3]));
+        j->Y[(size_t)(v0 + v) * j->n + r] = _mm512_reduce_add_ps(s) + (j->bias ? j->bias[r] : 0.0f);
+    }
 }
 
-#define DISPATCH_V(FN, J, WT, R, R0, V0, V) \
-    switch (V) { case 4: FN(J, WT, R0, R, V0, 4); break; case 3: FN(J, WT, R0, R, V0, 3); break; \
-                 case 2: FN(J, WT, R0, R, V0, 2); break; default: FN(J, WT, R0, R, V0, 1); }
-
 CK_TARGET_AVX512 CK_INLINE void rows512_t(const matmul_job *j, int wt, int r0, int r1) {
-    int r = r0;
-    for (; r + 4 <= r1; r += 4)
-        for (int v0 = 0; v0 < j->m; v0 += 4) { int V = j->m - v0 < 4 ? j->m - v0 : 4; DISPATCH_V(block512, j, wt, 4, r, v0, V) }
-    for (; r < r1; r++)
-        for (int v0 = 0; v0 < j->m; v0 += 4) { int V = j->m - v0 < 4 ? j->m - v0 : 4; DISPATCH_V(block512, j, wt, 1, r, v0, V) }
+    for (int r = r0; r < r1; r++)
+        for (int v0 = 0; v0 < j->m; v0 += 4) {
+            switch (j->m - v0) {
+            case 1: row512(j, wt, r, v0, 1); break;
+            case 2: row512(j, wt, r, v0, 2); break;
+            case 3: row512(j, wt, r, v0, 3); break;
+            default: row512(j, wt, r, v0, 4); break;
+            }
+        }
 }
 
 CK_TARGET_AVX512 static void rows_avx512(const matmul_job *j, int r0, int r1) {
@@ -97,7 +103,7 @@ CK_TARGET_AVX512 static void rows_avx512(const matmul_job *j, int r0, int r1) {
     }
 }
 
-// ---- AVX2 + F16C + FMA: 8 lanes, R ≤ 4 rows × V ≤ 2 vectors (16 registers) -------------------
+// ---- AVX2 + F16C + FMA: 8 lanes, one row × up to 2 vectors (13 of 16 registers) -------------
 CK_TARGET_AVX2 CK_INLINE __m256 w256(const void *W, int wt, size_t off) {
     if (wt == CK_BF16)
         return _mm256_castsi256_ps(_mm256_slli_epi32(
@@ -113,38 +119,41 @@ CK_TARGET_AVX2 CK_INLINE float hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-CK_TARGET_AVX2 CK_INLINE void block256(const matmul_job *j, int wt, int r, int R, int v0, int V) {
+CK_TARGET_AVX2 CK_INLINE void row256(const matmul_job *j, int wt, int r, int v0, int V) {
     const int k = j->k;
-    __m256 acc[4][2];
-    for (int i = 0; i < R; i++)
-        for (int v = 0; v < V; v++) acc[i][v] = _mm256_setzero_ps();
+    const size_t base = (size_t)r * k;
+    __m256 acc[2][4];
+    for (int v = 0; v < V; v++)
+        for (int a = 0; a < 4; a++) acc[v][a] = _mm256_setzero_ps();
     int kk = 0;
-    for (; kk + 8 <= k; kk += 8) {
-        __m256 w[4];
-        for (int i = 0; i < R; i++) w[i] = w256(j->W, wt, (size_t)(r + i) * k + kk);
+    for (; kk + 32 <= k; kk += 32) {
+        __m256 w0 = w256(j->W, wt, base + kk), w1 = w256(j->W, wt, base + kk + 8);
+        __m256 w2 = w256(j->W, wt, base + kk + 16), w3 = w256(j->W, wt, base + kk + 24);
         for (int v = 0; v < V; v++) {
-            __m256 x = _mm256_loadu_ps(j->X + (size_t)(v0 + v) * k + kk);
-            for (int i = 0; i < R; i++) acc[i][v] = _mm256_fmadd_ps(w[i], x, acc[i][v]);
+            const float *x = j->X + (size_t)(v0 + v) * k + kk;
+            acc[v][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x), acc[v][0]);
+            acc[v][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + 8), acc[v][1]);
+            acc[v][2] = _mm256_fmadd_ps(w2, _mm256_loadu_ps(x + 16), acc[v][2]);
+            acc[v][3] = _mm256_fmadd_ps(w3, _mm256_loadu_ps(x + 24), acc[v][3]);
         }
     }
-    for (int i = 0; i < R; i++)
-        for (int v = 0; v < V; v++) {
-            float s = hsum256(acc[i][v]);
-            const float *x = j->X + (size_t)(v0 + v) * k;
-            for (int t = kk; t < k; t++) s += ck_load_scalar(j->W, wt, (size_t)(r + i) * k + t) * x[t];
-            j->Y[(size_t)(v0 + v) * j->n + r + i] = s + (j->bias ? j->bias[r + i] : 0.0f);
-        }
+    for (; kk + 8 <= k; kk += 8) {
+        __m256 w = w256(j->W, wt, base + kk);
+        for (int v = 0; v < V; v++)
+            acc[v][0] = _mm256_fmadd_ps(w, _mm256_loadu_ps(j->X + (size_t)(v0 + v) * k + kk), acc[v][0]);
+    }
+    for (int v = 0; v < V; v++) {
+        float s = hsum256(_mm256_add_ps(_mm256_add_ps(acc[v][0], acc[v][1]), _mm256_add_ps(acc[v][2], acc[v][3])));
+        const float *x = j->X + (size_t)(v0 + v) * k;
+        for (int t = kk; t < k; t++) s += ck_load_scalar(j->W, wt, base + t) * x[t];
+        j->Y[(size_t)(v0 + v) * j->n + r] = s + (j->bias ? j->bias[r] : 0.0f);
+    }
 }
 
 CK_TARGET_AVX2 CK_INLINE void rows256_t(const matmul_job *j, int wt, int r0, int r1) {
-    int r = r0;
-    for (; r + 4 <= r1; r += 4)
+    for (int r = r0; r < r1; r++)
         for (int v0 = 0; v0 < j->m; v0 += 2) {
-            if (j->m - v0 >= 2) block256(j, wt, r, 4, v0, 2); else block256(j, wt, r, 4, v0, 1);
-        }
-    for (; r < r1; r++)
-        for (int v0 = 0; v0 < j->m; v0 += 2) {
-            if (j->m - v0 >= 2) block256(j, wt, r, 1, v0, 2); else block256(j, wt, r, 1, v0, 1);
+            if (j->m - v0 >= 2) row256(j, wt, r, v0, 2); else row256(j, wt, r, v0, 1);
         }
 }
 
@@ -176,11 +185,10 @@ void ck_matmul_wt(const void *W, ck_dtype wtype, const float *X, float *Y, int m
                   const float *bias) {
     if (m <= 0 || n <= 0) return;
     matmul_job j = {W, (int)wtype, X, Y, m, n, k, bias, 0};
-    int blocks = (n + 3) / 4;
-    // ~64 KiB of weights per task at least, so dispatch overhead stays small next to the work.
-    int min_blocks = (int)(16384 / ((size_t)k * 4 + 1)) + 1;
-    int tasks = ck_task_count(blocks, min_blocks);
-    j.rows_per_task = ((blocks + tasks - 1) / tasks) * 4;
+    // ~32 KiB of weights per task at least, so dispatch overhead stays small next to the work.
+    int min_rows = (int)(16384 / ((size_t)k + 1)) + 1;
+    int tasks = ck_task_count(n, min_rows);
+    j.rows_per_task = (n + tasks - 1) / tasks;
     tasks = (n + j.rows_per_task - 1) / j.rows_per_task;
     ck_parallel(matmul_task, &j, tasks);
 }
