@@ -33,6 +33,10 @@ indirect enum PreTokenizer: Sendable {
     case whitespaceSplit
     /// Regex `\w+|[^\w\s]+`: runs of word characters and runs of other non-space characters.
     case whitespace
+    /// Splits on the matches of a regex or a literal string, keeping them as `behavior` says.
+    case split(SplitPattern, behavior: SplitBehavior, invert: Bool)
+    /// Splits on each punctuation character (ASCII punctuation and Unicode P*).
+    case punctuation(SplitBehavior)
 
     static func load(_ field: JSONField) throws(TokenizerError) -> PreTokenizer? {
         if field.isNull { return nil }
@@ -73,10 +77,31 @@ indirect enum PreTokenizer: Sendable {
             return .whitespaceSplit
         case "Whitespace":
             return .whitespace
+        case "Split":
+            let patternField = field.child("pattern")
+            var pattern: SplitPattern
+            if let literal = try patternField.child("String").optionalString() {
+                guard !literal.isEmpty else { throw patternField.child("String").error("a non-empty string") }
+                pattern = .literal(Array(literal.unicodeScalars))
+            } else if let regex = try patternField.child("Regex").optionalString() {
+                do {
+                    pattern = .regex(try ScalarRegex(regex))
+                } catch {
+                    throw TokenizerError.unsupported(
+                        file: field.file, component: "pre-tokenizer",
+                        detail: "Split regex at '\(patternField.path).Regex': \(error.message) in \(regex.debugDescription)")
+                }
+            } else {
+                throw patternField.error("an object {\"String\": ...} or {\"Regex\": ...}")
+            }
+            return .split(pattern, behavior: try SplitBehavior.load(field.child("behavior"), default: nil),
+                          invert: try field.child("invert").bool(default: false))
+        case "Punctuation":
+            return .punctuation(try SplitBehavior.load(field.child("behavior"), default: .isolated))
         default:
             throw TokenizerError.unsupported(
                 file: field.file, component: "pre-tokenizer",
-                detail: "type '\(type)' at '\(field.path)' (supported: Sequence, ByteLevel, Digits, Metaspace, WhitespaceSplit, Whitespace)")
+                detail: "type '\(type)' at '\(field.path)' (supported: Sequence, ByteLevel, Digits, Metaspace, WhitespaceSplit, Whitespace, Split, Punctuation)")
         }
     }
 
@@ -94,7 +119,82 @@ indirect enum PreTokenizer: Sendable {
             Self.applyWhitespaceSplit(&text)
         case .whitespace:
             Self.applyWhitespace(&text)
+        case let .split(pattern, behavior, invert):
+            Self.applySplit(&text, behavior: behavior, invert: invert) { piece, out in
+                pattern.matches(piece, into: &out)
+            }
+        case let .punctuation(behavior):
+            Self.applySplit(&text, behavior: behavior, invert: false) { piece, out in
+                for i in piece.indices where UnicodeClass.isPunctuation(piece[i]) { out.append(i..<(i + 1)) }
+            }
         }
+    }
+
+    // MARK: Split
+
+    /// Splits each piece at the matches `find` appends, then keeps or merges them as `behavior`
+    /// says (Hugging Face `NormalizedString::split`).
+    private static func applySplit(_ text: inout PreTokenizedText, behavior: SplitBehavior, invert: Bool,
+                                   find: (ArraySlice<Unicode.Scalar>, inout [Range<Int>]) -> Void) {
+        var pieces: [Range<Int>] = []
+        pieces.reserveCapacity(text.pieces.count * 2)
+        var found: [Range<Int>] = []
+        var marked: [(Range<Int>, Bool)] = []
+        for piece in text.pieces {
+            found.removeAll(keepingCapacity: true)
+            find(text.scalars[piece], &found)
+            marked.removeAll(keepingCapacity: true)
+            var prev = piece.lowerBound
+            for m in found {
+                if prev < m.lowerBound { marked.append((prev..<m.lowerBound, invert)) }
+                marked.append((m, !invert))
+                prev = m.upperBound
+            }
+            if prev < piece.upperBound { marked.append((prev..<piece.upperBound, invert)) }
+            switch behavior {
+            case .isolated:
+                for (r, _) in marked { pieces.append(r) }
+            case .removed:
+                for (r, isMatch) in marked where !isMatch { pieces.append(r) }
+            case .mergedWithPrevious:
+                var out: [Range<Int>] = []
+                var previousMatch = false
+                for (r, isMatch) in marked {
+                    if isMatch && !previousMatch, let last = out.last {
+                        out[out.count - 1] = last.lowerBound..<r.upperBound
+                    } else {
+                        out.append(r)
+                    }
+                    previousMatch = isMatch
+                }
+                pieces.append(contentsOf: out)
+            case .mergedWithNext:
+                var out: [Range<Int>] = []
+                var previousMatch = false
+                for (r, isMatch) in marked.reversed() {
+                    if isMatch && !previousMatch, let last = out.last {
+                        out[out.count - 1] = r.lowerBound..<last.upperBound
+                    } else {
+                        out.append(r)
+                    }
+                    previousMatch = isMatch
+                }
+                pieces.append(contentsOf: out.reversed())
+            case .contiguous:
+                var out: [Range<Int>] = []
+                var previousMatch = false
+                for (r, isMatch) in marked {
+                    if isMatch == previousMatch, let last = out.last {
+                        out[out.count - 1] = last.lowerBound..<r.upperBound
+                    } else {
+                        out.append(r)
+                    }
+                    previousMatch = isMatch
+                }
+                pieces.append(contentsOf: out)
+            }
+        }
+        text.pieces = pieces
     }
 
     // MARK: ByteLevel
@@ -304,6 +404,50 @@ enum GPT2Split {
             }
             ranges.append(i..<j)
             i = j
+        }
+    }
+}
+
+/// The pattern of a `Split` pre-tokenizer.
+enum SplitPattern: Sendable {
+    case literal([Unicode.Scalar])
+    case regex(ScalarRegex)
+
+    func matches(_ s: ArraySlice<Unicode.Scalar>, into out: inout [Range<Int>]) {
+        switch self {
+        case let .regex(r):
+            r.matches(s, into: &out)
+        case let .literal(p):
+            var i = s.startIndex
+            while i + p.count <= s.endIndex {
+                if s[i] == p[0] && s[i..<(i + p.count)].elementsEqual(p) {
+                    out.append(i..<(i + p.count))
+                    i += p.count
+                } else {
+                    i += 1
+                }
+            }
+        }
+    }
+}
+
+/// What a split keeps of its delimiters (Hugging Face `SplitDelimiterBehavior`).
+enum SplitBehavior: Sendable {
+    case removed, isolated, mergedWithPrevious, mergedWithNext, contiguous
+
+    static func load(_ field: JSONField, default fallback: SplitBehavior?) throws(TokenizerError) -> SplitBehavior {
+        guard let name = try field.optionalString() else {
+            if let fallback { return fallback }
+            throw field.error("a split behavior (Removed, Isolated, MergedWithPrevious, MergedWithNext, Contiguous)")
+        }
+        switch name {
+        case "Removed": return .removed
+        case "Isolated": return .isolated
+        case "MergedWithPrevious": return .mergedWithPrevious
+        case "MergedWithNext": return .mergedWithNext
+        case "Contiguous": return .contiguous
+        default:
+            throw field.error("one of Removed, Isolated, MergedWithPrevious, MergedWithNext, Contiguous")
         }
     }
 }
