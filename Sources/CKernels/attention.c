@@ -1,10 +1,14 @@
-// Causal grouped-query attention over a contiguous per-sequence KV cache.
-// One task per (query token, head): scores = q·K[0..pos] * scale, softmax, out = Σ p·V.
+// Causal grouped-query attention over a paged KV cache, for a whole batch of sequences in one
+// dispatch. A sequence's K/V rows live in fixed-size blocks of a shared pool, found through its
+// block table. One task per (sequence, query token, head): scores = q·K[0..pos] * scale,
+// softmax, out = Σ p·V. Each task's arithmetic depends only on its own sequence, so outputs do
+// not change with the batch around them.
 #include "ckernels.h"
 #include "isa.h"
 #include "pool.h"
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 static float dot_scalar(const float *a, const float *b, int d) {
     float s = 0;
@@ -57,8 +61,12 @@ CK_TARGET_AVX2 static void axpy_avx2(float *y, float a, const float *x, int d) {
 #endif
 
 typedef struct {
-    const float *q, *k, *v; float *out;
-    int q_stride, kv_stride, out_stride, tokens, start, heads, kv_heads, d;
+    const float *q; int q_stride;
+    const float *k_pool, *v_pool; int kv_stride, block_size;
+    const ck_attn_seq *seqs; int nseq;
+    const int *task_base;   // first task index of each sequence (prefix sums of tokens × heads)
+    float *out; int out_stride;
+    int heads, kv_heads, d;
     float scale;
     float (*dot)(const float *, const float *, int);
     void (*axpy)(float *, float, const float *, int);
@@ -69,38 +77,55 @@ static _Thread_local size_t scratch_len;
 
 static void attn_task(void *ctx, int task) {
     const attn_job *j = ctx;
-    int t = task / j->heads, h = task % j->heads;
+    int s = 0;   // the sequence owning this task: few sequences, so a linear scan is cheapest
+    while (s + 1 < j->nseq && j->task_base[s + 1] <= task) s++;
+    const ck_attn_seq *seq = &j->seqs[s];
+    int local = task - j->task_base[s];
+    int t = local / j->heads, h = local % j->heads;
     int kvh = h / (j->heads / j->kv_heads);
-    int n = j->start + t + 1;
+    int n = seq->start + t + 1;
     if ((size_t)n > scratch_len) {
         free(scratch);
         scratch_len = (size_t)n + 1024;
         scratch = malloc(scratch_len * sizeof(float));
     }
-    const float *q = j->q + (size_t)t * j->q_stride + (size_t)h * j->d;
+    const float *q = j->q + (size_t)(seq->q_row + t) * j->q_stride + (size_t)h * j->d;
+    const int bs = j->block_size;
     float mx = -INFINITY;
     for (int p = 0; p < n; p++) {
-        float s = j->dot(q, j->k + (size_t)p * j->kv_stride + (size_t)kvh * j->d, j->d) * j->scale;
-        scratch[p] = s;
-        if (s > mx) mx = s;
+        size_t row = (size_t)seq->blocks[p / bs] * bs + p % bs;
+        float sc = j->dot(q, j->k_pool + row * j->kv_stride + (size_t)kvh * j->d, j->d) * j->scale;
+        scratch[p] = sc;
+        if (sc > mx) mx = sc;
     }
     float sum = 0;
     for (int p = 0; p < n; p++) {
         scratch[p] = expf(scratch[p] - mx);
         sum += scratch[p];
     }
-    float *o = j->out + (size_t)t * j->out_stride + (size_t)h * j->d;
+    float *o = j->out + (size_t)(seq->q_row + t) * j->out_stride + (size_t)h * j->d;
     for (int i = 0; i < j->d; i++) o[i] = 0;
-    for (int p = 0; p < n; p++) j->axpy(o, scratch[p], j->v + (size_t)p * j->kv_stride + (size_t)kvh * j->d, j->d);
+    for (int p = 0; p < n; p++) {
+        size_t row = (size_t)seq->blocks[p / bs] * bs + p % bs;
+        j->axpy(o, scratch[p], j->v_pool + row * j->kv_stride + (size_t)kvh * j->d, j->d);
+    }
     float inv = 1.0f / sum;
     for (int i = 0; i < j->d; i++) o[i] *= inv;
 }
 
-void ck_attention(const float *q, int q_stride, const float *k, const float *v, int kv_stride,
-                  float *out, int out_stride, int tokens, int start, int heads, int kv_heads,
-                  int d, float scale) {
-    attn_job j = {q, k, v, out, q_stride, kv_stride, out_stride, tokens, start, heads, kv_heads, d, scale,
-                  dot_scalar, axpy_scalar};
+void ck_attention_paged(const float *q, int q_stride, const float *k_pool, const float *v_pool,
+                        int kv_stride, int block_size, const ck_attn_seq *seqs, int nseq,
+                        float *out, int out_stride, int heads, int kv_heads, int d, float scale) {
+    if (nseq <= 0) return;
+    int base_small[64];
+    int *task_base = nseq <= 64 ? base_small : malloc(sizeof(int) * (size_t)nseq);
+    int tasks = 0;
+    for (int s = 0; s < nseq; s++) {
+        task_base[s] = tasks;
+        tasks += seqs[s].tokens * heads;
+    }
+    attn_job j = {q, q_stride, k_pool, v_pool, kv_stride, block_size, seqs, nseq, task_base, out, out_stride,
+                  heads, kv_heads, d, scale, dot_scalar, axpy_scalar};
     switch (ck_isa_level()) {
 #if CK_HAVE_X86
     case CK_ISA_AVX512: j.dot = dot_avx512; j.axpy = axpy_avx512; break;
@@ -108,5 +133,15 @@ void ck_attention(const float *q, int q_stride, const float *k, const float *v, 
 #endif
     default: break;
     }
-    ck_parallel(attn_task, &j, tokens * heads);
+    ck_parallel(attn_task, &j, tasks);
+    if (task_base != base_small) free(task_base);
+}
+
+void ck_kv_store(float *pool, int kv_stride, int block_size, const int32_t *blocks, int start,
+                 const float *rows, int row_stride, int count) {
+    for (int t = 0; t < count; t++) {
+        int p = start + t;
+        memcpy(pool + ((size_t)blocks[p / block_size] * block_size + p % block_size) * kv_stride,
+               rows + (size_t)t * row_stride, sizeof(float) * (size_t)kv_stride);
+    }
 }

@@ -5,13 +5,16 @@ import Foundation
 import Testing
 
 /// Deterministic inputs: a fixed-seed LCG, values in [-1, 1).
-struct Rand {
+struct Rand: RandomNumberGenerator {
     var state: UInt64
-    mutating func next() -> Float {
+    mutating func next() -> UInt64 {
         state = state &* 6364136223846793005 &+ 1442695040888963407
-        return Float(Int64(bitPattern: state >> 11) % 2_000_000) / 1_000_000 - 1
+        return state
     }
-    mutating func array(_ n: Int) -> [Float] { (0..<n).map { _ in next() } }
+    mutating func float() -> Float {
+        Float(Int64(bitPattern: next() >> 11) % 2_000_000) / 1_000_000 - 1
+    }
+    mutating func array(_ n: Int) -> [Float] { (0..<n).map { _ in float() } }
 }
 
 func bf16(_ x: Float) -> UInt16 {
@@ -144,32 +147,77 @@ func close(_ a: Float, _ b: Float, scale: Float, tol: Float = 1e-5) -> Bool { ab
         for i in g.indices { #expect(abs(g[i] - g0[i] / (1 + expf(-g0[i])) * u[i]) < 1e-6) }
     }
 
-    @Test(arguments: [(1, 0, 4, 2, 64), (5, 0, 6, 3, 19), (3, 9, 4, 1, 80), (1, 40, 9, 3, 64)])
-    func attentionMatchesReference(p: (Int, Int, Int, Int, Int)) {
-        let (tokens, start, heads, kvHeads, d) = p
-        var r = Rand(state: UInt64(tokens * 31 + start))
-        let ctx = start + tokens, kvw = kvHeads * d, qw = heads * d
-        let q = r.array(tokens * qw), k = r.array(ctx * kvw), v = r.array(ctx * kvw)
+    /// Paged attention for a batch of sequences with shuffled block tables, against a plain
+    /// softmax-attention reference over each sequence's contiguous K/V.
+    @Test(arguments: [(4, 2, 64, 3), (6, 3, 19, 5), (4, 1, 80, 2), (9, 3, 64, 16)])
+    func pagedAttentionMatchesReference(p: (Int, Int, Int, Int)) {
+        let (heads, kvHeads, d, blockSize) = p
+        var r = Rand(state: UInt64(heads * 31 + d + blockSize))
+        // (tokens, start) per sequence: decode rows, a prefill chunk, a chunk after a cached prefix.
+        let shapes = [(1, 0), (5, 0), (3, 9), (1, 40)]
+        let kvw = kvHeads * d, qw = heads * d
+        let totalBlocks = shapes.reduce(0) { $0 + ($1.0 + $1.1 + blockSize - 1) / blockSize } + 3
+        var free = Array(0..<Int32(totalBlocks)).shuffled(using: &r)
+        var kPool = [Float](repeating: .nan, count: totalBlocks * blockSize * kvw), vPool = kPool
+        var tables: [[Int32]] = [], ks: [[Float]] = [], vs: [[Float]] = []
+        for (tokens, start) in shapes {
+            let ctx = tokens + start
+            let table = (0..<(ctx + blockSize - 1) / blockSize).map { _ in free.removeLast() }
+            let k = r.array(ctx * kvw), v = r.array(ctx * kvw)
+            for pos in 0..<ctx {
+                let row = (Int(table[pos / blockSize]) * blockSize + pos % blockSize) * kvw
+                for c in 0..<kvw { kPool[row + c] = k[pos * kvw + c]; vPool[row + c] = v[pos * kvw + c] }
+            }
+            tables.append(table); ks.append(k); vs.append(v)
+        }
+        let rows = shapes.reduce(0) { $0 + $1.0 }
+        let q = r.array(rows * qw)
         let scale = 1 / Float(d).squareRoot()
         for isa in availableISAs() {
             _ = ck_force_isa(isa)
-            var out = [Float](repeating: .nan, count: tokens * qw)
-            ck_attention(q, Int32(qw), k, v, Int32(kvw), &out, Int32(qw), Int32(tokens), Int32(start), Int32(heads), Int32(kvHeads), Int32(d), scale)
-            for t in 0..<tokens {
-                for h in 0..<heads {
-                    let g = h / (heads / kvHeads)
-                    let n = start + t + 1
-                    var s = (0..<n).map { p in (0..<d).reduce(0.0) { $0 + Double(q[t * qw + h * d + $1]) * Double(k[p * kvw + g * d + $1]) } * Double(scale) }
-                    let mx = s.max()!
-                    s = s.map { exp($0 - mx) }
-                    let z = s.reduce(0, +)
-                    for i in 0..<d {
-                        let ref = (0..<n).reduce(0.0) { $0 + s[$1] / z * Double(v[$1 * kvw + g * d + i]) }
-                        #expect(abs(Double(out[t * qw + h * d + i]) - ref) < 1e-5, "\(isa) t\(t) h\(h) i\(i)")
+            var out = [Float](repeating: .nan, count: rows * qw)
+            let flat = tables.flatMap { $0 }
+            flat.withUnsafeBufferPointer { buf in
+                var offset = 0, row = 0
+                var seqs: [ck_attn_seq] = []
+                for (i, (tokens, start)) in shapes.enumerated() {
+                    seqs.append(ck_attn_seq(q_row: Int32(row), tokens: Int32(tokens), start: Int32(start), blocks: buf.baseAddress! + offset))
+                    offset += tables[i].count
+                    row += tokens
+                }
+                ck_attention_paged(q, Int32(qw), kPool, vPool, Int32(kvw), Int32(blockSize), seqs, Int32(seqs.count), &out, Int32(qw),
+                                   Int32(heads), Int32(kvHeads), Int32(d), scale)
+            }
+            var row = 0
+            for (si, (tokens, start)) in shapes.enumerated() {
+                for t in 0..<tokens {
+                    for h in 0..<heads {
+                        let g = h / (heads / kvHeads)
+                        let n = start + t + 1
+                        let qi = (row + t) * qw + h * d
+                        var s = (0..<n).map { pos in (0..<d).reduce(0.0) { $0 + Double(q[qi + $1]) * Double(ks[si][pos * kvw + g * d + $1]) } * Double(scale) }
+                        let mx = s.max()!
+                        s = s.map { exp($0 - mx) }
+                        let z = s.reduce(0, +)
+                        for i in 0..<d {
+                            let ref = (0..<n).reduce(0.0) { $0 + s[$1] / z * Double(vs[si][$1 * kvw + g * d + i]) }
+                            #expect(abs(Double(out[qi + i]) - ref) < 1e-5, "\(isa) seq\(si) t\(t) h\(h) i\(i)")
+                        }
                     }
                 }
+                row += tokens
             }
         }
+    }
+
+    @Test func kvStoreWritesThroughTheBlockTable() {
+        let width = 3, bs = 2
+        var pool = [Float](repeating: 0, count: 4 * bs * width)
+        let rows: [Float] = [1, 2, 3, 4, 5, 6, 7, 8, 9]
+        ck_kv_store(&pool, Int32(width), Int32(bs), [3, 1], 1, rows, Int32(width), 3)  // positions 1, 2, 3
+        #expect(Array(pool[(3 * bs + 1) * width..<(3 * bs + 2) * width]) == [1, 2, 3])
+        #expect(Array(pool[(1 * bs) * width..<(1 * bs + 2) * width]) == [4, 5, 6, 7, 8, 9])
+        #expect(pool[0..<(1 * bs) * width].allSatisfy { $0 == 0 })
     }
 
     /// Restarting the pool right after creating it must not lose the stop signal of threads that

@@ -55,13 +55,24 @@ void ck_silu_mul(float *gate, const float *up, size_t n);
 /// y[i] += x[i]
 void ck_add(float *y, const float *x, size_t n);
 
-/// Causal grouped-query attention for one sequence.
-/// q: [tokens][heads*d] (row stride q_stride), the queries of positions start..start+tokens-1.
-/// k, v: [positions][kv_heads*d] (row stride kv_stride), holding positions 0..start+tokens-1.
-/// out: [tokens][heads*d] (row stride out_stride). scale multiplies q·k.
-void ck_attention(const float *q, int q_stride, const float *k, const float *v, int kv_stride,
-                  float *out, int out_stride, int tokens, int start, int heads, int kv_heads,
-                  int d, float scale);
+/// One sequence of a batched attention call.
+typedef struct {
+    int q_row;              ///< first row of this sequence's queries in q / out
+    int tokens;             ///< query tokens (positions start..start+tokens-1)
+    int start;              ///< position of the first query token
+    const int32_t *blocks;  ///< block table: position p lives in block blocks[p / block_size]
+} ck_attn_seq;
+
+/// Causal grouped-query attention over a paged KV cache, for a batch of sequences.
+/// q/out: [rows][heads*d] (row strides q_stride, out_stride). k_pool/v_pool: [blocks][block_size][kv_stride],
+/// kv_stride = kv_heads*d; each sequence attends to its positions 0..start+t. scale multiplies q·k.
+void ck_attention_paged(const float *q, int q_stride, const float *k_pool, const float *v_pool,
+                        int kv_stride, int block_size, const ck_attn_seq *seqs, int nseq,
+                        float *out, int out_stride, int heads, int kv_heads, int d, float scale);
+
+/// Writes `count` K or V rows (row stride row_stride) to positions start.. of a sequence's blocks.
+void ck_kv_store(float *pool, int kv_stride, int block_size, const int32_t *blocks, int start,
+                 const float *rows, int row_stride, int count);
 
 /// Argmax over n floats (first index of the maximum).
 int ck_argmax(const float *x, int n);

@@ -42,11 +42,34 @@ public protocol Backend: AnyObject {
     func rmsNorm(_ x: Buffer, weight: Buffer, out: Buffer, rows: Int, dim: Int, eps: Float)
     /// Rotate-half rotary embedding in place on x[tokens][heads][headDim] (row stride `stride`).
     func rope(_ x: Buffer, tokens: Int, heads: Int, headDim: Int, stride: Int, positions: [Int32], inverseFrequencies: Buffer)
-    /// Causal GQA of queries at positions start..<start+tokens over K/V rows 0..<start+tokens.
-    func attention(q: Buffer, k: Buffer, v: Buffer, out: Buffer, tokens: Int, start: Int,
-                   heads: Int, kvHeads: Int, headDim: Int, scale: Float)
+    /// Writes `count` K or V rows of `rows` (row stride `rowStride`) into a paged pool at
+    /// positions start..<start+count of the sequence whose block table is `blocks`.
+    func storeKV(_ rows: Buffer, rowStride: Int, count: Int, pool: Buffer, blocks: [Int32], start: Int,
+                 rowWidth: Int, blockSize: Int)
+    /// Causal GQA for a batch of sequences over a paged KV pool; each sequence's queries are rows
+    /// queryRow..<queryRow+tokens of q and out.
+    func attention(q: Buffer, kPool: Buffer, vPool: Buffer, blockSize: Int, sequences: [AttentionSequence],
+                   out: Buffer, heads: Int, kvHeads: Int, headDim: Int, scale: Float)
     /// gate = silu(gate) * up, elementwise over `count`.
     func siluMul(_ gate: Buffer, _ up: Buffer, count: Int)
     /// y += x, elementwise over `count`.
     func add(_ y: Buffer, _ x: Buffer, count: Int)
+}
+
+/// One sequence of a batched attention call.
+public struct AttentionSequence: Sendable {
+    /// First row of this sequence's queries in the q and out buffers.
+    public var queryRow: Int
+    /// Query tokens, at positions start..<start+tokens.
+    public var tokens: Int
+    public var start: Int
+    /// Block table: position p lives in block blocks[p / blockSize].
+    public var blocks: [Int32]
+
+    public init(queryRow: Int, tokens: Int, start: Int, blocks: [Int32]) {
+        self.queryRow = queryRow
+        self.tokens = tokens
+        self.start = start
+        self.blocks = blocks
+    }
 }

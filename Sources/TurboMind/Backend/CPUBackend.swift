@@ -115,12 +115,35 @@ public final class CPUBackend: Backend, @unchecked Sendable {
         }
     }
 
-    public func attention(q: CPUBuffer, k: CPUBuffer, v: CPUBuffer, out: CPUBuffer, tokens: Int, start: Int,
-                          heads: Int, kvHeads: Int, headDim: Int, scale: Float) {
-        precondition((start + tokens) * kvHeads * headDim <= k.count, "attention: KV buffer shorter than the context")
-        ck_attention(q.pointer, Int32(heads * headDim), k.pointer, v.pointer, Int32(kvHeads * headDim),
-                     out.pointer, Int32(heads * headDim), Int32(tokens), Int32(start), Int32(heads), Int32(kvHeads),
-                     Int32(headDim), scale)
+    public func storeKV(_ rows: CPUBuffer, rowStride: Int, count: Int, pool: CPUBuffer, blocks: [Int32], start: Int,
+                        rowWidth: Int, blockSize: Int) {
+        precondition((start + count + blockSize - 1) / blockSize <= blocks.count, "storeKV: block table too short")
+        blocks.withUnsafeBufferPointer {
+            ck_kv_store(pool.pointer, Int32(rowWidth), Int32(blockSize), $0.baseAddress, Int32(start),
+                        rows.pointer, Int32(rowStride), Int32(count))
+        }
+    }
+
+    public func attention(q: CPUBuffer, kPool: CPUBuffer, vPool: CPUBuffer, blockSize: Int, sequences: [AttentionSequence],
+                          out: CPUBuffer, heads: Int, kvHeads: Int, headDim: Int, scale: Float) {
+        guard !sequences.isEmpty else { return }
+        // All block tables in one array, so every descriptor can point into it for the call.
+        var offsets: [Int] = []
+        var flat: [Int32] = []
+        for s in sequences {
+            precondition((s.start + s.tokens + blockSize - 1) / blockSize <= s.blocks.count, "attention: block table too short")
+            offsets.append(flat.count)
+            flat += s.blocks
+        }
+        flat.withUnsafeBufferPointer { tables in
+            let descriptors = sequences.indices.map { i in
+                ck_attn_seq(q_row: Int32(sequences[i].queryRow), tokens: Int32(sequences[i].tokens),
+                            start: Int32(sequences[i].start), blocks: tables.baseAddress! + offsets[i])
+            }
+            ck_attention_paged(q.pointer, Int32(heads * headDim), kPool.pointer, vPool.pointer, Int32(kvHeads * headDim),
+                               Int32(blockSize), descriptors, Int32(descriptors.count), out.pointer, Int32(heads * headDim),
+                               Int32(heads), Int32(kvHeads), Int32(headDim), scale)
+        }
     }
 
     public func siluMul(_ gate: CPUBuffer, _ up: CPUBuffer, count: Int) {

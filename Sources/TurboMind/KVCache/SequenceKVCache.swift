@@ -1,20 +1,19 @@
-// One sequence's key/value cache, contiguous per layer: K and V rows for positions 0..<capacity,
-// each row `kvHeads × headDim` floats. The paged cache of the batching engine replaces this for
-// serving; a single conversation (chat, perplexity, tests) needs nothing more.
+// One sequence's KV cache with a pool of its own (chat sessions, perplexity, tests): every block
+// of the private pool belongs to this sequence, in order. The batching engine instead shares one
+// pool between all sequences.
 
 public final class SequenceKVCache<B: Backend> {
     public let capacity: Int
     /// Positions already computed (the next token goes at `length`).
     public internal(set) var length: Int = 0
-    let keys: [B.Buffer]
-    let values: [B.Buffer]
-    let rowWidth: Int
+    let pool: KVPool<B>
+    let table: [Int32]
 
-    init(backend: B, layers: Int, kvHeads: Int, headDim: Int, capacity: Int) {
+    init(backend: B, layers: Int, rowWidth: Int, capacity: Int, blockSize: Int = 64) {
         self.capacity = capacity
-        rowWidth = kvHeads * headDim
-        keys = (0..<layers).map { _ in backend.allocate(capacity * kvHeads * headDim) }
-        values = (0..<layers).map { _ in backend.allocate(capacity * kvHeads * headDim) }
+        let count = (capacity + blockSize - 1) / blockSize
+        pool = KVPool(backend: backend, layers: layers, rowWidth: rowWidth, blockSize: blockSize, blockCount: count)
+        table = pool.blocks.allocate(count)!
     }
 
     /// Forgets positions from `position` on (the next forward overwrites them).
@@ -23,6 +22,5 @@ public final class SequenceKVCache<B: Backend> {
         length = position
     }
 
-    /// Bytes the cache holds (fp32 K and V).
-    public var byteCount: Int { keys.count * 2 * capacity * rowWidth * 4 }
+    public var byteCount: Int { pool.byteCount }
 }
