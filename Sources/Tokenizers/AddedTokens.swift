@@ -9,6 +9,16 @@ struct AddedToken: Sendable {
     /// Matched against the normalized text (true) or the raw text (false).
     let normalized: Bool
 
+    init(id: Int, content: String, special: Bool, normalized: Bool, lstrip: Bool = false, rstrip: Bool = false) {
+        self.id = id
+        self.content = content
+        self.special = special
+        self.singleWord = false
+        self.lstrip = lstrip
+        self.rstrip = rstrip
+        self.normalized = normalized
+    }
+
     init(_ field: JSONField) throws(TokenizerError) {
         id = try field.child("id").int()
         content = try field.child("content").string()

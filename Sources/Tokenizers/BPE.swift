@@ -2,7 +2,7 @@ import Foundation
 
 /// The BPE model of a Hugging Face `tokenizer.json`: vocabulary, merges by rank, unknown-token and
 /// byte-fallback handling, and a cache of piece → ids.
-final class BPEModel: Sendable {
+final class BPEModel: TokenizationModel {
     /// token (exact scalars) → id.
     let vocab: [[Unicode.Scalar]: Int]
     /// id → token, for every id of the vocabulary (nil for holes).
@@ -125,6 +125,38 @@ final class BPEModel: Sendable {
         merges = table
     }
 
+    func id(of token: [Unicode.Scalar]) -> Int? { vocab[token] }
+
+    /// A model built from its parts: `tokens[id]` (nil for holes), merges by (left id, right id),
+    /// `<0xXX>` byte tokens used when `byteFallback` (SentencePiece BPE and tiktoken loaders).
+    init(tokens: [String?], merges: PairTable, unkId: Int?, byteFallback: Bool, ignoreMerges: Bool, fuseUnk: Bool = false) {
+        var vocab: [[Unicode.Scalar]: Int] = [:]
+        vocab.reserveCapacity(tokens.count)
+        var scalarIds: [UInt32: Int32] = [:]
+        for (id, token) in tokens.enumerated() {
+            guard let token else { continue }
+            let scalars = Array(token.unicodeScalars)
+            if vocab[scalars] == nil { vocab[scalars] = id }
+            if scalars.count == 1 && scalarIds[scalars[0].value] == nil { scalarIds[scalars[0].value] = Int32(id) }
+        }
+        self.vocab = vocab
+        self.idToToken = tokens
+        self.scalarIds = scalarIds
+        self.merges = merges
+        self.unkId = unkId.map { Int32($0) }
+        self.fuseUnk = fuseUnk
+        self.byteFallback = byteFallback
+        var fallback = [Int32](repeating: -1, count: 256)
+        for b in 0..<256 {
+            let name = "<0x" + (b < 16 ? "0" : "") + String(b, radix: 16, uppercase: true) + ">"
+            if let id = vocab[Array(name.unicodeScalars)] { fallback[b] = Int32(id) }
+        }
+        byteFallbackIds = fallback
+        continuingSubwordPrefix = nil
+        endOfWordSuffix = nil
+        self.ignoreMerges = ignoreMerges
+    }
+
     /// Appends the ids of one pre-tokenized piece.
     func tokenize(_ piece: ArraySlice<Unicode.Scalar>, into out: inout [Int]) {
         if piece.isEmpty { return }
@@ -207,9 +239,8 @@ final class BPEModel: Sendable {
         while !pairs.isEmpty {
             var best = 0
             var bestValue = pairs[0]
-            // A value holds the rank in its high bits, so comparing values orders by rank; a rank
-            // belongs to one pair, so equal values are the same pair (the leftmost wins).
-            for k in 1..<pairs.count where pairs[k] < bestValue {
+            // A value holds the rank in its high bits; among equal ranks the leftmost wins.
+            for k in 1..<pairs.count where pairs[k] >> 32 < bestValue >> 32 {
                 best = k
                 bestValue = pairs[k]
             }

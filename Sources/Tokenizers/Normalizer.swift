@@ -12,6 +12,9 @@ indirect enum Normalizer: Sendable {
     case replace(pattern: [Unicode.Scalar], content: [Unicode.Scalar])
     /// Strips Unicode whitespace on the left and/or right.
     case strip(left: Bool, right: Bool)
+    /// SentencePiece's identity normalization: optionally collapse and trim U+0020 runs, prepend
+    /// one space to non-empty text, then spaces become `▁`.
+    case sentencePiece(addDummyPrefix: Bool, removeExtraWhitespaces: Bool)
 
     static func load(_ field: JSONField) throws(TokenizerError) -> Normalizer? {
         if field.isNull { return nil }
@@ -79,6 +82,19 @@ indirect enum Normalizer: Sendable {
             if left { while let f = scalars.first, UnicodeClass.isWhitespace(f) { scalars.removeFirst() } }
             if right { while let l = scalars.last, UnicodeClass.isWhitespace(l) { scalars.removeLast() } }
             return String(String.UnicodeScalarView(scalars))
+        case let .sentencePiece(addDummyPrefix, removeExtraWhitespaces):
+            var out = String.UnicodeScalarView()
+            var pendingSpace = false
+            for s in text.unicodeScalars {
+                if s == " " && removeExtraWhitespaces {
+                    pendingSpace = !out.isEmpty
+                    continue
+                }
+                if pendingSpace { out.append("\u{2581}"); pendingSpace = false }
+                out.append(s == " " ? "\u{2581}" : s)
+            }
+            if addDummyPrefix && !out.isEmpty { out.insert("\u{2581}", at: out.startIndex) }
+            return String(out)
         }
     }
 }

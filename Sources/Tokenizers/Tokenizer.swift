@@ -11,7 +11,15 @@ public final class Tokenizer: Sendable {
     public let source: String
     let normalizer: Normalizer?
     let preTokenizer: PreTokenizer?
-    let model: BPEModel
+    let model: any TokenizationModel
+    /// Normalize the whole text before looking for added tokens (Qwen's tiktoken tokenizer
+    /// applies NFC to the input first).
+    let normalizesBeforeAddedTokens: Bool
+    /// Per-id text used by `decode` instead of the token (SentencePiece: control tokens decode to
+    /// nothing, the unknown token to " ⁇ ").
+    let decodeOverrides: [Int: String]
+    /// The kind of file the tokenizer was read from.
+    public let format: TokenizerFormat
     let postProcessor: PostProcessor?
     let decoder: Decoder?
     let addedTokens: [AddedToken]
@@ -69,8 +77,7 @@ public final class Tokenizer: Sendable {
 
     /// As `init(tokenizerJSON:tokenizerConfigJSON:source:)`, with the contents of a
     /// chat_template.jinja file, which takes precedence over tokenizer_config.json's template.
-    public init(tokenizerJSON: Data, tokenizerConfigJSON: Data?, chatTemplateJinja: String?, source: String) throws {
-        self.source = source
+    public convenience init(tokenizerJSON: Data, tokenizerConfigJSON: Data?, chatTemplateJinja: String?, source: String) throws {
         let root: JSONValue
         do {
             root = try JSONParser.parse(tokenizerJSON)
@@ -81,19 +88,35 @@ public final class Tokenizer: Sendable {
         _ = try top.object()
 
         let normalizer = try Normalizer.load(top.child("normalizer"))
-        self.normalizer = normalizer
-        preTokenizer = try PreTokenizer.load(top.child("pre_tokenizer"))
+        let preTokenizer = try PreTokenizer.load(top.child("pre_tokenizer"))
         let model = try BPEModel(top.child("model"))
-        self.model = model
-        postProcessor = try PostProcessor.load(top.child("post_processor"))
-        decoder = try Decoder.load(top.child("decoder"))
-
-        // Added tokens.
+        let postProcessor = try PostProcessor.load(top.child("post_processor"))
+        let decoder = try Decoder.load(top.child("decoder"))
         var added: [AddedToken] = []
         let addedField = top.child("added_tokens")
         if !addedField.isNull {
             for item in try addedField.array() { added.append(try AddedToken(item)) }
         }
+        let config = try TokenizerConfig(json: tokenizerConfigJSON, file: Tokenizer.configName(for: source))
+        self.init(source: source, format: .tokenizerJSON, normalizer: normalizer, preTokenizer: preTokenizer,
+                  model: model, postProcessor: postProcessor, decoder: decoder, addedTokens: added,
+                  bosToken: config.bos, eosToken: config.eos, chatTemplate: chatTemplateJinja ?? config.template)
+    }
+
+    /// Builds a tokenizer from its parts (tokenizer.json, SentencePiece and tiktoken loaders).
+    init(source: String, format: TokenizerFormat, normalizer: Normalizer?, preTokenizer: PreTokenizer?,
+         model: any TokenizationModel, postProcessor: PostProcessor?, decoder: Decoder?,
+         addedTokens added: [AddedToken], bosToken bos: String?, eosToken eos: String?, chatTemplate: String?,
+         normalizesBeforeAddedTokens: Bool = false, decodeOverrides: [Int: String] = [:]) {
+        self.source = source
+        self.format = format
+        self.normalizer = normalizer
+        self.preTokenizer = preTokenizer
+        self.model = model
+        self.postProcessor = postProcessor
+        self.decoder = decoder
+        self.normalizesBeforeAddedTokens = normalizesBeforeAddedTokens
+        self.decodeOverrides = decodeOverrides
         addedTokens = added
         var byId: [Int: AddedToken] = [:]
         var byContent: [[Unicode.Scalar]: Int] = [:]
@@ -115,40 +138,22 @@ public final class Tokenizer: Sendable {
 
         let size = max(model.idToToken.count, (added.map(\.id).max() ?? -1) + 1)
         vocabSize = size
-
-        // tokenizer_config.json.
-        var bos: String? = nil
-        var eos: String? = nil
-        var template: String? = nil
-        if let configData = tokenizerConfigJSON {
-            let configFile = Tokenizer.configName(for: source)
-            let configRoot: JSONValue
-            do {
-                configRoot = try JSONParser.parse(configData)
-            } catch {
-                throw TokenizerError.notJSON(file: configFile, detail: error.message)
-            }
-            let config = JSONField(file: configFile, path: "", value: configRoot)
-            _ = try config.object()
-            bos = try Tokenizer.tokenString(config.child("bos_token"))
-            eos = try Tokenizer.tokenString(config.child("eos_token"))
-            template = try Tokenizer.chatTemplate(config.child("chat_template"))
-        }
         bosToken = bos
         eosToken = eos
-        chatTemplate = chatTemplateJinja ?? template
+        self.chatTemplate = chatTemplate
 
         var table: TokenByteTable? = nil
         if decoder?.isPureByteLevel == true {
             table = TokenByteTable(count: size) { id in
-                let token = byId[id]?.content ?? (id < model.idToToken.count ? model.idToToken[id] : nil)
+                let token = byId[id].map { t in t.normalized ? normalizer?.apply(t.content) ?? t.content : t.content }
+                    ?? (id < model.idToToken.count ? model.idToToken[id] : nil)
                 guard let token else { return nil }
                 return ByteLevel.bytes(ofToken: token) ?? Array(token.utf8)
             }
         }
         byteTable = table
-        bosTokenId = bos.flatMap { byContent[Array($0.unicodeScalars)] ?? model.vocab[Array($0.unicodeScalars)] }
-        eosTokenId = eos.flatMap { byContent[Array($0.unicodeScalars)] ?? model.vocab[Array($0.unicodeScalars)] }
+        bosTokenId = bos.flatMap { byContent[Array($0.unicodeScalars)] ?? model.id(of: Array($0.unicodeScalars)) }
+        eosTokenId = eos.flatMap { byContent[Array($0.unicodeScalars)] ?? model.id(of: Array($0.unicodeScalars)) }
     }
 
     static func configName(for source: String) -> String {
@@ -186,7 +191,10 @@ public final class Tokenizer: Sendable {
     /// Token ids of `text`; with `addSpecialTokens`, the post-processor's special tokens (BOS…)
     /// are added. Added tokens written in the text (e.g. `<|im_start|>`) are always recognized.
     public func encode(_ text: String, addSpecialTokens: Bool = true) -> [Int] {
-        let scalars = Array(text.unicodeScalars)
+        var scalars = Array(text.unicodeScalars)
+        if normalizesBeforeAddedTokens, let normalizer {
+            scalars = Array(normalizer.apply(text).unicodeScalars)
+        }
         var ids: [Int] = []
         ids.reserveCapacity(scalars.count / 3 + 4)
         for segment in rawMatcher.split(scalars, 0..<scalars.count) {
@@ -208,7 +216,7 @@ public final class Tokenizer: Sendable {
         let atTextStart = range.lowerBound == 0
         var text = scalars
         var textRange = range
-        if let normalizer {
+        if let normalizer, !normalizesBeforeAddedTokens {
             text = Array(normalizer.apply(String(String.UnicodeScalarView(scalars[range]))).unicodeScalars)
             textRange = 0..<text.count
         }
@@ -241,17 +249,25 @@ public final class Tokenizer: Sendable {
         }
         let tokens = ids.compactMap { id -> String? in
             if skipSpecialTokens && specialIds.contains(id) { return nil }
+            if let text = decodeOverrides[id] { return text }
+            if let t = addedById[id] { return decodedContent(t) }
             return idToToken(id)
         }
         if let decoder { return decoder.decode(tokens) }
         return tokens.joined(separator: " ")
     }
 
+    /// What an added token contributes to decoding: its content, normalized when the token is
+    /// matched against normalized text (as Hugging Face tokenizers decodes it).
+    private func decodedContent(_ t: AddedToken) -> String {
+        t.normalized ? normalizer?.apply(t.content) ?? t.content : t.content
+    }
+
     // MARK: Vocabulary
 
     public func tokenToId(_ token: String) -> Int? {
         let key = Array(token.unicodeScalars)
-        return addedByContent[key] ?? model.vocab[key]
+        return addedByContent[key] ?? model.id(of: key)
     }
 
     public func idToToken(_ id: Int) -> String? {
@@ -298,5 +314,44 @@ struct TokenByteTable: Sendable {
         let lo = Int(offsets[id])
         let hi = Int(offsets[id + 1])
         if lo < hi { out.append(contentsOf: bytes[lo..<hi]) }
+    }
+}
+
+/// The kind of file a tokenizer was read from.
+public enum TokenizerFormat: String, Sendable {
+    case tokenizerJSON = "tokenizer.json"
+    case sentencePiece = "sentencepiece"
+    case tiktoken = "tiktoken"
+}
+
+/// A tokenization model: turns one pre-tokenized piece into ids.
+protocol TokenizationModel: Sendable {
+    /// id → token, for every id of the vocabulary (nil for holes).
+    var idToToken: [String?] { get }
+    /// The id of a token of the vocabulary.
+    func id(of token: [Unicode.Scalar]) -> Int?
+    /// Appends the ids of one pre-tokenized piece.
+    func tokenize(_ piece: ArraySlice<Unicode.Scalar>, into out: inout [Int])
+}
+
+/// The parts of tokenizer_config.json used here.
+struct TokenizerConfig {
+    var bos: String?
+    var eos: String?
+    var template: String?
+
+    init(json: Data?, file: String) throws(TokenizerError) {
+        guard let json else { return }
+        let configRoot: JSONValue
+        do {
+            configRoot = try JSONParser.parse(json)
+        } catch {
+            throw TokenizerError.notJSON(file: file, detail: error.message)
+        }
+        let config = JSONField(file: file, path: "", value: configRoot)
+        _ = try config.object()
+        bos = try Tokenizer.tokenString(config.child("bos_token"))
+        eos = try Tokenizer.tokenString(config.child("eos_token"))
+        template = try Tokenizer.chatTemplate(config.child("chat_template"))
     }
 }

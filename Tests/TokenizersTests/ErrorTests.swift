@@ -51,13 +51,15 @@ struct ErrorTests {
         #expect(m.contains("pre-tokenizer") && m.contains("BertPreTokenizer"))
     }
 
-    @Test("a Split pre-tokenizer with a regex is named")
+    @Test("a Split regex with an unsupported construct names the construct")
     func unsupportedSplit() {
-        let json = HandMadeTokenizerTests.byteLevelJSON().replacingOccurrences(
-            of: "\"pre_tokenizer\": {\"type\": \"ByteLevel\"",
-            with: "\"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"\\\\s+\"}, \"behavior\": \"Isolated\", \"invert\": false")
-        let m = message { _ = try load(json) }
-        #expect(m.contains("Split"))
+        for (regex, construct) in [("(?<=a)b", "lookbehind"), ("(a)\\\\1", "escape"), ("^a", "anchor")] {
+            let json = HandMadeTokenizerTests.byteLevelJSON().replacingOccurrences(
+                of: "\"pre_tokenizer\": {\"type\": \"ByteLevel\"",
+                with: "\"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"\(regex)\"}, \"behavior\": \"Isolated\", \"invert\": false")
+            let m = message { _ = try load(json) }
+            #expect(m.contains("Split") && m.contains(construct), "\(m)")
+        }
     }
 
     @Test("unsupported normalizer, model, decoder and post-processor types are named")

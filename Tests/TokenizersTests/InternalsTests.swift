@@ -33,8 +33,8 @@ struct InternalsTests {
     }
 
     @Test("scanning and heap merging agree on long words")
-    func mergeStrategies() {
-        let model = Fixtures.tokenizer.model
+    func mergeStrategies() throws {
+        let model = try #require(Fixtures.tokenizer.model as? BPEModel)
         var generator = SystemRandomNumberGenerator()
         let alphabet = Array("aaabbcdeeeilmnorsstt ".unicodeScalars)
         for _ in 0..<200 {
