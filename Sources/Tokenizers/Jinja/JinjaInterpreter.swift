@@ -25,6 +25,14 @@ struct JinjaInterpreter {
             case let .set(name, expr):
                 let value = try evaluate(expr)
                 scopes[scopes.count - 1][name] = value
+            case let .setAttribute(name, attr, expr):
+                let value = try evaluate(expr)
+                // Namespaces are dicts held by a variable: the innermost scope that has it.
+                guard let k = scopes.lastIndex(where: { $0[name] != nil }), case var .dict(d) = scopes[k][name]! else {
+                    throw TokenizerError.templateRender(message: "cannot set attribute '\(attr)' of '\(name)', which is not a namespace")
+                }
+                d[attr] = value
+                scopes[k][name] = .dict(d)
             case let .conditional(branches, otherwise):
                 var taken = false
                 for (condition, body) in branches {
@@ -35,8 +43,17 @@ struct JinjaInterpreter {
                     }
                 }
                 if !taken { try run(otherwise) }
-            case let .forLoop(variable, iterableExpr, body, otherwise):
-                let items = try iterate(try evaluate(iterableExpr))
+            case let .forLoop(variables, iterableExpr, filter, body, otherwise):
+                var items = try iterate(try evaluate(iterableExpr))
+                if let filter {
+                    var kept: [JinjaValue] = []
+                    for item in items {
+                        scopes.append(try bind(variables, item))
+                        defer { scopes.removeLast() }
+                        if try evaluate(filter).isTruthy { kept.append(item) }
+                    }
+                    items = kept
+                }
                 if items.isEmpty {
                     try run(otherwise)
                     continue
@@ -50,7 +67,9 @@ struct JinjaInterpreter {
                         ("previtem", i > 0 ? items[i - 1] : .undefined("loop.previtem")),
                         ("nextitem", i + 1 < n ? items[i + 1] : .undefined("loop.nextitem")),
                     ])
-                    scopes.append([variable: item, "loop": .dict(loop)])
+                    var scope = try bind(variables, item)
+                    scope["loop"] = .dict(loop)
+                    scopes.append(scope)
                     defer { scopes.removeLast() }
                     try run(body)
                 }
@@ -58,7 +77,18 @@ struct JinjaInterpreter {
         }
     }
 
-    private func iterate(_ value: JinjaValue) throws(TokenizerError) -> [JinjaValue] {
+    /// The loop variables bound to one item (unpacked when there are several).
+    private func bind(_ variables: [String], _ item: JinjaValue) throws(TokenizerError) -> [String: JinjaValue] {
+        if variables.count == 1 { return [variables[0]: item] }
+        guard case let .array(parts) = item, parts.count == variables.count else {
+            throw TokenizerError.templateRender(message: "cannot unpack \(item.typeName) into \(variables.count) loop variables")
+        }
+        var scope: [String: JinjaValue] = [:]
+        for (v, p) in zip(variables, parts) { scope[v] = p }
+        return scope
+    }
+
+    func iterate(_ value: JinjaValue) throws(TokenizerError) -> [JinjaValue] {
         switch value {
         case .undefined: return []
         case let .array(a): return a
@@ -123,47 +153,42 @@ struct JinjaInterpreter {
             if let otherwise { return try evaluate(otherwise) }
             return .undefined("the else branch of an inline if")
         case let .test(e, name, negated):
-            let v = try evaluate(e)
-            let result: Bool
-            switch name {
-            case "defined": result = !v.isUndefined
-            case "undefined": result = v.isUndefined
-            case "none":
-                if case .none = v { result = true } else { result = false }
-            case "string":
-                if case .string = v { result = true } else { result = false }
-            case "number":
-                switch v {
-                case .int, .double, .bool: result = true
-                default: result = false
-                }
-            case "integer":
-                if case .int = v { result = true } else { result = false }
-            case "float":
-                if case .double = v { result = true } else { result = false }
-            case "boolean":
-                if case .bool = v { result = true } else { result = false }
-            case "true":
-                if case .bool(true) = v { result = true } else { result = false }
-            case "false":
-                if case .bool(false) = v { result = true } else { result = false }
-            case "mapping":
-                if case .dict = v { result = true } else { result = false }
-            case "sequence", "iterable":
-                switch v {
-                case .array, .dict, .string: result = true
-                default: result = false
-                }
-            case "even", "odd":
-                guard let i = v.integer else {
-                    throw TokenizerError.templateRender(message: "test '\(name)' needs an integer, got '\(v.typeName)'")
-                }
-                result = (i % 2 == 0) == (name == "even")
+            return .bool(try JinjaInterpreter.test(name, try evaluate(e), []) != negated)
+        case let .filter(e, name, args, kwargs):
+            return try applyFilter(name, try evaluate(e), try args.map { (a) throws(TokenizerError) in try evaluate(a) },
+                                   try evaluateKeywords(kwargs))
+        case let .call(callee, args, kwargs):
+            let values = try args.map { (a) throws(TokenizerError) in try evaluate(a) }
+            let keywords = try evaluateKeywords(kwargs)
+            switch callee {
+            case let .name(n):
+                return try callFunction(n, values, keywords)
+            case let .attribute(base, method):
+                return try callMethod(try evaluate(base), method, values, keywords)
             default:
-                throw TokenizerError.templateUnsupported(construct: "test 'is \(name)'", line: 0)
+                throw TokenizerError.templateRender(message: "call of an expression")
             }
-            return .bool(result != negated)
+        case let .slice(base, start, stop, step):
+            return try JinjaInterpreter.slice(try evaluate(base), try start.map { (e) throws(TokenizerError) in try evaluate(e) },
+                                              try stop.map { (e) throws(TokenizerError) in try evaluate(e) },
+                                              try step.map { (e) throws(TokenizerError) in try evaluate(e) })
+        case let .dict(pairs):
+            var d = JinjaDict([])
+            for (k, v) in pairs {
+                let key = try evaluate(k)
+                guard case let .string(ks) = key else {
+                    throw TokenizerError.templateRender(message: "dict keys must be strings, got '\(key.typeName)'")
+                }
+                d[ks] = try evaluate(v)
+            }
+            return .dict(d)
         }
+    }
+
+    private func evaluateKeywords(_ kwargs: [(String, JinjaExpr)]) throws(TokenizerError) -> [String: JinjaValue] {
+        var out: [String: JinjaValue] = [:]
+        for (k, e) in kwargs { out[k] = try evaluate(e) }
+        return out
     }
 
     private func undefinedName(_ v: JinjaValue) -> String {
@@ -173,7 +198,7 @@ struct JinjaInterpreter {
 
     /// `base[key]` / `base.key` with Jinja semantics: missing keys and indexes are undefined,
     /// but looking into an undefined value is an error.
-    private func item(of base: JinjaValue, key: JinjaValue, description: String) throws(TokenizerError) -> JinjaValue {
+    func item(of base: JinjaValue, key: JinjaValue, description: String) throws(TokenizerError) -> JinjaValue {
         switch base {
         case let .undefined(name):
             throw TokenizerError.templateRender(message: "'\(name)' is undefined")

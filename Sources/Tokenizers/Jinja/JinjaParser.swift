@@ -17,15 +17,26 @@ indirect enum JinjaExpr: Sendable {
     case conditional(condition: JinjaExpr, then: JinjaExpr, otherwise: JinjaExpr?)
     /// `x is [not] test`
     case test(JinjaExpr, name: String, negated: Bool)
+    /// `x | name(args, key=value)`
+    case filter(JinjaExpr, name: String, args: [JinjaExpr], kwargs: [(String, JinjaExpr)])
+    /// `f(args)` or `x.method(args)`
+    case call(JinjaExpr, args: [JinjaExpr], kwargs: [(String, JinjaExpr)])
+    /// `x[start:stop:step]`
+    case slice(JinjaExpr, JinjaExpr?, JinjaExpr?, JinjaExpr?)
+    /// `{key: value, …}`
+    case dict([(JinjaExpr, JinjaExpr)])
 }
 
 /// Jinja template nodes.
 indirect enum JinjaNode: Sendable {
     case text(String)
     case output(JinjaExpr)
-    case forLoop(variable: String, iterable: JinjaExpr, body: [JinjaNode], otherwise: [JinjaNode])
+    /// `for a[, b…] in iterable [if filter]`
+    case forLoop(variables: [String], iterable: JinjaExpr, filter: JinjaExpr?, body: [JinjaNode], otherwise: [JinjaNode])
     case conditional(branches: [(JinjaExpr, [JinjaNode])], otherwise: [JinjaNode])
     case set(String, JinjaExpr)
+    /// `set namespace.attribute = value`
+    case setAttribute(String, String, JinjaExpr)
 }
 
 /// A recursive-descent parser for the Jinja subset: text, `{{ expr }}`, `{% for %}` (with
@@ -90,8 +101,21 @@ struct JinjaParser {
                     guard let nameToken = stream.next(), case let .name(name) = nameToken.kind else {
                         throw TokenizerError.templateSyntax(message: "a variable name is expected after 'set'", line: line)
                     }
-                    if stream.peek()?.isOp(".") == true || stream.peek()?.isOp(",") == true {
-                        throw TokenizerError.templateUnsupported(construct: "'set' of an attribute or a tuple", line: line)
+                    if stream.peek()?.isOp(",") == true {
+                        throw TokenizerError.templateUnsupported(construct: "'set' of a tuple", line: line)
+                    }
+                    if stream.peek()?.isOp(".") == true {
+                        _ = stream.next()
+                        guard let attrToken = stream.next(), case let .name(attr) = attrToken.kind else {
+                            throw TokenizerError.templateSyntax(message: "an attribute name is expected after '.'", line: line)
+                        }
+                        guard stream.next()?.isOp("=") == true else {
+                            throw TokenizerError.templateSyntax(message: "'=' expected in 'set'", line: line)
+                        }
+                        let value = try stream.parseExpression()
+                        try stream.expectEnd()
+                        nodes.append(.setAttribute(name, attr, value))
+                        continue
                     }
                     guard stream.peek()?.isOp("=") == true else {
                         throw TokenizerError.templateUnsupported(construct: "block 'set' ({% set \(name) %}…{% endset %})", line: line)
@@ -111,18 +135,22 @@ struct JinjaParser {
     }
 
     private mutating func parseFor(_ stream: inout TokenStream, line: Int) throws(TokenizerError) -> JinjaNode {
-        guard let target = stream.next(), case let .name(variable) = target.kind else {
-            throw TokenizerError.templateSyntax(message: "a loop variable is expected after 'for'", line: line)
-        }
-        if stream.peek()?.isOp(",") == true {
-            throw TokenizerError.templateUnsupported(construct: "tuple unpacking in 'for'", line: line)
-        }
+        var variables: [String] = []
+        repeat {
+            if !variables.isEmpty { _ = stream.next() }
+            guard let target = stream.next(), case let .name(variable) = target.kind else {
+                throw TokenizerError.templateSyntax(message: "a loop variable is expected after 'for'", line: line)
+            }
+            variables.append(variable)
+        } while stream.peek()?.isOp(",") == true
         guard stream.next()?.isName("in") == true else {
             throw TokenizerError.templateSyntax(message: "'in' is expected in 'for'", line: line)
         }
         let iterable = try stream.parseExpression(allowConditional: false)
+        var filter: JinjaExpr? = nil
         if stream.peek()?.isName("if") == true {
-            throw TokenizerError.templateUnsupported(construct: "loop filter 'for … if …'", line: line)
+            _ = stream.next()
+            filter = try stream.parseExpression(allowConditional: false)
         }
         if stream.peek()?.isName("recursive") == true {
             throw TokenizerError.templateUnsupported(construct: "recursive loop", line: line)
@@ -140,7 +168,7 @@ struct JinjaParser {
             throw TokenizerError.templateSyntax(message: "'{% for %}' without '{% endfor %}'", line: line)
         }
         try TokenStream(tokens: end.tokens, line: end.line).expectEnd()
-        return .forLoop(variable: variable, iterable: iterable, body: body, otherwise: otherwise)
+        return .forLoop(variables: variables, iterable: iterable, filter: filter, body: body, otherwise: otherwise)
     }
 
     private mutating func parseIf(_ stream: inout TokenStream, line: Int) throws(TokenizerError) -> JinjaNode {
@@ -319,9 +347,19 @@ struct TokenStream {
             while let t = peek() {
                 if t.isOp("|") {
                     _ = next()
-                    let name: String
-                    if let n = peek(), case let .name(x) = n.kind { name = x } else { name = "?" }
-                    throw TokenizerError.templateUnsupported(construct: "filter '|\(name)'", line: t.line)
+                    guard let n = next(), case let .name(name) = n.kind else {
+                        throw TokenizerError.templateSyntax(message: "a filter name is expected after '|'", line: t.line)
+                    }
+                    guard JinjaBuiltins.filters.contains(name) else {
+                        throw TokenizerError.templateUnsupported(construct: "filter '|\(name)'", line: t.line)
+                    }
+                    var args: [JinjaExpr] = []
+                    var kwargs: [(String, JinjaExpr)] = []
+                    if peek()?.isOp("(") == true {
+                        _ = next()
+                        (args, kwargs) = try parseArguments()
+                    }
+                    expr = .filter(expr, name: name, args: args, kwargs: kwargs)
                 } else if t.isName("is") {
                     _ = next()
                     var negated = false
@@ -338,7 +376,7 @@ struct TokenStream {
                     guard JinjaParser.supportedTests.contains(test) else {
                         throw TokenizerError.templateUnsupported(construct: "test 'is \(test)'", line: t.line)
                     }
-                    if peek()?.isOp("(") == true {
+                        if peek()?.isOp("(") == true {
                         throw TokenizerError.templateUnsupported(construct: "test 'is \(test)' with arguments", line: t.line)
                     }
                     expr = .test(expr, name: test, negated: negated)
@@ -376,9 +414,21 @@ struct TokenStream {
         case let .op(o):
             switch o {
             case "(":
+                if peek()?.isOp(")") == true {
+                    _ = next()
+                    return .list([])
+                }
                 let e = try parseExpression()
                 if peek()?.isOp(",") == true {
-                    throw TokenizerError.templateUnsupported(construct: "tuple literal", line: t.line)
+                    // A tuple: evaluated as a list.
+                    var items = [e]
+                    while peek()?.isOp(",") == true {
+                        _ = next()
+                        if peek()?.isOp(")") == true { break }
+                        items.append(try parseExpression())
+                    }
+                    try expectOp(")")
+                    return .list(items)
                 }
                 try expectOp(")")
                 return e
@@ -391,11 +441,36 @@ struct TokenStream {
                 try expectOp("]")
                 return .list(items)
             case "{":
-                throw TokenizerError.templateUnsupported(construct: "dict literal '{…}'", line: t.line)
+                var pairs: [(JinjaExpr, JinjaExpr)] = []
+                while peek()?.isOp("}") != true {
+                    let key = try parseExpression()
+                    try expectOp(":")
+                    pairs.append((key, try parseExpression()))
+                    if peek()?.isOp(",") == true { _ = next() } else { break }
+                }
+                try expectOp("}")
+                return .dict(pairs)
             default:
                 throw TokenizerError.templateSyntax(message: "unexpected \(t.display)", line: t.line)
             }
         }
+    }
+
+    /// Call arguments after '(' up to and including ')': positional, then `name=value`.
+    private mutating func parseArguments() throws(TokenizerError) -> ([JinjaExpr], [(String, JinjaExpr)]) {
+        var args: [JinjaExpr] = []
+        var kwargs: [(String, JinjaExpr)] = []
+        while peek()?.isOp(")") != true {
+            if let t = peek(), case let .name(n) = t.kind, index + 1 < tokens.count, tokens[index + 1].isOp("=") {
+                index += 2
+                kwargs.append((n, try parseExpression()))
+            } else {
+                args.append(try parseExpression())
+            }
+            if peek()?.isOp(",") == true { _ = next() } else { break }
+        }
+        try expectOp(")")
+        return (args, kwargs)
     }
 
     private mutating func parsePostfix(_ base: JinjaExpr) throws(TokenizerError) -> JinjaExpr {
@@ -408,9 +483,6 @@ struct TokenStream {
                 }
                 switch n.kind {
                 case let .name(attr):
-                    if peek()?.isOp("(") == true {
-                        throw TokenizerError.templateUnsupported(construct: "method call '.\(attr)()'", line: n.line)
-                    }
                     expr = .attribute(expr, attr)
                 case let .integer(i):
                     expr = .index(expr, .literal(.int(i)))
@@ -419,26 +491,43 @@ struct TokenStream {
                 }
             } else if t.isOp("[") {
                 _ = next()
+                var key: JinjaExpr? = nil
+                if peek()?.isOp(":") != true { key = try parseExpression() }
                 if peek()?.isOp(":") == true {
-                    throw TokenizerError.templateUnsupported(construct: "slice '[…:…]'", line: t.line)
+                    _ = next()
+                    var stop: JinjaExpr? = nil
+                    var step: JinjaExpr? = nil
+                    if let p = peek(), !p.isOp("]"), !p.isOp(":") { stop = try parseExpression() }
+                    if peek()?.isOp(":") == true {
+                        _ = next()
+                        if peek()?.isOp("]") != true { step = try parseExpression() }
+                    }
+                    try expectOp("]")
+                    expr = .slice(expr, key, stop, step)
+                    continue
                 }
-                let key = try parseExpression()
-                if peek()?.isOp(":") == true {
-                    throw TokenizerError.templateUnsupported(construct: "slice '[…:…]'", line: t.line)
-                }
+                guard let key else { throw TokenizerError.templateSyntax(message: "an index is expected", line: t.line) }
                 if peek()?.isOp(",") == true {
                     throw TokenizerError.templateUnsupported(construct: "tuple subscript", line: t.line)
                 }
                 try expectOp("]")
                 expr = .index(expr, key)
             } else if t.isOp("(") {
-                let callee: String
                 switch expr {
-                case let .name(n): callee = n
-                case let .attribute(_, a): callee = a
-                default: callee = "an expression"
+                case let .name(n):
+                    guard JinjaBuiltins.functions.contains(n) else {
+                        throw TokenizerError.templateUnsupported(construct: "function call '\(n)(…)'", line: t.line)
+                    }
+                case let .attribute(_, a):
+                    guard JinjaBuiltins.methods.contains(a) else {
+                        throw TokenizerError.templateUnsupported(construct: "method call '.\(a)(…)'", line: t.line)
+                    }
+                default:
+                    throw TokenizerError.templateUnsupported(construct: "call of an expression", line: t.line)
                 }
-                throw TokenizerError.templateUnsupported(construct: "function call '\(callee)(…)'", line: t.line)
+                _ = next()
+                let (args, kwargs) = try parseArguments()
+                expr = .call(expr, args: args, kwargs: kwargs)
             } else {
                 break
             }
