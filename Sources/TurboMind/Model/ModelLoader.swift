@@ -1,5 +1,6 @@
-// Opens a model from a path the user gives: today a Hugging Face directory (config.json +
-// safetensors + tokenizer files). The TurboMind workspace of issue [W] plugs in here.
+// Opens a model from a path the user gives: a Hugging Face directory (config.json + safetensors +
+// tokenizer files) or a TurboMind workspace (`lmdeploy convert`'s output: the workspace root, its
+// `triton_models` or its `triton_models/weights` folder).
 import Foundation
 import Tokenizers
 
@@ -9,13 +10,22 @@ public struct ModelSource: @unchecked Sendable {
     public let config: ModelConfig
     public let weights: ModelWeights
     public let tokenizer: Tokenizer
+    /// The workspace's config.ini when loaded from a workspace (its inference parameters:
+    /// session_len, max_batch_size, cache_max_entry_count, quant_policy, ...); nil for HF directories.
+    public var workspace: WorkspaceConfig? = nil
 
-    /// Loads the HF model directory at `path`.
+    /// Loads the HF model directory or TurboMind workspace at `path`.
     public static func load(path: String) throws -> ModelSource {
         let url = URL(fileURLWithPath: path)
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw FormatError.fileNotFound(file: url.path, what: "a model directory (Hugging Face: config.json, *.safetensors, tokenizer.json)")
+            throw FormatError.fileNotFound(file: url.path, what: "a model directory (Hugging Face: config.json, *.safetensors, tokenizer.json; or a TurboMind workspace)")
+        }
+        if let layout = WorkspaceLayout.detect(path: url) {
+            let loaded = try WorkspaceReader.load(layout)
+            let tokenizer = try Tokenizer(directory: layout.tokenizer)
+            return ModelSource(directory: layout.root, config: loaded.config, weights: loaded.weights, tokenizer: tokenizer,
+                               workspace: loaded.workspace)
         }
         let config = try ModelConfig.load(directory: url)
         let weights = try ModelWeights.load(directory: url, config: config)

@@ -1,0 +1,138 @@
+// `lmdeploy convert NAME HF_DIR --dst-path ./workspace [--tp N]`: writes a TurboMind workspace.
+import ArgumentParser
+import Dispatch
+import Foundation
+import Tokenizers
+import TurboMind
+
+enum ModelFormat: String, ExpressibleByArgument, CaseIterable {
+    case hf, awq, llama
+}
+
+struct Convert: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Convert a Hugging Face model into a TurboMind workspace.",
+        discussion: """
+        Writes DST_PATH/triton_models/{weights,tokenizer} as lmdeploy lays them out (config.ini and \
+        one fp16 file per tensor and tensor-parallel rank), through a temporary directory that is \
+        renamed into place at the end: an interrupted conversion leaves nothing behind. Chat with \
+        the result: lmdeploy chat turbomind DST_PATH
+        """
+    )
+
+    @Argument(help: "Model name (the chat template recorded in config.ini), e.g. internlm-chat-7b; see `lmdeploy list`.")
+    var modelName: String
+
+    @Argument(help: "A Hugging Face model directory (config.json, *.safetensors, tokenizer files).")
+    var modelPath: String
+
+    @Option(name: [.customLong("model-format"), .customLong("model_format")], help: "Source format: hf (default).")
+    var modelFormat: ModelFormat = .hf
+
+    @Option(name: [.customLong("dst-path"), .customLong("dst_path")], help: "Where to write the workspace.")
+    var dstPath: String = "workspace"
+
+    @Option(name: [.customLong("tp")], help: "Tensor-parallel ranks to split the weights for (must divide the heads).")
+    var tp: Int = 1
+
+    @Option(name: [.customLong("group-size"), .customLong("group_size")], help: "AWQ group size (awq sources only).")
+    var groupSize: Int = 0
+
+    @Flag(help: "Replace DST_PATH if it exists.")
+    var force = false
+
+    func validate() throws {
+        guard tp >= 1 else { throw ValidationError("--tp must be at least 1") }
+        switch modelFormat {
+        case .hf: break
+        case .awq: throw ValidationError("--model-format awq is not supported yet: AWQ (int4) workspaces come with `lmdeploy lite auto_awq`")
+        case .llama: throw ValidationError("--model-format llama (Meta's original checkpoints) is not supported: convert the model to Hugging Face format first")
+        }
+        if NamedChatTemplate.named(modelName) == nil {
+            throw ValidationError("'\(modelName)' is not a supported model name. The supported names are: "
+                                  + NamedChatTemplate.names.joined(separator: ", "))
+        }
+    }
+
+    func run() throws {
+        let destination = URL(fileURLWithPath: dstPath)
+        let sessionLength = NamedChatTemplate.named(modelName)?.sessionLen ?? 2048
+        let options = WorkspaceConvertOptions(modelName: modelName, tensorParallel: tp, force: force,
+                                              templateSessionLength: sessionLength)
+        let interrupt = InterruptCleanup()
+        let bar = ProgressBar(label: "Convert to turbomind format")
+        let report = try WorkspaceWriter.convert(
+            source: URL(fileURLWithPath: modelPath), destination: destination, options: options,
+            progress: { done, total in bar.update(done, total) },
+            onTemporaryDirectory: { interrupt.directory = $0 })
+        bar.finish()
+        let megabytes = Double(report.weightBytes) / 1_048_576
+        var summary = String(format: "converted %@ → %@: %d weight files, %.1f MiB in %.2f s",
+                             modelPath, report.destination.path, report.weightFiles, megabytes, report.seconds)
+        if let peak = peakResidentBytes() { summary += String(format: ", peak memory %.1f MiB", Double(peak) / 1_048_576) }
+        FileHandle.standardError.write(Data((summary + "\n").utf8))
+    }
+}
+
+/// The process's peak resident set (VmHWM of /proc/self/status), in bytes; nil where unavailable.
+func peakResidentBytes() -> Int? {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return nil }
+    for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+        let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+        if fields.count >= 2, let kilobytes = Int(fields[1]) { return kilobytes * 1024 }
+    }
+    return nil
+}
+
+/// Removes the conversion's temporary directory on Ctrl-C, SIGTERM or SIGHUP, then exits.
+final class InterruptCleanup: @unchecked Sendable {
+    private let lock = NSLock()
+    private var current: URL?
+    private var sources: [DispatchSourceSignal] = []
+
+    var directory: URL? {
+        get { lock.lock(); defer { lock.unlock() }; return current }
+        set { lock.lock(); current = newValue; lock.unlock() }
+    }
+
+    init() {
+        for signalNumber in [SIGINT, SIGTERM, SIGHUP] {
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+            source.setEventHandler { [weak self] in
+                if let dir = self?.directory { try? FileManager.default.removeItem(at: dir) }
+                FileHandle.standardError.write(Data("\ninterrupted: nothing was written\n".utf8))
+                exit(128 + signalNumber)
+            }
+            source.resume()
+            sources.append(source)
+        }
+    }
+}
+
+/// A one-line progress bar on stderr, drawn only when stderr is a terminal.
+final class ProgressBar {
+    private let label: String
+    private let enabled = isatty(STDERR_FILENO) != 0
+    private let started = Date()
+    private var lastDraw = Date.distantPast
+
+    init(label: String) { self.label = label }
+
+    func update(_ done: Int, _ total: Int) {
+        guard enabled, total > 0 else { return }
+        let now = Date()
+        guard done == total || now.timeIntervalSince(lastDraw) > 0.1 else { return }
+        lastDraw = now
+        let width = 30
+        let filled = width * done / total
+        let bar = String(repeating: "█", count: filled) + String(repeating: " ", count: width - filled)
+        let line = String(format: "\r%@: %3d%% |%@| %d/%d [%.1fs]", label, 100 * done / total, bar, done, total,
+                          now.timeIntervalSince(started))
+        FileHandle.standardError.write(Data(line.utf8))
+    }
+
+    func finish() {
+        if enabled { FileHandle.standardError.write(Data("\n".utf8)) }
+    }
+}
