@@ -5,14 +5,22 @@ public struct GenerationConfig: Sendable, Equatable {
     public var sampling: SamplingParams
     /// Generation ends (finish reason `stop`) when one of these is sampled; it is not emitted.
     public var stopTokenIds: Set<Int32>
-    /// Keep generating through stop tokens (benchmarks, golden comparisons).
+    /// Keep generating through stop tokens and stop words (benchmarks, golden comparisons).
     public var ignoreEOS: Bool
+    /// Generation ends when the reply's text contains one of these; the text before it is emitted,
+    /// the stop word is not. Needs an engine with a tokenizer.
+    public var stopWords: [String]
+    /// Report the log-probability of each generated token.
+    public var logprobs: Bool
 
-    public init(maxNewTokens: Int = 512, sampling: SamplingParams = SamplingParams(), stopTokenIds: Set<Int32> = [], ignoreEOS: Bool = false) {
+    public init(maxNewTokens: Int = 512, sampling: SamplingParams = SamplingParams(), stopTokenIds: Set<Int32> = [],
+                ignoreEOS: Bool = false, stopWords: [String] = [], logprobs: Bool = false) {
         self.maxNewTokens = maxNewTokens
         self.sampling = sampling
         self.stopTokenIds = stopTokenIds
         self.ignoreEOS = ignoreEOS
+        self.stopWords = stopWords
+        self.logprobs = logprobs
     }
 }
 

@@ -16,24 +16,6 @@ public enum LogitsRequest: Sendable {
     case all
 }
 
-/// Errors of running the model (as opposed to loading it: `FormatError`).
-public enum EngineError: Error, CustomStringConvertible, Equatable, Sendable {
-    case contextFull(needed: Int, capacity: Int)
-    case tokenOutOfRange(id: Int32, vocab: Int)
-    case emptyInput
-
-    public var description: String {
-        switch self {
-        case let .contextFull(needed, capacity):
-            return "the session needs \(needed) tokens but its length is \(capacity) (raise --session-len or start a new session)"
-        case let .tokenOutOfRange(id, vocab):
-            return "token id \(id) is outside the vocabulary (0..<\(vocab))"
-        case .emptyInput:
-            return "the input has no tokens"
-        }
-    }
-}
-
 public final class LlamaModel<B: Backend> {
     public let config: ModelConfig
     public let backend: B
@@ -55,6 +37,7 @@ public final class LlamaModel<B: Backend> {
     let x, h, q, attn, gate, up, kRows, vRows: B.Buffer
     let lastRows: B.Buffer
     private var logitsScratch: B.Buffer?
+    private var logitsRows = 0
 
     var hidden: Int { config.hiddenSize }
     var heads: Int { config.numAttentionHeads }
@@ -209,7 +192,11 @@ public final class LlamaModel<B: Backend> {
             }
         }
         guard !wanted.isEmpty else { return items.map { _ in [] } }
-        if logitsScratch == nil { logitsScratch = backend.allocate(maxChunkTokens * vocab) }
+        // Grown to the most rows asked for so far (a perplexity window needs hundreds, decode one per sequence).
+        if logitsRows < wanted.count {
+            logitsScratch = backend.allocate(wanted.count * vocab)
+            logitsRows = wanted.count
+        }
         let out = logitsScratch!
         var start = 0
         while start < wanted.count {   // contiguous runs of rows go through one call
