@@ -61,10 +61,17 @@ struct Convert: ParsableCommand {
                                               templateSessionLength: sessionLength)
         let interrupt = InterruptCleanup()
         let bar = ProgressBar(label: "Convert to turbomind format")
-        let report = try WorkspaceWriter.convert(
-            source: URL(fileURLWithPath: modelPath), destination: destination, options: options,
-            progress: { done, total in bar.update(done, total) },
-            onTemporaryDirectory: { interrupt.directory = $0 })
+        let report: WorkspaceConvertReport
+        do {
+            report = try WorkspaceWriter.convert(
+                source: URL(fileURLWithPath: modelPath), destination: destination, options: options,
+                progress: { done, total in bar.update(done, total) },
+                onTemporaryDirectory: { interrupt.directory = $0 })
+        } catch {
+            // A signal handler removing the temporary directory makes the writer fail: let it exit 128 + signal.
+            if interrupt.interrupted { while true { sleep(1) } }
+            throw error
+        }
         bar.finish()
         let megabytes = Double(report.weightBytes) / 1_048_576
         var summary = String(format: "converted %@ → %@: %d weight files, %.1f MiB in %.2f s",
@@ -89,6 +96,10 @@ final class InterruptCleanup: @unchecked Sendable {
     private let lock = NSLock()
     private var current: URL?
     private var sources: [DispatchSourceSignal] = []
+    private var signalled = false
+
+    /// True once a signal arrived (the handler is cleaning up and will exit).
+    var interrupted: Bool { lock.lock(); defer { lock.unlock() }; return signalled }
 
     var directory: URL? {
         get { lock.lock(); defer { lock.unlock() }; return current }
@@ -100,6 +111,9 @@ final class InterruptCleanup: @unchecked Sendable {
             signal(signalNumber, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
             source.setEventHandler { [weak self] in
+                self?.lock.lock()
+                self?.signalled = true
+                self?.lock.unlock()
                 if let dir = self?.directory { try? FileManager.default.removeItem(at: dir) }
                 FileHandle.standardError.write(Data("\ninterrupted: nothing was written\n".utf8))
                 exit(128 + signalNumber)

@@ -343,3 +343,80 @@ enum WorkspaceTestSupport {
         #expect(source.workspace?.maxBatchSize == 8 && source.workspace?.cacheMaxEntryCount == 0.5)
     }
 }
+
+/// The real SmolLM2-135M (9 heads, 3 KV heads, tied embeddings) converted with tp 1 and 3.
+@Suite(.serialized) struct SmolLM2WorkspaceTests {
+    @Test func convertsLikeLmdeployAndChatsLikeTheHFDirectory() throws {
+        let hf = try TestPaths.smolLM2()
+        let root = try WorkspaceTestSupport.temporaryDirectory("smollm2")
+        defer { try? FileManager.default.removeItem(at: root) }
+        var workspaces: [Int: URL] = [:]
+        for tp in [1, 3] {
+            let ws = root.appendingPathComponent("ws-tp\(tp)")
+            let report = try WorkspaceWriter.convert(source: hf, destination: ws, options: WorkspaceConvertOptions(modelName: "qwen", tensorParallel: tp))
+            print("convert SmolLM2 tp=\(tp): \(report.weightFiles) files, \(report.weightBytes) bytes in \(String(format: "%.2f", report.seconds)) s")
+            workspaces[tp] = ws
+            // Byte equality with the numpy reference of lmdeploy's export.
+            let reference = root.appendingPathComponent("ref-tp\(tp)")
+            try WorkspaceTestSupport.numpyReference(model: hf, out: reference, tp: tp)
+            let (compared, differing) = try WorkspaceTestSupport.differingFiles(reference: reference, workspace: ws)
+            #expect(compared == 3 + 30 * (2 + 5 * tp))
+            #expect(differing.isEmpty, "tp=\(tp): differ from the numpy reference: \(differing.prefix(10))")
+            try FileManager.default.removeItem(at: reference)
+        }
+
+        // The tp=3 files concatenate to the tp=1 files: w1/w3 and each of q, k, v by columns, wo/w2 by rows.
+        let w1 = WorkspaceLayout(root: workspaces[1]!).weights, w3 = WorkspaceLayout(root: workspaces[3]!).weights
+        func halves(_ dir: URL, _ name: String, columns: Int) throws -> [[UInt16]] {
+            let data = try Data(contentsOf: dir.appendingPathComponent(name))
+            let values = data.withUnsafeBytes { Array($0.bindMemory(to: UInt16.self)) }
+            return stride(from: 0, to: values.count, by: columns).map { Array(values[$0..<($0 + columns)]) }
+        }
+        let (d, heads, kvHeads, hidden, inter) = (64, 9, 3, 576, 1536)
+        for layer in [0, 17, 29] {
+            let p = "layers.\(layer)."
+            for name in ["feed_forward.w2", "attention.wo"] {
+                let whole = try Data(contentsOf: w1.appendingPathComponent(p + name + ".0.weight"))
+                let parts = try (0..<3).map { try Data(contentsOf: w3.appendingPathComponent(p + name + ".\($0).weight")) }
+                #expect(parts.reduce(Data(), +) == whole, "\(p)\(name): rows of the tp=3 files do not concatenate to tp=1")
+            }
+            for name in ["feed_forward.w1", "feed_forward.w3"] {
+                let whole = try halves(w1, p + name + ".0.weight", columns: inter)
+                let parts = try (0..<3).map { try halves(w3, p + name + ".\($0).weight", columns: inter / 3) }
+                let joined = (0..<hidden).map { row in parts.flatMap { $0[row] } }
+                #expect(joined == whole, "\(p)\(name): columns of the tp=3 files do not concatenate to tp=1")
+            }
+            let whole = try halves(w1, p + "attention.w_qkv.0.weight", columns: (heads + 2 * kvHeads) * d)
+            let parts = try (0..<3).map { try halves(w3, p + "attention.w_qkv.\($0).weight", columns: (heads + 2 * kvHeads) * d / 3) }
+            let (qr, kr) = (heads * d / 3, kvHeads * d / 3)
+            for row in [0, 1, 300, hidden - 1] {
+                let q = parts.flatMap { $0[row][0..<qr] }, k = parts.flatMap { $0[row][qr..<(qr + kr)] }
+                let v = parts.flatMap { $0[row][(qr + kr)...] }
+                #expect(q + k + v == whole[row], "\(p)w_qkv row \(row): q/k/v parts of tp=3 do not concatenate to tp=1")
+            }
+        }
+
+        // Greedy generation from each workspace equals the HF directory's, token for token.
+        let backend = CPUBackend()
+        let start = Date()
+        let hfSource = try ModelSource.load(path: hf.path)
+        let hfSeconds = Date().timeIntervalSince(start)
+        let hfModel = try LlamaModel(backend: backend, config: hfSource.config, weights: hfSource.weights)
+        let prompts = (try TestPaths.golden()["prompts"] as! [[String: Any]]).map { ($0["ids"] as! [Int]).map(Int32.init) }
+        let config = GenerationConfig(maxNewTokens: 24, sampling: .greedy, ignoreEOS: true)
+        let expected = try prompts.map { try Session(model: hfModel, sessionLength: 256).generate(prompt: $0, config: config).tokens }
+        for tp in [1, 3] {
+            let t0 = Date()
+            let source = try ModelSource.load(path: workspaces[tp]!.path)
+            let seconds = Date().timeIntervalSince(t0)
+            print("load SmolLM2 workspace tp=\(tp): \(String(format: "%.3f", seconds)) s (HF directory: \(String(format: "%.3f", hfSeconds)) s)")
+            #expect(source.config.numKeyValueHeads == 3 && source.workspace?.tensorParaSize == tp)
+            #expect(source.tokenizer.chatTemplate == hfSource.tokenizer.chatTemplate)
+            let model = try LlamaModel(backend: backend, config: source.config, weights: source.weights)
+            for (prompt, want) in zip(prompts, expected) {
+                let got = try Session(model: model, sessionLength: 256).generate(prompt: prompt, config: config).tokens
+                #expect(got == want, "tp=\(tp): greedy tokens differ from the HF directory for prompt \(prompt)")
+            }
+        }
+    }
+}
