@@ -105,6 +105,8 @@ public enum WorkspaceReader {
                 WorkspaceTransform.restore(tensor, file: files.mapped[tensor.name]!.bytes.baseAddress!, elementSize: dtype.byteSize,
                                            targets: targets.map { UnsafeMutableRawPointer(mutating: $0.data.baseAddress!) },
                                            targetColumns: targets.map { $0.shape.count > 1 ? $0.shape[1] : 1 })
+                // The file's pages are not needed again: drop them so peak memory is the rebuilt weights only.
+                WorkspaceTransform.releasePages(files.view(tensor.name, as: tensor.name))
             }
         }
         var layer = LayerWeights(
