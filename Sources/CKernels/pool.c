@@ -20,7 +20,10 @@
 #define CK_PAUSE() ((void)0)
 #endif
 
-enum { SPIN_ITERATIONS = 1 << 16 };
+// Idle workers spin briefly (the next kernel of a decode step follows within microseconds), then
+// yield the core between polls (another process may need it: on a loaded 2-core machine a
+// spinning worker starved the very thread that was to hand it work), then sleep.
+enum { SPIN_ITERATIONS = 1 << 11, YIELD_ITERATIONS = 1 << 12 };
 
 // The job word packs generation, task count and next task index into one atomic so a worker
 // can never claim a task of a job other than the one it observed (see claim_task).
@@ -70,6 +73,7 @@ static void *worker_main(void *arg) {
         int spins = 0;
         while ((gen = job_gen(atomic_load_explicit(&pool.job, memory_order_acquire))) == seen) {
             if (++spins < SPIN_ITERATIONS) { CK_PAUSE(); continue; }
+            if (spins < SPIN_ITERATIONS + YIELD_ITERATIONS) { sched_yield(); continue; }
             pthread_mutex_lock(&pool.sleep_lock);
             while ((gen = job_gen(atomic_load(&pool.job))) == seen)
                 pthread_cond_wait(&pool.wake, &pool.sleep_lock);
@@ -158,6 +162,9 @@ void ck_parallel(ck_task_fn fn, void *ctx, int tasks) {
     atomic_store_explicit(&pool.done_tasks, 0, memory_order_relaxed);
     publish_job((uint64_t)tasks);
     run_tasks();
-    while (atomic_load_explicit(&pool.done_tasks, memory_order_acquire) < tasks) CK_PAUSE();
+    // Wait for tasks other threads claimed; yield if one of them was descheduled mid-task.
+    for (int spins = 0; atomic_load_explicit(&pool.done_tasks, memory_order_acquire) < tasks; spins++) {
+        if (spins < SPIN_ITERATIONS) CK_PAUSE(); else sched_yield();
+    }
     pthread_mutex_unlock(&pool.call_lock);
 }

@@ -10,13 +10,14 @@ enum EngineKind: String, ExpressibleByArgument, CaseIterable {
     case turbomind, torch
 }
 
-struct Chat: ParsableCommand {
+struct Chat: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Chat with a model in the terminal.",
         discussion: """
         Type a message and finish it with an empty line (press Enter twice); multi-line messages \
         are fine. `exit` quits, `end` starts a new session, Ctrl-D quits. The KV cache of earlier \
-        turns is kept, so each turn only computes its new tokens.
+        turns is kept, so each turn only computes its new tokens. The chat runs on the batching \
+        engine (one session), so --cache-max-entry-count and friends apply as in `serve`.
         """
     )
 
@@ -29,26 +30,26 @@ struct Chat: ParsableCommand {
     @Option(name: [.customLong("model-name"), .customLong("model_name")], help: "Chat template name (default: the model's own chat_template).")
     var modelName: String?
 
-    @Option(name: [.customLong("session-len"), .customLong("session_len")], help: "Maximum tokens of one conversation (prompt and replies).")
-    var sessionLen: Int = 4096
-
     @OptionGroup var sampling: SamplingOptions
 
     @Option(name: [.customLong("max-new-tokens"), .customLong("max_new_tokens"), .customLong("request-output-len"), .customLong("request_output_len")],
             help: "Maximum tokens of one reply.")
     var maxNewTokens: Int = 512
 
-    @Option(help: "Compute threads (0 = all cores).")
-    var threads: Int = 0
+    @OptionGroup var engineOptions: EngineOptions
 
     func validate() throws {
-        guard sessionLen >= 16 else { throw ValidationError("--session-len must be at least 16") }
         guard maxNewTokens >= 1 else { throw ValidationError("--max-new-tokens must be at least 1") }
         try sampling.validate()
     }
 
-    func run() throws {
-        let source = try ModelSource.load(path: modelPath)
+    func run() async throws {
+        // One conversation: the cache holds one session unless the user says otherwise.
+        let (source, engine) = try engineOptions.start(path: modelPath) { config in
+            config.maxBatchSize = 1
+            if engineOptions.cacheMaxEntryCount < 1 { config.cacheMaxEntryCount = 1 }
+        }
+        defer { engine.shutdown() }
         if let modelName, modelName != source.config.architecture.modelType {
             // Named templates (lmdeploy's registry) come with the tokenizer/template work; until
             // then the name is only checked against what the model itself provides.
@@ -59,51 +60,47 @@ struct Chat: ParsableCommand {
         guard source.tokenizer.chatTemplate != nil else {
             throw ValidationError("\(modelPath) has no chat_template (tokenizer_config.json or chat_template.jinja)")
         }
-        let backend = CPUBackend(threads: threads)
-        let model = try LlamaModel(backend: backend, config: source.config, weights: source.weights)
-        let sessionLength = min(sessionLen, source.config.maxPositionEmbeddings)
-        let session = Session(model: model, sessionLength: sessionLength)
         let tokenizer = source.tokenizer
+        let sessionLength = engine.config.sessionLen
         let config = GenerationConfig(maxNewTokens: maxNewTokens, sampling: sampling.params, stopTokenIds: source.stopTokenIds)
         var messages: [ChatMessage] = []
+        var session: UInt64 = 1
         let terminal = TerminalIO()
-        terminal.err("model: \(modelPath) (\(source.config.architecture.rawValue), \(source.config.numHiddenLayers) layers) on \(backend.description), session length \(sessionLength)")
+        terminal.err("model: \(modelPath) (\(source.config.architecture.rawValue), \(source.config.numHiddenLayers) layers) on \(engine.model.backend.description), session length \(sessionLength)")
+
+        func endSession(_ message: String) {
+            terminal.out(message)
+            engine.end(session: session)
+            session += 1
+            messages.removeAll()
+        }
 
         while let input = terminal.readMessage(prompt: "\ndouble enter to end input >>> ") {
             let text = input.trimmingCharacters(in: .whitespacesAndNewlines)
             if text == "exit" { break }
             if text == "end" {
-                session.reset()
-                messages.removeAll()
-                terminal.out("(new session)\n")
+                endSession("(new session)\n")
                 continue
             }
             if text.isEmpty { continue }
             messages.append(ChatMessage(role: "user", content: input))
             let prompt = try tokenizer.applyChatTemplate(messages, addGenerationPrompt: true)
             let ids = tokenizer.encode(prompt, addSpecialTokens: false).map(Int32.init)
-            var detok = StreamingDetokenizer(tokenizer: tokenizer, skipSpecialTokens: true)
             var reply = ""
             do {
-                let result = try session.generate(prompt: ids, config: config) { token in
-                    let piece = detok.append(Int(token))
-                    reply += piece
-                    terminal.out(piece)
-                    return true
+                var finish: FinishReason?
+                for try await out in engine.generate(session: session, input: .full(ids), config: config, interactive: true) {
+                    reply += out.text
+                    terminal.out(out.text)
+                    finish = out.finishReason ?? finish
                 }
-                let rest = detok.flush()
-                reply += rest
-                terminal.out(rest + "\n")
+                terminal.out("\n")
                 messages.append(ChatMessage(role: "assistant", content: reply))
-                if result.finish == .sessionFull {
-                    terminal.out("exceed session max length (\(sessionLength) tokens): the session is ended, a new one starts.\n")
-                    session.reset()
-                    messages.removeAll()
+                if finish == .sessionFull {
+                    endSession("exceed session max length (\(sessionLength) tokens): the session is ended, a new one starts.\n")
                 }
             } catch let error as EngineError {
-                terminal.out("\(error)\nthe session is ended, a new one starts.\n")
-                session.reset()
-                messages.removeAll()
+                endSession("\(error)\nthe session is ended, a new one starts.\n")
             }
         }
     }

@@ -4,7 +4,7 @@ import ArgumentParser
 import TurboMind
 
 @main
-struct LMDeploy: ParsableCommand {
+struct LMDeploy: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lmdeploy",
         abstract: "Compress, deploy and serve large language models (a Swift LMDeploy).",
