@@ -27,7 +27,7 @@ struct Chat: AsyncParsableCommand {
     @Argument(help: "A Hugging Face model directory (config.json, *.safetensors, tokenizer.json).")
     var modelPath: String
 
-    @Option(name: [.customLong("model-name"), .customLong("model_name")], help: "Chat template name (default: the model's own chat_template).")
+    @Option(name: [.customLong("model-name"), .customLong("model_name")], help: "One of lmdeploy's named chat templates (`lmdeploy list`); default: the model's own chat_template.")
     var modelName: String?
 
     @OptionGroup var sampling: SamplingOptions
@@ -47,22 +47,29 @@ struct Chat: AsyncParsableCommand {
         // One conversation: the cache holds one session unless the user says otherwise.
         let (source, engine) = try engineOptions.start(path: modelPath) { config in
             config.maxBatchSize = 1
-            if engineOptions.cacheMaxEntryCount < 1 { config.cacheMaxEntryCount = 1 }
+            if config.cacheMaxEntryCount < 1 { config.cacheMaxEntryCount = 1 }
         }
         defer { engine.shutdown() }
-        if let modelName, modelName != source.config.architecture.modelType {
-            // Named templates (lmdeploy's registry) come with the tokenizer/template work; until
-            // then the name is only checked against what the model itself provides.
-            guard source.tokenizer.chatTemplate != nil else {
-                throw ValidationError("model has no chat_template and named templates are not available yet: \(modelName)")
+        // The prompt format: --model-name picks one of lmdeploy's named templates; otherwise the
+        // model's own chat_template; otherwise the named template recorded in a workspace.
+        let named: NamedChatTemplate?
+        if let modelName {
+            guard let t = NamedChatTemplate.named(modelName) else {
+                throw ValidationError("unknown --model-name \(modelName); `lmdeploy list` prints the names")
             }
-        }
-        guard source.tokenizer.chatTemplate != nil else {
-            throw ValidationError("\(modelPath) has no chat_template (tokenizer_config.json or chat_template.jinja)")
+            named = t
+        } else if source.tokenizer.chatTemplate == nil {
+            guard let name = source.workspace?.modelName, let t = NamedChatTemplate.named(name) else {
+                throw ValidationError("\(modelPath) has no chat_template (tokenizer_config.json or chat_template.jinja); pass --model-name (see `lmdeploy list`)")
+            }
+            named = t
+        } else {
+            named = nil
         }
         let tokenizer = source.tokenizer
         let sessionLength = engine.config.sessionLen
-        let config = GenerationConfig(maxNewTokens: maxNewTokens, sampling: sampling.params, stopTokenIds: source.stopTokenIds)
+        let config = GenerationConfig(maxNewTokens: maxNewTokens, sampling: sampling.params, stopTokenIds: source.stopTokenIds,
+                                      stopWords: named?.stopWords ?? [])
         var messages: [ChatMessage] = []
         var session: UInt64 = 1
         let terminal = TerminalIO()
@@ -84,7 +91,8 @@ struct Chat: AsyncParsableCommand {
             }
             if text.isEmpty { continue }
             messages.append(ChatMessage(role: "user", content: input))
-            let prompt = try tokenizer.applyChatTemplate(messages, addGenerationPrompt: true)
+            let prompt = try named?.render(messages: messages, addGenerationPrompt: true)
+                ?? tokenizer.applyChatTemplate(messages, addGenerationPrompt: true)
             let ids = tokenizer.encode(prompt, addSpecialTokens: false).map(Int32.init)
             var reply = ""
             do {

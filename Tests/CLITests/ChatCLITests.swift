@@ -103,3 +103,27 @@ enum CLI {
         for label in ["CPU features", "CPU kernels", "BLAS", "CUDA"] { #expect(e.stdout.contains(label), "\(label) missing: \(e.stdout)") }
     }
 }
+
+@Suite struct ChatWorkspaceCLITests {
+    /// Hand edits of config.ini apply on the next start, and a flag still overrides them.
+    @Test func configINIEditsApplyAndFlagsOverride() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("chat-ini-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let ws = dir.appendingPathComponent("workspace").path
+        let convert = try CLI.run(["convert", "qwen", CLI.model, "--dst-path", ws])
+        #expect(convert.status == 0, "\(convert.stderr)")
+        let ini = ws + "/triton_models/weights/config.ini"
+        var text = try String(contentsOfFile: ini, encoding: .utf8)
+        text = text.split(separator: "\n", omittingEmptySubsequences: false)
+            .map { $0.hasPrefix("session_len") ? "session_len = 96" : String($0) }.joined(separator: "\n")
+        try text.write(toFile: ini, atomically: true, encoding: .utf8)
+        let edited = try CLI.run(["chat", "turbomind", ws, "--temperature", "0", "--max-new-tokens", "12"], input: "What is the capital of France?\n\nexit\n")
+        #expect(edited.status == 0)
+        #expect(edited.stderr.contains("session length 96"), "\(edited.stderr)")
+        #expect(edited.stdout.contains("Paris"))
+        let flagged = try CLI.run(["chat", "turbomind", ws, "--session-len", "128", "--model-name", "qwen"], input: "")
+        #expect(flagged.stderr.contains("session length 128"), "\(flagged.stderr)")
+        let unknown = try CLI.run(["chat", "turbomind", ws, "--model-name", "no-such-template"], input: "")
+        #expect(unknown.status != 0 && unknown.stderr.contains("lmdeploy list"))
+    }
+}

@@ -140,15 +140,29 @@ enum WorkspaceTransform {
             while i0 < rows {
                 let n = min(blockRows, rows - i0)
                 if elementSize == 2 {
+                    // 64 × 64 tiles: the tile's source rows stay in L1 while each column of the
+                    // tile is written out as one contiguous run (column-at-a-time over the whole
+                    // block missed L1 on every element).
                     let src = file.assumingMemoryBound(to: UInt16.self)
-                    for (c, column) in columns.enumerated() {
-                        let dst = targets[column.source].assumingMemoryBound(to: UInt16.self)
-                            + column.row * targetColumns[column.source] + inputOffset + i0
-                        var s = i0 * width + c
-                        for bi in 0..<n {
-                            dst[bi] = src[s]
-                            s += width
+                    let tile = 64
+                    var t0 = 0
+                    while t0 < n {
+                        let tn = min(tile, n - t0)
+                        var c0 = 0
+                        while c0 < columns.count {
+                            for c in c0..<min(c0 + tile, columns.count) {
+                                let column = columns[c]
+                                let dst = targets[column.source].assumingMemoryBound(to: UInt16.self)
+                                    + column.row * targetColumns[column.source] + inputOffset + i0 + t0
+                                var s = (i0 + t0) * width + c
+                                for bi in 0..<tn {
+                                    dst[bi] = src[s]
+                                    s += width
+                                }
+                            }
+                            c0 += tile
                         }
+                        t0 += tn
                     }
                 } else {
                     for (c, column) in columns.enumerated() {
