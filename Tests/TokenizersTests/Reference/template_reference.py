@@ -34,6 +34,13 @@ CONVERSATIONS = [
      "tools": TOOLS},
     {"messages": [{"role": "system", "content": "Use tools."}, {"role": "user", "content": "Weather in Oslo?"}], "tools": TOOLS},
     {"messages": [{"role": "assistant", "content": "I start."}, {"role": "user", "content": "odd order"}]},
+    # A tool call with a 9-character id and a tool result that names it (Mistral v0.3 / Nemo require
+    # both), then an assistant answer with surrounding spaces and a last user turn.
+    {"messages": [{"role": "system", "content": "Answer with tools."}, {"role": "user", "content": "Weather in Paris?"},
+                  {"role": "assistant", "content": "", "tool_calls": [{"id": "call12345", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+                  {"role": "tool", "tool_call_id": "call12345", "name": "get_weather", "content": "22 degrees"},
+                  {"role": "assistant", "content": "  It is 22 degrees.  "}, {"role": "user", "content": "Thanks"}],
+     "tools": TOOLS},
 ]
 
 
@@ -66,6 +73,9 @@ def main():
                     entry["output"] = template.render(**variables)
                 except jinja2.exceptions.TemplateError as e:
                     entry["error"] = str(e)
+                except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
+                    # Python errors a template can trigger (e.g. str + None): ours must fail too.
+                    entry["error"] = f"{type(e).__name__}: {e}"
                 results.append(entry)
         out[name] = results
     json.dump(out, sys.stdout, ensure_ascii=True)
