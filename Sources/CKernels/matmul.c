@@ -31,12 +31,11 @@ static void rows_scalar(const matmul_job *j, int r0, int r1) {
 }
 
 #if CK_HAVE_X86
-// Rows are walked one at a time, front to back, so the weights stream through memory in order:
-// the hardware prefetcher then keeps a core at full bandwidth (interleaving several rows' streams
-// halved it). Each output keeps four accumulators over k in chunks of 4 × lanes, summed in a
-// fixed order at the end.
+// For one vector, rows are walked one at a time, front to back, so the weights stream through
+// memory in order: the hardware prefetcher then keeps a core at full bandwidth (interleaving four
+// rows' streams halved it). Each output's accumulators and their final sum follow a fixed order.
 
-// ---- AVX-512: 16 lanes, one row × up to 4 vectors ------------------------------------------
+// ---- AVX-512: 16 lanes, tiles of up to 2 rows × 4 vectors ------------------------------------
 CK_TARGET_AVX512 CK_INLINE __m512 w512(const void *W, int wt, size_t off) {
     if (wt == CK_BF16)
         return _mm512_castsi512_ps(_mm512_slli_epi32(
@@ -53,46 +52,91 @@ CK_TARGET_AVX512 CK_INLINE __m512 w512_tail(const void *W, int wt, size_t off, _
     return _mm512_maskz_loadu_ps(m, (const float *)W + off);
 }
 
-CK_TARGET_AVX512 CK_INLINE void row512(const matmul_job *j, int wt, int r, int v0, int V) {
+// One tile of R adjacent rows × V vectors. Every output keeps two accumulators (even and odd
+// 16-lane chunks of each 32-element step, the tail masked into the even one), summed at the end:
+// the same arithmetic for every R and V, so tiling never changes a result. Two chains already
+// outrun memory for one vector; for many vectors, two rows share each x load.
+CK_TARGET_AVX512 CK_INLINE void tile512(const matmul_job *j, int wt, int r, int R, int v0, int V) {
     const int k = j->k;
-    const size_t base = (size_t)r * k;
-    __m512 acc[4][4];
-    for (int v = 0; v < V; v++)
-        for (int a = 0; a < 4; a++) acc[v][a] = _mm512_setzero_ps();
+    __m512 acc[2][4][2];
+    for (int i = 0; i < R; i++)
+        for (int v = 0; v < V; v++) acc[i][v][0] = acc[i][v][1] = _mm512_setzero_ps();
     int kk = 0;
+    // 64 elements per iteration for more loads in flight; chunk c still goes to accumulator c % 2,
+    // in order, so this unrolling changes no result.
     for (; kk + 64 <= k; kk += 64) {
-        __m512 w0 = w512(j->W, wt, base + kk), w1 = w512(j->W, wt, base + kk + 16);
-        __m512 w2 = w512(j->W, wt, base + kk + 32), w3 = w512(j->W, wt, base + kk + 48);
+        __m512 w[2][4];
+        for (int i = 0; i < R; i++)
+            for (int c = 0; c < 4; c++) w[i][c] = w512(j->W, wt, (size_t)(r + i) * k + kk + 16 * c);
         for (int v = 0; v < V; v++) {
             const float *x = j->X + (size_t)(v0 + v) * k + kk;
-            acc[v][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x), acc[v][0]);
-            acc[v][1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + 16), acc[v][1]);
-            acc[v][2] = _mm512_fmadd_ps(w2, _mm512_loadu_ps(x + 32), acc[v][2]);
-            acc[v][3] = _mm512_fmadd_ps(w3, _mm512_loadu_ps(x + 48), acc[v][3]);
+            for (int c = 0; c < 4; c++) {
+                __m512 xc = _mm512_loadu_ps(x + 16 * c);
+                for (int i = 0; i < R; i++) acc[i][v][c & 1] = _mm512_fmadd_ps(w[i][c], xc, acc[i][v][c & 1]);
+            }
+        }
+    }
+    for (; kk + 32 <= k; kk += 32) {
+        __m512 w[2][2];
+        for (int i = 0; i < R; i++) {
+            w[i][0] = w512(j->W, wt, (size_t)(r + i) * k + kk);
+            w[i][1] = w512(j->W, wt, (size_t)(r + i) * k + kk + 16);
+        }
+        for (int v = 0; v < V; v++) {
+            const float *x = j->X + (size_t)(v0 + v) * k + kk;
+            __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);
+            for (int i = 0; i < R; i++) {
+                acc[i][v][0] = _mm512_fmadd_ps(w[i][0], x0, acc[i][v][0]);
+                acc[i][v][1] = _mm512_fmadd_ps(w[i][1], x1, acc[i][v][1]);
+            }
         }
     }
     for (; kk < k; kk += 16) {
         __mmask16 m = k - kk >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (k - kk)) - 1);
-        __m512 w = w512_tail(j->W, wt, base + kk, m);
+        __m512 w[2];
+        for (int i = 0; i < R; i++) w[i] = w512_tail(j->W, wt, (size_t)(r + i) * k + kk, m);
+        for (int v = 0; v < V; v++) {
+            __m512 x = _mm512_maskz_loadu_ps(m, j->X + (size_t)(v0 + v) * k + kk);
+            for (int i = 0; i < R; i++) acc[i][v][0] = _mm512_fmadd_ps(w[i], x, acc[i][v][0]);
+        }
+    }
+    for (int i = 0; i < R; i++)
         for (int v = 0; v < V; v++)
-            acc[v][0] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, j->X + (size_t)(v0 + v) * k + kk), acc[v][0]);
-    }
-    for (int v = 0; v < V; v++) {
-        __m512 s = _mm512_add_ps(_mm512_add_ps(acc[v][0], acc[v][1]), _mm512_add_ps(acc[v][2], acc[v][3]));
-        j->Y[(size_t)(v0 + v) * j->n + r] = _mm512_reduce_add_ps(s) + (j->bias ? j->bias[r] : 0.0f);
-    }
+            j->Y[(size_t)(v0 + v) * j->n + r + i] =
+                _mm512_reduce_add_ps(_mm512_add_ps(acc[i][v][0], acc[i][v][1])) + (j->bias ? j->bias[r + i] : 0.0f);
 }
 
+#define TILE512_V(J, WT, R0, R, V0, V) \
+    switch (V) { case 1: tile512(J, WT, R0, R, V0, 1); break; case 2: tile512(J, WT, R0, R, V0, 2); break; \
+                 case 3: tile512(J, WT, R0, R, V0, 3); break; default: tile512(J, WT, R0, R, V0, 4); }
+
 CK_TARGET_AVX512 CK_INLINE void rows512_t(const matmul_job *j, int wt, int r0, int r1) {
-    for (int r = r0; r < r1; r++)
+    // Up to four vectors: rows one at a time, front to back (a single stream the prefetcher
+    // follows; two interleaved row streams halved the bandwidth out of cache).
+    if (j->m <= 4) {
+        for (int r = r0; r < r1; r++) { TILE512_V(j, wt, r, 1, 0, j->m) }
+        return;
+    }
+    // Many vectors: a block of rows (~64 KiB of weights, kept in L2) meets each group of four
+    // vectors (kept in L1) in turn, so neither is streamed from further away per tile.
+    const int block = (int)(65536 / ((size_t)j->k * (wt == CK_F32 ? 4 : 2))) / 2 * 2 + 2;
+    for (int b0 = r0; b0 < r1; b0 += block) {
+        int b1 = b0 + block < r1 ? b0 + block : r1;
         for (int v0 = 0; v0 < j->m; v0 += 4) {
-            switch (j->m - v0) {
-            case 1: row512(j, wt, r, v0, 1); break;
-            case 2: row512(j, wt, r, v0, 2); break;
-            case 3: row512(j, wt, r, v0, 3); break;
-            default: row512(j, wt, r, v0, 4); break;
+            int V = j->m - v0, r = b0;
+            for (; r + 2 <= b1; r += 2) {
+                if (v0 == 0 && b1 < r1) {
+                    // Fetch the matching rows of the next block while this one computes, so the
+                    // next block's first pass finds them in cache.
+                    const size_t esize = wt == CK_F32 ? 4 : 2;
+                    const char *next = (const char *)j->W + ((size_t)(r + block) * j->k) * esize;
+                    for (size_t off = 0; off < 2 * (size_t)j->k * esize; off += 64) _mm_prefetch(next + off, _MM_HINT_T1);
+                }
+                TILE512_V(j, wt, r, 2, v0, V)
             }
+            for (; r < b1; r++) { TILE512_V(j, wt, r, 1, v0, V) }
         }
+    }
 }
 
 CK_TARGET_AVX512 static void rows_avx512(const matmul_job *j, int r0, int r1) {
