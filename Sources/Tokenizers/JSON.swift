@@ -399,3 +399,32 @@ struct JSONField {
         return (0..<o.count).map { (o.keys[$0], JSONField(file: file, path: "\(path).\(o.keys[$0])", value: o.values[$0])) }
     }
 }
+
+/// JSON string literals, for every module that writes JSON by hand (tokenizer output, Jinja's
+/// `tojson`, safetensors headers, workspace manifests).
+public enum JSONText {
+    /// `string` as a JSON string literal: quotes, backslashes and control characters escaped,
+    /// everything else (non-ASCII included) as is, as Python's json.dumps(ensure_ascii=False) does.
+    public static func quote(_ string: String) -> String {
+        var out = "\""
+        for u in string.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case "\u{08}": out += "\\b"
+            case "\u{0C}": out += "\\f"
+            default:
+                if u.value < 0x20 {
+                    let hex = String(u.value, radix: 16)
+                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                } else {
+                    out.unicodeScalars.append(u)
+                }
+            }
+        }
+        return out + "\""
+    }
+}

@@ -105,7 +105,7 @@ struct Tokenize: ParsableCommand {
             if jsonl {
                 for line in text.split(separator: "\n", omittingEmptySubsequences: true) {
                     let ids = try parseIDs(String(line))
-                    print(jsonString(tokenizer.decode(ids, skipSpecialTokens: skipSpecialTokens)))
+                    print(JSONText.quote(tokenizer.decode(ids, skipSpecialTokens: skipSpecialTokens)))
                 }
             } else {
                 print(tokenizer.decode(try parseIDs(text), skipSpecialTokens: skipSpecialTokens))
@@ -128,7 +128,7 @@ struct Tokenize: ParsableCommand {
         if showPieces {
             for id in ids {
                 let piece = tokenizer.idToToken(id) ?? ""
-                print("\(id)\t\(jsonString(piece))\t\(jsonString(tokenizer.decode([id])))")
+                print("\(id)\t\(JSONText.quote(piece))\t\(JSONText.quote(tokenizer.decode([id])))")
             }
         } else {
             print("[" + ids.map(String.init).joined(separator: ", ") + "]")
@@ -155,24 +155,4 @@ struct Tokenize: ParsableCommand {
         }
     }
 
-    private func jsonString(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if u.value < 0x20 || u.value == 0x7F {
-                    let hex = String(u.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(u)
-                }
-            }
-        }
-        return out + "\""
-    }
 }

@@ -1,7 +1,7 @@
 // A plain JSON tree, for headers whose keys are data (safetensors tensor names, index weight maps),
 // where checking each field by hand gives better error messages than a fixed Decodable shape.
-
 import Foundation
+import Tokenizers
 
 enum JSONValue: Decodable, Equatable, Sendable {
     case null
@@ -90,26 +90,6 @@ enum JSONValue: Decodable, Equatable, Sendable {
     }
 
     /// Quotes `string` as a JSON string literal.
-    static func quote(_ string: String) -> String {
-        var result = "\""
-        for scalar in string.unicodeScalars {
-            switch scalar {
-            case "\"": result += "\\\""
-            case "\\": result += "\\\\"
-            case "\n": result += "\\n"
-            case "\r": result += "\\r"
-            case "\t": result += "\\t"
-            case "\u{08}": result += "\\b"
-            case "\u{0C}": result += "\\f"
-            default:
-                if scalar.value < 0x20 {
-                    let hex = String(scalar.value, radix: 16)
-                    result += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    result.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return result + "\""
-    }
+    static func quote(_ string: String) -> String { JSONText.quote(string) }
+
 }
