@@ -60,6 +60,118 @@ CK_TARGET_AVX2 static void axpy_avx2(float *y, float a, const float *x, int d) {
 }
 #endif
 
+#if CK_HAVE_X86
+// exp for the softmax, 16 lanes at a time (Cephes' expf polynomial, ~1 ulp): the scalar expf
+// per position and head was the largest cost of long-context attention.
+CK_TARGET_AVX512 static inline __m512 exp512(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.3f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    __m512 y = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(y, n);
+}
+
+/// scores[p] = exp(scores[p] - mx) for p < n; returns their sum (fixed order: 16 lanes, then a tree).
+CK_TARGET_AVX512 static float softmax_exp512(float *scores, int n, float mx) {
+    __m512 m = _mm512_set1_ps(mx), sum = _mm512_setzero_ps();
+    int p = 0;
+    for (; p + 16 <= n; p += 16) {
+        __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(scores + p), m));
+        _mm512_storeu_ps(scores + p, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    if (p < n) {
+        __mmask16 k = (__mmask16)((1u << (n - p)) - 1);
+        __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, scores + p), m));
+        _mm512_mask_storeu_ps(scores + p, k, e);
+        sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(k, e));
+    }
+    return _mm512_reduce_add_ps(sum);
+}
+#endif
+
+#if CK_HAVE_X86
+// One (query, head) over its context with q and the output held in registers: no call and no
+// reload per position (the per-position dot/axpy calls cost 30% of a batch-16 decode step).
+// Scores and values accumulate as dot_avx512/axpy_avx512 do, position by position; the
+// softmax uses the vector exp. Needs head_dim a multiple of 16, at most 256.
+CK_TARGET_AVX512 static void head_avx512(const float *q, const float *k_pool, const float *v_pool, int kv_stride,
+                                         int block_size, const int32_t *blocks, int kv_offset, int n, int d,
+                                         float scale, float *scores, float *o) {
+    const int nv = d / 16;
+    __m512 qv[16], ov[16];
+    for (int c = 0; c < nv; c++) {
+        qv[c] = _mm512_loadu_ps(q + 16 * c);
+        ov[c] = _mm512_setzero_ps();
+    }
+    float mx = -INFINITY;
+    for (int p = 0; p < n; p++) {
+        const float *k = k_pool + ((size_t)blocks[p / block_size] * block_size + p % block_size) * kv_stride + kv_offset;
+        __m512 acc = _mm512_setzero_ps();
+        for (int c = 0; c < nv; c++) acc = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(k + 16 * c), acc);
+        float sc = _mm512_reduce_add_ps(acc) * scale;
+        scores[p] = sc;
+        if (sc > mx) mx = sc;
+    }
+    float sum = softmax_exp512(scores, n, mx);
+    for (int p = 0; p < n; p++) {
+        const float *v = v_pool + ((size_t)blocks[p / block_size] * block_size + p % block_size) * kv_stride + kv_offset;
+        __m512 w = _mm512_set1_ps(scores[p]);
+        for (int c = 0; c < nv; c++) ov[c] = _mm512_fmadd_ps(w, _mm512_loadu_ps(v + 16 * c), ov[c]);
+    }
+    float inv = 1.0f / sum;
+    for (int c = 0; c < nv; c++) _mm512_storeu_ps(o + 16 * c, _mm512_mul_ps(ov[c], _mm512_set1_ps(inv)));
+}
+#endif
+
+#if CK_HAVE_X86
+// All G query heads that share one KV head, in one pass over the context: each K and V row is
+// read once for the group instead of once per head (GQA models re-read them G times otherwise,
+// which dominated long-context decode). Per head the arithmetic equals head_avx512's.
+// Needs G × head_dim / 16 ≤ 12 (q and output of the whole group live in registers).
+CK_TARGET_AVX512 static void group_avx512(const float *q, int G, const float *k_pool, const float *v_pool, int kv_stride,
+                                          int block_size, const int32_t *blocks, int kv_offset, int n, int d,
+                                          float scale, float *scores, float *o) {
+    const int nv = d / 16;
+    __m512 qv[12], ov[12];
+    for (int g = 0; g < G; g++)
+        for (int c = 0; c < nv; c++) {
+            qv[g * nv + c] = _mm512_loadu_ps(q + g * d + 16 * c);
+            ov[g * nv + c] = _mm512_setzero_ps();
+        }
+    float mx[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    for (int p = 0; p < n; p++) {
+        const float *k = k_pool + ((size_t)blocks[p / block_size] * block_size + p % block_size) * kv_stride + kv_offset;
+        for (int g = 0; g < G; g++) {
+            __m512 acc = _mm512_setzero_ps();
+            for (int c = 0; c < nv; c++) acc = _mm512_fmadd_ps(qv[g * nv + c], _mm512_loadu_ps(k + 16 * c), acc);
+            float sc = _mm512_reduce_add_ps(acc) * scale;
+            scores[g * n + p] = sc;
+            if (sc > mx[g]) mx[g] = sc;
+        }
+    }
+    float inv[4];
+    for (int g = 0; g < G; g++) inv[g] = 1.0f / softmax_exp512(scores + g * n, n, mx[g]);
+    for (int p = 0; p < n; p++) {
+        const float *v = v_pool + ((size_t)blocks[p / block_size] * block_size + p % block_size) * kv_stride + kv_offset;
+        for (int c = 0; c < nv; c++) {
+            __m512 vc = _mm512_loadu_ps(v + 16 * c);
+            for (int g = 0; g < G; g++) ov[g * nv + c] = _mm512_fmadd_ps(_mm512_set1_ps(scores[g * n + p]), vc, ov[g * nv + c]);
+        }
+    }
+    for (int g = 0; g < G; g++)
+        for (int c = 0; c < nv; c++) _mm512_storeu_ps(o + g * d + 16 * c, _mm512_mul_ps(ov[g * nv + c], _mm512_set1_ps(inv[g])));
+}
+#endif
+
 typedef struct {
     const float *q; int q_stride;
     const float *k_pool, *v_pool; int kv_stride, block_size;
@@ -70,6 +182,8 @@ typedef struct {
     float scale;
     float (*dot)(const float *, const float *, int);
     void (*axpy)(float *, float, const float *, int);
+    int fused;     // use head_avx512
+    int group;     // query heads per task: heads / kv_heads with group_avx512, else 1
 } attn_job;
 
 static _Thread_local float *scratch;
@@ -81,16 +195,32 @@ static void attn_task(void *ctx, int task) {
     while (s + 1 < j->nseq && j->task_base[s + 1] <= task) s++;
     const ck_attn_seq *seq = &j->seqs[s];
     int local = task - j->task_base[s];
-    int t = local / j->heads, h = local % j->heads;
+    int per_token = j->heads / j->group;
+    int t = local / per_token, h = (local % per_token) * j->group;
     int kvh = h / (j->heads / j->kv_heads);
     int n = seq->start + t + 1;
-    if ((size_t)n > scratch_len) {
+    if ((size_t)n * j->group > scratch_len) {
         free(scratch);
-        scratch_len = (size_t)n + 1024;
+        scratch_len = (size_t)n * j->group + 1024;
         scratch = malloc(scratch_len * sizeof(float));
     }
+#if CK_HAVE_X86
+    if (j->group > 1) {
+        group_avx512(j->q + (size_t)(seq->q_row + t) * j->q_stride + (size_t)h * j->d, j->group, j->k_pool, j->v_pool,
+                     j->kv_stride, j->block_size, seq->blocks, kvh * j->d, n, j->d, j->scale, scratch,
+                     j->out + (size_t)(seq->q_row + t) * j->out_stride + (size_t)h * j->d);
+        return;
+    }
+#endif
     const float *q = j->q + (size_t)(seq->q_row + t) * j->q_stride + (size_t)h * j->d;
     const int bs = j->block_size;
+#if CK_HAVE_X86
+    if (j->fused) {
+        head_avx512(q, j->k_pool, j->v_pool, j->kv_stride, bs, seq->blocks, kvh * j->d, n, j->d, j->scale, scratch,
+                    j->out + (size_t)(seq->q_row + t) * j->out_stride + (size_t)h * j->d);
+        return;
+    }
+#endif
     float mx = -INFINITY;
     for (int p = 0; p < n; p++) {
         size_t row = (size_t)seq->blocks[p / bs] * bs + p % bs;
@@ -117,22 +247,29 @@ void ck_attention_paged(const float *q, int q_stride, const float *k_pool, const
                         int kv_stride, int block_size, const ck_attn_seq *seqs, int nseq,
                         float *out, int out_stride, int heads, int kv_heads, int d, float scale) {
     if (nseq <= 0) return;
+    attn_job j = {q, q_stride, k_pool, v_pool, kv_stride, block_size, seqs, nseq, NULL, out, out_stride,
+                  heads, kv_heads, d, scale, dot_scalar, axpy_scalar, 0, 1};
+    switch (ck_isa_level()) {
+#if CK_HAVE_X86
+    case CK_ISA_AVX512:
+        j.dot = dot_avx512;
+        j.axpy = axpy_avx512;
+        j.fused = d % 16 == 0 && d <= 256;
+        if (j.fused && heads / kv_heads > 1 && heads / kv_heads <= 4 && heads / kv_heads * (d / 16) <= 12)
+            j.group = heads / kv_heads;
+        break;
+    case CK_ISA_AVX2: j.dot = dot_avx2; j.axpy = axpy_avx2; break;
+#endif
+    default: break;
+    }
     int base_small[64];
     int *task_base = nseq <= 64 ? base_small : malloc(sizeof(int) * (size_t)nseq);
     int tasks = 0;
     for (int s = 0; s < nseq; s++) {
         task_base[s] = tasks;
-        tasks += seqs[s].tokens * heads;
+        tasks += seqs[s].tokens * (heads / j.group);
     }
-    attn_job j = {q, q_stride, k_pool, v_pool, kv_stride, block_size, seqs, nseq, task_base, out, out_stride,
-                  heads, kv_heads, d, scale, dot_scalar, axpy_scalar};
-    switch (ck_isa_level()) {
-#if CK_HAVE_X86
-    case CK_ISA_AVX512: j.dot = dot_avx512; j.axpy = axpy_avx512; break;
-    case CK_ISA_AVX2: j.dot = dot_avx2; j.axpy = axpy_avx2; break;
-#endif
-    default: break;
-    }
+    j.task_base = task_base;
     ck_parallel(attn_task, &j, tasks);
     if (task_base != base_small) free(task_base);
 }
