@@ -114,7 +114,13 @@ final class InterruptCleanup: @unchecked Sendable {
                 self?.lock.lock()
                 self?.signalled = true
                 self?.lock.unlock()
-                if let dir = self?.directory { try? FileManager.default.removeItem(at: dir) }
+                if let dir = self?.directory {
+                    // The writer keeps running until exit: a folder it was creating as the first
+                    // removal ran is caught by the second.
+                    try? FileManager.default.removeItem(at: dir)
+                    usleep(20_000)
+                    try? FileManager.default.removeItem(at: dir)
+                }
                 FileHandle.standardError.write(Data("\ninterrupted: nothing was written\n".utf8))
                 exit(128 + signalNumber)
             }

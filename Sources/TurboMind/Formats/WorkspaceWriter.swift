@@ -91,10 +91,11 @@ public enum WorkspaceWriter {
         }
         removeStaleTemporaries(for: destination)
         let temporary = parent.appendingPathComponent(temporaryPrefix(for: destination) + "\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        // Announced before it exists, so a signal arriving in between still knows what to remove.
+        onTemporaryDirectory?(temporary)
         do { try fm.createDirectory(at: temporary, withIntermediateDirectories: false) } catch {
             throw FormatError.io(file: temporary.path, operation: "mkdir", message: "\(error)")
         }
-        onTemporaryDirectory?(temporary)
         var finished = false
         defer {
             if !finished {
