@@ -26,7 +26,7 @@ struct Bench: AsyncParsableCommand {
         """
     )
 
-    @Argument(help: "A Hugging Face model directory.")
+    @Argument(help: "A Hugging Face model directory or a TurboMind workspace.")
     var modelPath: String
 
     @Option(name: [.customLong("input-len"), .customLong("input_len")], help: "Prompt tokens.")

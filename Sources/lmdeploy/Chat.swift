@@ -17,14 +17,14 @@ struct Chat: AsyncParsableCommand {
         Type a message and finish it with an empty line (press Enter twice); multi-line messages \
         are fine. `exit` quits, `end` starts a new session, Ctrl-D quits. The KV cache of earlier \
         turns is kept, so each turn only computes its new tokens. The chat runs on the batching \
-        engine (one session), so --cache-max-entry-count and friends apply as in `serve`.
+        engine (one session); the engine flags below also take their defaults from a workspace's config.ini.
         """
     )
 
     @Argument(help: "Engine: turbomind or torch (both run the same engine here).")
     var engine: EngineKind
 
-    @Argument(help: "A Hugging Face model directory (config.json, *.safetensors, tokenizer.json).")
+    @Argument(help: "A Hugging Face model directory (config.json, *.safetensors, tokenizer.json) or a TurboMind workspace.")
     var modelPath: String
 
     @Option(name: [.customLong("model-name"), .customLong("model_name")], help: "One of lmdeploy's named chat templates (`lmdeploy list`); default: the model's own chat_template.")
