@@ -52,12 +52,7 @@ extension ChatTemplate {
     /// any fields (`tool_calls`, `name`…). `add_generation_prompt`, `bos_token` and `eos_token`
     /// are set from the arguments unless the object sets them.
     public func render(conversationJSON data: Data, addGenerationPrompt: Bool, bosToken: String?, eosToken: String?) throws -> String {
-        let root: JSONValue
-        do {
-            root = try JSONParser.parse(data)
-        } catch {
-            throw TokenizerError.notJSON(file: "the conversation", detail: error.message)
-        }
+        let root = try JSONParser.parse(data, file: "the conversation")
         var variables: [String: JinjaValue] = ["add_generation_prompt": .bool(addGenerationPrompt)]
         if let bosToken { variables["bos_token"] = .string(bosToken) }
         if let eosToken { variables["eos_token"] = .string(eosToken) }

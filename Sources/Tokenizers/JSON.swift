@@ -400,6 +400,17 @@ struct JSONField {
     }
 }
 
+extension JSONParser {
+    /// Parses `data`, reporting a syntax error as `TokenizerError.notJSON` naming `file`.
+    static func parse(_ data: Data, file: String) throws(TokenizerError) -> JSONValue {
+        do {
+            return try parse(data)
+        } catch {
+            throw TokenizerError.notJSON(file: file, detail: error.message)
+        }
+    }
+}
+
 /// JSON string literals, for every module that writes JSON by hand (tokenizer output, Jinja's
 /// `tojson`, safetensors headers, workspace manifests).
 public enum JSONText {

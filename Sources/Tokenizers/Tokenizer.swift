@@ -78,12 +78,7 @@ public final class Tokenizer: Sendable {
     /// As `init(tokenizerJSON:tokenizerConfigJSON:source:)`, with the contents of a
     /// chat_template.jinja file, which takes precedence over tokenizer_config.json's template.
     public convenience init(tokenizerJSON: Data, tokenizerConfigJSON: Data?, chatTemplateJinja: String?, source: String) throws {
-        let root: JSONValue
-        do {
-            root = try JSONParser.parse(tokenizerJSON)
-        } catch {
-            throw TokenizerError.notJSON(file: source, detail: error.message)
-        }
+        let root = try JSONParser.parse(tokenizerJSON, file: source)
         let top = JSONField(file: source, path: "", value: root)
         _ = try top.object()
 
@@ -342,12 +337,7 @@ struct TokenizerConfig {
 
     init(json: Data?, file: String) throws(TokenizerError) {
         guard let json else { return }
-        let configRoot: JSONValue
-        do {
-            configRoot = try JSONParser.parse(json)
-        } catch {
-            throw TokenizerError.notJSON(file: file, detail: error.message)
-        }
+        let configRoot = try JSONParser.parse(json, file: file)
         let config = JSONField(file: file, path: "", value: configRoot)
         _ = try config.object()
         bos = try Tokenizer.tokenString(config.child("bos_token"))
