@@ -1,9 +1,12 @@
 // Causal grouped-query attention over a paged KV cache, for a whole batch of sequences in one
 // dispatch. A sequence's K/V rows live in fixed-size blocks of a shared pool, found through its
-// block table. One task per (sequence, query token, head): scores = q·K[0..pos] * scale,
-// softmax, out = Σ p·V. Each task's arithmetic depends only on its own sequence, so outputs do
-// not change with the batch around them.
+// block table. One task per (sequence, query token, head): scores = q·K[lo..pos] * scale,
+// softmax, out = Σ p·V, where lo = 0 (full attention) or pos - window + 1 (sliding window).
+// K and V are stored fp32 or fp16 (the cache's element type, CK_F32 / CK_F16) and widened as
+// they are read. Each task's arithmetic depends only on its own sequence, so outputs do not
+// change with the batch around them.
 #include "ckernels.h"
+#include "convert.h"
 #include "isa.h"
 #include "pool.h"
 #include <math.h>
@@ -99,13 +102,21 @@ CK_TARGET_AVX512 static float softmax_exp512(float *scores, int n, float mx) {
 #endif
 
 #if CK_HAVE_X86
+/// 16 K or V elements at element offset `off` of a pool of fp32 (f16 = 0) or fp16 (f16 = 1).
+CK_TARGET_AVX512 CK_INLINE __m512 kv_load16(const void *pool, size_t off, int f16) {
+    return f16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)pool + off)))
+               : _mm512_loadu_ps((const float *)pool + off);
+}
+#endif
+
+#if CK_HAVE_X86
 // One (query, head) over its context with q and the output held in registers: no call and no
 // reload per position (the per-position dot/axpy calls cost 30% of a batch-16 decode step).
 // Scores and values accumulate as dot_avx512/axpy_avx512 do, position by position; the
 // softmax uses the vector exp. Needs head_dim a multiple of 16, at most 256.
-CK_TARGET_AVX512 static void head_avx512(const float *q, const float *k_pool, const float *v_pool, int kv_stride,
-                                         int block_size, const int32_t *blocks, int kv_offset, int n, int d,
-                                         float scale, float *scores, float *o) {
+CK_TARGET_AVX512 CK_INLINE void head_avx512_t(const float *q, const void *k_pool, const void *v_pool, int kv_stride,
+                                              int block_size, const int32_t *blocks, int kv_offset, int p0, int n, int d,
+                                              float scale, float *scores, float *o, int f16) {
     const int nv = d / 16;
     __m512 qv[16], ov[16];
     for (int c = 0; c < nv; c++) {
@@ -113,22 +124,28 @@ CK_TARGET_AVX512 static void head_avx512(const float *q, const float *k_pool, co
         ov[c] = _mm512_setzero_ps();
     }
     float mx = -INFINITY;
-    for (int p = 0; p < n; p++) {
-        const float *k = k_pool + ((size_t)blocks[p / block_size] * block_size + p % block_size) * kv_stride + kv_offset;
+    for (int p = p0; p < n; p++) {
+        size_t k = ((size_t)blocks[p / block_size] * block_size + p % block_size) * kv_stride + kv_offset;
         __m512 acc = _mm512_setzero_ps();
-        for (int c = 0; c < nv; c++) acc = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(k + 16 * c), acc);
+        for (int c = 0; c < nv; c++) acc = _mm512_fmadd_ps(qv[c], kv_load16(k_pool, k + 16 * c, f16), acc);
         float sc = _mm512_reduce_add_ps(acc) * scale;
-        scores[p] = sc;
+        scores[p - p0] = sc;
         if (sc > mx) mx = sc;
     }
-    float sum = softmax_exp512(scores, n, mx);
-    for (int p = 0; p < n; p++) {
-        const float *v = v_pool + ((size_t)blocks[p / block_size] * block_size + p % block_size) * kv_stride + kv_offset;
-        __m512 w = _mm512_set1_ps(scores[p]);
-        for (int c = 0; c < nv; c++) ov[c] = _mm512_fmadd_ps(w, _mm512_loadu_ps(v + 16 * c), ov[c]);
+    float sum = softmax_exp512(scores, n - p0, mx);
+    for (int p = p0; p < n; p++) {
+        size_t v = ((size_t)blocks[p / block_size] * block_size + p % block_size) * kv_stride + kv_offset;
+        __m512 w = _mm512_set1_ps(scores[p - p0]);
+        for (int c = 0; c < nv; c++) ov[c] = _mm512_fmadd_ps(w, kv_load16(v_pool, v + 16 * c, f16), ov[c]);
     }
     float inv = 1.0f / sum;
     for (int c = 0; c < nv; c++) _mm512_storeu_ps(o + 16 * c, _mm512_mul_ps(ov[c], _mm512_set1_ps(inv)));
+}
+CK_TARGET_AVX512 static void head_avx512(const float *q, const void *k_pool, const void *v_pool, int kv_stride,
+                                         int block_size, const int32_t *blocks, int kv_offset, int p0, int n, int d,
+                                         float scale, float *scores, float *o, int f16) {
+    if (f16) head_avx512_t(q, k_pool, v_pool, kv_stride, block_size, blocks, kv_offset, p0, n, d, scale, scores, o, 1);
+    else head_avx512_t(q, k_pool, v_pool, kv_stride, block_size, blocks, kv_offset, p0, n, d, scale, scores, o, 0);
 }
 #endif
 
@@ -137,10 +154,10 @@ CK_TARGET_AVX512 static void head_avx512(const float *q, const float *k_pool, co
 // read once for the group instead of once per head (GQA models re-read them G times otherwise,
 // which dominated long-context decode). Per head the arithmetic equals head_avx512's.
 // Needs G × head_dim / 16 ≤ 12 (q and output of the whole group live in registers).
-CK_TARGET_AVX512 static void group_avx512(const float *q, int G, const float *k_pool, const float *v_pool, int kv_stride,
-                                          int block_size, const int32_t *blocks, int kv_offset, int n, int d,
-                                          float scale, float *scores, float *o) {
-    const int nv = d / 16;
+CK_TARGET_AVX512 CK_INLINE void group_avx512_t(const float *q, int G, const void *k_pool, const void *v_pool, int kv_stride,
+                                               int block_size, const int32_t *blocks, int kv_offset, int p0, int n, int d,
+                                               float scale, float *scores, float *o, int f16) {
+    const int nv = d / 16, m = n - p0;
     __m512 qv[12], ov[12];
     for (int g = 0; g < G; g++)
         for (int c = 0; c < nv; c++) {
@@ -148,37 +165,45 @@ CK_TARGET_AVX512 static void group_avx512(const float *q, int G, const float *k_
             ov[g * nv + c] = _mm512_setzero_ps();
         }
     float mx[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
-    for (int p = 0; p < n; p++) {
-        const float *k = k_pool + ((size_t)blocks[p / block_size] * block_size + p % block_size) * kv_stride + kv_offset;
+    for (int p = p0; p < n; p++) {
+        size_t k = ((size_t)blocks[p / block_size] * block_size + p % block_size) * kv_stride + kv_offset;
+        __m512 kc[16];
+        for (int c = 0; c < nv; c++) kc[c] = kv_load16(k_pool, k + 16 * c, f16);
         for (int g = 0; g < G; g++) {
             __m512 acc = _mm512_setzero_ps();
-            for (int c = 0; c < nv; c++) acc = _mm512_fmadd_ps(qv[g * nv + c], _mm512_loadu_ps(k + 16 * c), acc);
+            for (int c = 0; c < nv; c++) acc = _mm512_fmadd_ps(qv[g * nv + c], kc[c], acc);
             float sc = _mm512_reduce_add_ps(acc) * scale;
-            scores[g * n + p] = sc;
+            scores[g * m + p - p0] = sc;
             if (sc > mx[g]) mx[g] = sc;
         }
     }
     float inv[4];
-    for (int g = 0; g < G; g++) inv[g] = 1.0f / softmax_exp512(scores + g * n, n, mx[g]);
-    for (int p = 0; p < n; p++) {
-        const float *v = v_pool + ((size_t)blocks[p / block_size] * block_size + p % block_size) * kv_stride + kv_offset;
+    for (int g = 0; g < G; g++) inv[g] = 1.0f / softmax_exp512(scores + g * m, m, mx[g]);
+    for (int p = p0; p < n; p++) {
+        size_t v = ((size_t)blocks[p / block_size] * block_size + p % block_size) * kv_stride + kv_offset;
         for (int c = 0; c < nv; c++) {
-            __m512 vc = _mm512_loadu_ps(v + 16 * c);
-            for (int g = 0; g < G; g++) ov[g * nv + c] = _mm512_fmadd_ps(_mm512_set1_ps(scores[g * n + p]), vc, ov[g * nv + c]);
+            __m512 vc = kv_load16(v_pool, v + 16 * c, f16);
+            for (int g = 0; g < G; g++) ov[g * nv + c] = _mm512_fmadd_ps(_mm512_set1_ps(scores[g * m + p - p0]), vc, ov[g * nv + c]);
         }
     }
     for (int g = 0; g < G; g++)
         for (int c = 0; c < nv; c++) _mm512_storeu_ps(o + g * d + 16 * c, _mm512_mul_ps(ov[g * nv + c], _mm512_set1_ps(inv[g])));
 }
+CK_TARGET_AVX512 static void group_avx512(const float *q, int G, const void *k_pool, const void *v_pool, int kv_stride,
+                                          int block_size, const int32_t *blocks, int kv_offset, int p0, int n, int d,
+                                          float scale, float *scores, float *o, int f16) {
+    if (f16) group_avx512_t(q, G, k_pool, v_pool, kv_stride, block_size, blocks, kv_offset, p0, n, d, scale, scores, o, 1);
+    else group_avx512_t(q, G, k_pool, v_pool, kv_stride, block_size, blocks, kv_offset, p0, n, d, scale, scores, o, 0);
+}
 #endif
 
 typedef struct {
     const float *q; int q_stride;
-    const float *k_pool, *v_pool; int kv_stride, block_size;
+    const void *k_pool, *v_pool; int kv_f16; int kv_stride, block_size;
     const ck_attn_seq *seqs; int nseq;
     const int *task_base;   // first task index of each sequence (prefix sums of tokens × heads)
     float *out; int out_stride;
-    int heads, kv_heads, d;
+    int heads, kv_heads, d, window;
     float scale;
     float (*dot)(const float *, const float *, int);
     void (*axpy)(float *, float, const float *, int);
@@ -189,6 +214,13 @@ typedef struct {
 static _Thread_local float *scratch;
 static _Thread_local size_t scratch_len;
 
+/// A K or V row as fp32: the pool's own memory for fp32, else widened into `tmp`.
+static const float *kv_row(const attn_job *j, const void *pool, size_t off, float *tmp) {
+    if (!j->kv_f16) return (const float *)pool + off;
+    ck_widen_serial((const uint16_t *)pool + off, CK_F16, tmp, (size_t)j->d);
+    return tmp;
+}
+
 static void attn_task(void *ctx, int task) {
     const attn_job *j = ctx;
     int s = 0;   // the sequence owning this task: few sequences, so a linear scan is cheapest
@@ -198,17 +230,19 @@ static void attn_task(void *ctx, int task) {
     int per_token = j->heads / j->group;
     int t = local / per_token, h = (local % per_token) * j->group;
     int kvh = h / (j->heads / j->kv_heads);
-    int n = seq->start + t + 1;
-    if ((size_t)n * j->group > scratch_len) {
+    int n = seq->start + t + 1;                                   // positions 0..n-1 precede and include the query
+    int p0 = j->window > 0 && n > j->window ? n - j->window : 0;  // sliding window: the last `window` of them
+    size_t need = (size_t)(n - p0) * j->group + (size_t)j->d;
+    if (need > scratch_len) {
         free(scratch);
-        scratch_len = (size_t)n * j->group + 1024;
+        scratch_len = need + 1024;
         scratch = malloc(scratch_len * sizeof(float));
     }
 #if CK_HAVE_X86
     if (j->group > 1) {
         group_avx512(j->q + (size_t)(seq->q_row + t) * j->q_stride + (size_t)h * j->d, j->group, j->k_pool, j->v_pool,
-                     j->kv_stride, j->block_size, seq->blocks, kvh * j->d, n, j->d, j->scale, scratch,
-                     j->out + (size_t)(seq->q_row + t) * j->out_stride + (size_t)h * j->d);
+                     j->kv_stride, j->block_size, seq->blocks, kvh * j->d, p0, n, j->d, j->scale, scratch,
+                     j->out + (size_t)(seq->q_row + t) * j->out_stride + (size_t)h * j->d, j->kv_f16);
         return;
     }
 #endif
@@ -216,39 +250,40 @@ static void attn_task(void *ctx, int task) {
     const int bs = j->block_size;
 #if CK_HAVE_X86
     if (j->fused) {
-        head_avx512(q, j->k_pool, j->v_pool, j->kv_stride, bs, seq->blocks, kvh * j->d, n, j->d, j->scale, scratch,
-                    j->out + (size_t)(seq->q_row + t) * j->out_stride + (size_t)h * j->d);
+        head_avx512(q, j->k_pool, j->v_pool, j->kv_stride, bs, seq->blocks, kvh * j->d, p0, n, j->d, j->scale, scratch,
+                    j->out + (size_t)(seq->q_row + t) * j->out_stride + (size_t)h * j->d, j->kv_f16);
         return;
     }
 #endif
+    float *scores = scratch, *tmp = scratch + (n - p0);
     float mx = -INFINITY;
-    for (int p = 0; p < n; p++) {
-        size_t row = (size_t)seq->blocks[p / bs] * bs + p % bs;
-        float sc = j->dot(q, j->k_pool + row * j->kv_stride + (size_t)kvh * j->d, j->d) * j->scale;
-        scratch[p] = sc;
+    for (int p = p0; p < n; p++) {
+        size_t off = ((size_t)seq->blocks[p / bs] * bs + p % bs) * j->kv_stride + (size_t)kvh * j->d;
+        float sc = j->dot(q, kv_row(j, j->k_pool, off, tmp), j->d) * j->scale;
+        scores[p - p0] = sc;
         if (sc > mx) mx = sc;
     }
     float sum = 0;
-    for (int p = 0; p < n; p++) {
-        scratch[p] = expf(scratch[p] - mx);
-        sum += scratch[p];
+    for (int p = 0; p < n - p0; p++) {
+        scores[p] = expf(scores[p] - mx);
+        sum += scores[p];
     }
     float *o = j->out + (size_t)(seq->q_row + t) * j->out_stride + (size_t)h * j->d;
     for (int i = 0; i < j->d; i++) o[i] = 0;
-    for (int p = 0; p < n; p++) {
-        size_t row = (size_t)seq->blocks[p / bs] * bs + p % bs;
-        j->axpy(o, scratch[p], j->v_pool + row * j->kv_stride + (size_t)kvh * j->d, j->d);
+    for (int p = p0; p < n; p++) {
+        size_t off = ((size_t)seq->blocks[p / bs] * bs + p % bs) * j->kv_stride + (size_t)kvh * j->d;
+        j->axpy(o, scores[p - p0], kv_row(j, j->v_pool, off, tmp), j->d);
     }
     float inv = 1.0f / sum;
     for (int i = 0; i < j->d; i++) o[i] *= inv;
 }
 
-void ck_attention_paged(const float *q, int q_stride, const float *k_pool, const float *v_pool,
+void ck_attention_paged(const float *q, int q_stride, const void *k_pool, const void *v_pool, ck_dtype kv_type,
                         int kv_stride, int block_size, const ck_attn_seq *seqs, int nseq,
-                        float *out, int out_stride, int heads, int kv_heads, int d, float scale) {
+                        float *out, int out_stride, int heads, int kv_heads, int d, float scale, int window) {
     if (nseq <= 0) return;
-    attn_job j = {q, q_stride, k_pool, v_pool, kv_stride, block_size, seqs, nseq, NULL, out, out_stride,
-                  heads, kv_heads, d, scale, dot_scalar, axpy_scalar, 0, 1};
+    attn_job j = {q, q_stride, k_pool, v_pool, kv_type == CK_F16, kv_stride, block_size, seqs, nseq, NULL, out, out_stride,
+                  heads, kv_heads, d, window, scale, dot_scalar, axpy_scalar, 0, 1};
     switch (ck_isa_level()) {
 #if CK_HAVE_X86
     case CK_ISA_AVX512:
@@ -272,13 +307,4 @@ void ck_attention_paged(const float *q, int q_stride, const float *k_pool, const
     j.task_base = task_base;
     ck_parallel(attn_task, &j, tasks);
     if (task_base != base_small) free(task_base);
-}
-
-void ck_kv_store(float *pool, int kv_stride, int block_size, const int32_t *blocks, int start,
-                 const float *rows, int row_stride, int count) {
-    for (int t = 0; t < count; t++) {
-        int p = start + t;
-        memcpy(pool + ((size_t)blocks[p / block_size] * block_size + p % block_size) * kv_stride,
-               rows + (size_t)t * row_stride, sizeof(float) * (size_t)kv_stride);
-    }
 }

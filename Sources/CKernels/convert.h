@@ -32,6 +32,27 @@ static inline float ck_f16_to_f32(uint16_t h) {
     return f;
 }
 
+/// fp32 → fp16, round to nearest even (what F16C's cvtps_ph does with _MM_FROUND_TO_NEAREST_INT,
+/// so scalar and vector stores of the KV cache write the same bits).
+static inline uint16_t ck_f32_to_f16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    uint32_t sign = (u >> 16) & 0x8000, a = u & 0x7fffffffu;
+    if (a >= 0x7f800000u) return (uint16_t)(sign | 0x7c00 | (a > 0x7f800000u ? 0x200 | ((a >> 13) & 0x3ff) : 0));
+    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00);          // rounds past 65504: infinity
+    if (a < 0x38800000u) {                                            // below 2^-14: subnormal or zero
+        if (a < 0x33000000u) return (uint16_t)sign;                   // below half the smallest subnormal
+        uint32_t mant = (a & 0x7fffff) | 0x800000;
+        int drop = 126 - (int)(a >> 23);                              // value = mant · 2^(exp-150) = v · 2^-24
+        uint32_t v = mant >> drop, rem = mant & ((1u << drop) - 1), mid = 1u << (drop - 1);
+        if (rem > mid || (rem == mid && (v & 1))) v++;
+        return (uint16_t)(sign | v);
+    }
+    uint32_t v = ((a >> 13) - ((127 - 15) << 10)), rem = a & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (v & 1))) v++;
+    return (uint16_t)(sign | v);
+}
+
 static inline float ck_load_scalar(const void *W, int type, size_t i) {
     switch (type) {
     case 2: return ck_bf16_to_f32(((const uint16_t *)W)[i]);

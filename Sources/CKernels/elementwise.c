@@ -7,6 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if CK_HAVE_X86
+CK_TARGET_AVX2 static void store_f16x8(uint16_t *dst, const float *src) {
+    _mm_storeu_si128((__m128i *)dst, _mm256_cvtps_ph(_mm256_loadu_ps(src), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+#endif
+
 // ---- widening ------------------------------------------------------------------------------
 #if CK_HAVE_X86
 CK_TARGET_AVX512 static void widen_avx512(const void *src, int type, float *dst, size_t n) {
@@ -100,20 +106,17 @@ void ck_rmsnorm(const float *x, const float *w, float *out, int rows, int dim, f
 }
 
 // ---- rotary embedding (rotate-half, as HF Llama) --------------------------------------------
-typedef struct { float *x; int heads, d, stride; const int32_t *pos; const float *inv_freq; } rope_job;
-
-static void rope_task(void *ctx, int t) {
-    const rope_job *j = ctx;
-    int half = j->d / 2;
-    float cs[512], sn[512];   // head_dim ≤ 1024 (checked by the caller)
+/// Rotates the `heads` heads of one row at position `pos` in place.
+static void rope_row(float *row, int heads, int d, int32_t pos, const float *inv_freq) {
+    int half = d / 2;
+    float cs[512], sn[512];   // head_dim ≤ 1024 (checked by the callers)
     for (int i = 0; i < half; i++) {
-        float angle = (float)j->pos[t] * j->inv_freq[i];   // fp32 product, as HF computes it
+        float angle = (float)pos * inv_freq[i];   // fp32 product, as HF computes it
         cs[i] = cosf(angle);
         sn[i] = sinf(angle);
     }
-    float *row = j->x + (size_t)t * j->stride;
-    for (int h = 0; h < j->heads; h++) {
-        float *v = row + (size_t)h * j->d;
+    for (int h = 0; h < heads; h++) {
+        float *v = row + (size_t)h * d;
         for (int i = 0; i < half; i++) {
             float a = v[i], b = v[i + half];
             v[i] = a * cs[i] - b * sn[i];
@@ -122,36 +125,72 @@ static void rope_task(void *ctx, int t) {
     }
 }
 
-void ck_rope(float *x, int tokens, int heads, int head_dim, int stride, const int32_t *positions,
-             const float *inv_freq) {
-    if (head_dim > 1024 || head_dim % 2) abort();
-    rope_job j = {x, heads, head_dim, stride, positions, inv_freq};
-    if (tokens < 4) {
-        for (int t = 0; t < tokens; t++) rope_task(&j, t);
+// ---- rotary embedding + KV-cache store, one pass per step ---------------------------------
+/// Stores `n` floats as the cache's element type (fp16 rounds to nearest even).
+static void store_row(void *dst, ck_dtype type, const float *src, int n) {
+    if (type == CK_F32) {
+        memcpy(dst, src, sizeof(float) * (size_t)n);
         return;
     }
-    ck_parallel(rope_task, &j, tokens);
+    uint16_t *h = dst;
+    int i = 0;
+#if CK_HAVE_X86
+    if (ck_isa_level() >= CK_ISA_AVX2) {
+        for (; i + 8 <= n; i += 8) store_f16x8(h + i, src + i);
+    }
+#endif
+    for (; i < n; i++) h[i] = ck_f32_to_f16(src[i]);
+}
+
+typedef struct {
+    float *qkv; int stride, heads, kv_heads, d, half;
+    const int32_t *pos; const float *inv_freq; const int32_t *freq_set;
+    void *k_pool, *v_pool; ck_dtype type; const int32_t *slots;
+} rope_store_job;
+
+static void rope_store_task(void *ctx, int r) {
+    const rope_store_job *j = ctx;
+    float *row = j->qkv + (size_t)r * j->stride;
+    const float *freq = j->inv_freq + (j->freq_set ? (size_t)j->freq_set[r] * j->half : 0);
+    int kvw = j->kv_heads * j->d;
+    rope_row(row, j->heads, j->d, j->pos[r], freq);                               // q
+    float *k = row + (size_t)j->heads * j->d, *v = k + kvw;
+    rope_row(k, j->kv_heads, j->d, j->pos[r], freq);                              // k
+    size_t esize = j->type == CK_F32 ? 4 : 2, slot = (size_t)j->slots[r] * (size_t)kvw * esize;
+    store_row((char *)j->k_pool + slot, j->type, k, kvw);
+    store_row((char *)j->v_pool + slot, j->type, v, kvw);
+}
+
+void ck_rope_store_kv(float *qkv, int rows, int stride, int heads, int kv_heads, int head_dim,
+                      const int32_t *positions, const float *inv_freq, const int32_t *freq_set,
+                      void *k_pool, void *v_pool, ck_dtype kv_type, const int32_t *slots) {
+    if (head_dim > 1024 || head_dim % 2) abort();
+    rope_store_job j = {qkv, stride, heads, kv_heads, head_dim, head_dim / 2, positions, inv_freq, freq_set,
+                        k_pool, v_pool, kv_type, slots};
+    if (rows < 4) {
+        for (int r = 0; r < rows; r++) rope_store_task(&j, r);
+        return;
+    }
+    ck_parallel(rope_store_task, &j, rows);
 }
 
 // ---- SwiGLU and residual -------------------------------------------------------------------
-typedef struct { float *g; const float *u; size_t n, per_task; } silu_job;
+typedef struct { const float *gu; float *out; int inter; } silu_rows_job;
 
-static void silu_task(void *ctx, int t) {
-    const silu_job *j = ctx;
-    size_t a = (size_t)t * j->per_task, b = a + j->per_task;
-    if (b > j->n) b = j->n;
-    for (size_t i = a; i < b; i++) {
-        float g = j->g[i];
-        j->g[i] = g / (1.0f + expf(-g)) * j->u[i];
-    }
+static void silu_rows_task(void *ctx, int r) {
+    const silu_rows_job *j = ctx;
+    const float *g = j->gu + (size_t)r * 2 * j->inter, *u = g + j->inter;
+    float *o = j->out + (size_t)r * j->inter;
+    for (int i = 0; i < j->inter; i++) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
-void ck_silu_mul(float *gate, const float *up, size_t n) {
-    const size_t unit = 8192;
-    int units = (int)((n + unit - 1) / unit);
-    int tasks = ck_task_count(units, 1);
-    silu_job j = {gate, up, n, ((size_t)((units + tasks - 1) / tasks)) * unit};
-    ck_parallel(silu_task, &j, tasks);
+void ck_silu_mul_rows(const float *gate_up, float *out, int rows, int inter) {
+    silu_rows_job j = {gate_up, out, inter};
+    if (rows < 2) {
+        for (int r = 0; r < rows; r++) silu_rows_task(&j, r);
+        return;
+    }
+    ck_parallel(silu_rows_task, &j, rows);
 }
 
 void ck_add(float *y, const float *x, size_t n) {

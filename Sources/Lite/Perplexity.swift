@@ -23,36 +23,26 @@ public enum PerplexityError: Error, CustomStringConvertible, Equatable {
 }
 
 public enum Perplexity {
-    /// `progress(done, total)` is called after each window.
-    public static func evaluate<B: Backend>(model: LlamaModel<B>, tokens: [Int32], window: Int = 512,
-                                            progress: (Int, Int) -> Void = { _, _ in }) throws -> PerplexityResult {
+    /// Scores `tokens` through `engine` (one one-shot request per window, from an empty cache);
+    /// `progress(done, total)` is called after each window. The engine's session length must exceed `window`.
+    public static func evaluate(engine: any InferenceEngine, tokens: [Int32], window: Int = 512,
+                                progress: (Int, Int) -> Void = { _, _ in }) async throws -> PerplexityResult {
         let windows = tokens.count / window
         guard windows > 0, window >= 2 else { throw PerplexityError.textTooShort(tokens: tokens.count, window: window) }
-        let cache = model.makeCache(capacity: window)
-        let vocab = model.config.vocabSize
+        let config = GenerationConfig(maxNewTokens: 0, sampling: .greedy, prompt: .logprobs)
         var nll = 0.0
         for w in 0..<windows {
             let ids = Array(tokens[w * window..<(w + 1) * window])
-            cache.truncate(to: 0)
-            let logits = try model.forward(ids, cache: cache, logits: .all)
-            for p in 0..<window - 1 {
-                let row = logits[p * vocab..<(p + 1) * vocab]
-                nll += logSumExp(row) - Double(row[row.startIndex + Int(ids[p + 1])])
-            }
+            let result = try await engine.run(session: (1 << 62) + UInt64(w), input: .full(ids), config: config)
+            let logprobs = result.promptLogprobs ?? []
+            precondition(logprobs.count == window - 1, "the engine scored \(logprobs.count) of \(window - 1) positions")
+            nll -= logprobs.reduce(0, +)
             progress(w + 1, windows)
         }
         let scored = windows * (window - 1)
         return PerplexityResult(windows: windows, scoredTokens: scored, meanNLL: nll / Double(scored))
     }
-
-    static func logSumExp(_ row: ArraySlice<Float>) -> Double {
-        let m = row.max()!
-        var s = 0.0
-        for v in row { s += Double(expf(v - m)) }
-        return Double(m) + log(s)
-    }
 }
-
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)

@@ -1,5 +1,5 @@
-// `lmdeploy bench MODEL`: speed, as JSON lines. Without --concurrency it measures one sequence
-// (prefill and decode, the kernels' figures); with it, the serving engine under load.
+// `lmdeploy bench MODEL`: speed, as JSON lines. Flags only: the measurements are
+// TurboMind.Benchmark's, through the engine's public API.
 import ArgumentParser
 import Foundation
 import TurboMind
@@ -8,11 +8,13 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure speed and print JSON lines.",
         discussion: """
-        One sequence (no --concurrency):
+        One sequence (no --concurrency), through the engine:
           prefill   a prompt of --input-len tokens from an empty cache; tokens_per_s = input_len / seconds
+                    (seconds: submission to the first generated token)
           decode    --output-len tokens decoded one at a time after that prompt (greedy, EOS ignored);
                     tokens_per_s = output_len / seconds. Each figure is the median of --runs runs after a warm-up.
-          Compare with llama.cpp: llama-bench -p 512 -n 128 -t THREADS on the same weights.
+          Compare with llama.cpp: llama-bench -p 512 -n 128 -t THREADS on the same weights, or
+          llama-batched-bench -npp 512 -ntg 128 -npl 1 for decode after the prompt.
 
         Serving (--concurrency 1,4,16,64): for each level, --num-prompts requests (default 4 × the level)
         go through the batching engine with that many in flight at once:
@@ -23,192 +25,113 @@ struct Bench: AsyncParsableCommand {
           peak_rss_mb            peak resident memory of this process so far
         --random-lengths draws each request's input and output lengths uniformly in [L/2, 3L/2].
         Compare with llama.cpp: llama-batched-bench -npp 128 -ntg 128 -npl 1,4,16.
+
+        Engine flags left out are sized for the run: --session-len to the longest request, and in
+        serving mode --max-batch-size and --cache-max-entry-count to the largest level.
         """
     )
 
     @Argument(help: "A Hugging Face model directory or a TurboMind workspace.")
     var modelPath: String
 
-    @Option(name: [.customLong("input-len"), .customLong("input_len")], help: "Prompt tokens.")
+    @Option(name: [.customLong("input-len"), .customLong("input_len")], parsing: .unconditional, help: "Prompt tokens.")
     var inputLen: Int = 512
 
-    @Option(name: [.customLong("output-len"), .customLong("output_len")], help: "Generated tokens.")
+    @Option(name: [.customLong("output-len"), .customLong("output_len")], parsing: .unconditional, help: "Generated tokens.")
     var outputLen: Int = 128
 
-    @Option(help: "One-sequence mode: measured runs (after one warm-up).")
+    @Option(parsing: .unconditional, help: "One-sequence mode: measured runs (after one warm-up).")
     var runs: Int = 3
 
     @Option(help: "Serving mode: comma-separated numbers of requests in flight, e.g. 1,4,16,64.")
     var concurrency: String?
 
-    @Option(name: [.customLong("num-prompts"), .customLong("num_prompts")], help: "Serving mode: requests per level (default 4 × concurrency).")
+    @Option(name: [.customLong("num-prompts"), .customLong("num_prompts")], parsing: .unconditional,
+            help: "Serving mode: requests per level (default 4 × concurrency).")
     var numPrompts: Int?
 
-    @Flag(name: [.customLong("random-lengths")], help: "Serving mode: random input/output lengths in [L/2, 3L/2].")
+    @Flag(name: [.customLong("random-lengths"), .customLong("random_lengths")], help: "Serving mode: random input/output lengths in [L/2, 3L/2].")
     var randomLengths = false
 
-    @Option(help: "Compute threads (0 = all cores).")
-    var threads: Int = 0
+    @OptionGroup var engineOptions: EngineOptions
 
     func validate() throws {
-        guard inputLen >= 1, outputLen >= 1, runs >= 1 else { throw ValidationError("--input-len, --output-len and --runs must be ≥ 1") }
+        guard inputLen >= 1 else { throw ValidationError("--input-len must be at least 1, got \(inputLen)") }
+        guard outputLen >= 1 else { throw ValidationError("--output-len must be at least 1, got \(outputLen)") }
+        guard runs >= 1 else { throw ValidationError("--runs must be at least 1, got \(runs)") }
+        if let numPrompts, numPrompts < 1 { throw ValidationError("--num-prompts must be at least 1, got \(numPrompts)") }
         if let concurrency {
-            guard !levels(concurrency).isEmpty, levels(concurrency).allSatisfy({ $0 >= 1 }) else {
-                throw ValidationError("--concurrency takes positive integers separated by commas, e.g. 1,4,16")
+            let l = levels(concurrency)
+            guard !l.isEmpty, l.count == concurrency.split(separator: ",").count, l.allSatisfy({ (1...65536).contains($0) }) else {
+                throw ValidationError("--concurrency takes integers from 1 to 65536 separated by commas, e.g. 1,4,16; got \(concurrency)")
             }
         }
     }
 
     private func levels(_ text: String) -> [Int] { text.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) } }
 
+    /// Longest request of the run, prompt and reply (single mode decodes one token past the prompt's first).
+    private var longestRequest: Int {
+        let (i, o) = randomLengths && concurrency != nil ? ((inputLen * 3 + 1) / 2, (outputLen * 3 + 1) / 2) : (inputLen, outputLen)
+        return i + o + 1
+    }
+
     func run() async throws {
-        if let concurrency { try await serving(levels(concurrency)) } else { try single() }
-    }
-
-    private func single() throws {
         let source = try ModelSource.load(path: modelPath)
-        let backend = CPUBackend(threads: threads)
-        let model = try LlamaModel(backend: backend, config: source.config, weights: source.weights)
-        let session = Session(model: model, sessionLength: inputLen + outputLen + 1)
-        let prompt = BenchPrompts.tokens(count: inputLen, seed: 0, vocab: source.config.vocabSize)
-        var prefill: [Double] = [], decode: [Double] = []
-        for run in 0...runs {
-            session.reset()
-            let t0 = Date()
-            var logits = try session.prefill(prompt)
-            let t1 = Date()
-            for _ in 0..<outputLen { logits = try session.append(Int32(Sampler.argmax(logits))) }
-            let t2 = Date()
-            if run > 0 {  // run 0 warms caches and the thread pool
-                prefill.append(t1.timeIntervalSince(t0))
-                decode.append(t2.timeIntervalSince(t1))
-            }
+        let context = source.config.maxPositionEmbeddings
+        guard longestRequest + 1 <= context else {
+            throw ValidationError("--input-len \(inputLen) + --output-len \(outputLen)\(randomLengths ? " (×1.5 with --random-lengths)" : "") needs \(longestRequest + 1) positions, more than the model's context of \(context) tokens")
         }
+        if let s = engineOptions.sessionLen, s < longestRequest + 1 {
+            throw ValidationError("--session-len \(s) is shorter than the longest request (\(longestRequest + 1) tokens): raise it or lower --input-len/--output-len")
+        }
+        let top = concurrency.map { levels($0).max()! } ?? 1
+        var settings = engineOptions.settings
+        settings.sessionLen = settings.sessionLen ?? longestRequest + 1
+        settings.maxBatchSize = settings.maxBatchSize ?? top
+        settings.cacheMaxEntryCount = settings.cacheMaxEntryCount ?? Double(top)
+        settings.maxPrefillTokenNum = settings.maxPrefillTokenNum ?? max(512, top)
+        let engine = try settings.launch(source)
+        defer { engine.shutdown() }
+        for notice in engine.notices { FileHandle.standardError.write(Data("bench: \(notice)\n".utf8)) }
         let name = URL(fileURLWithPath: modelPath).lastPathComponent
-        let p = Stats.median(prefill), d = Stats.median(decode)
-        JSONLine.print(["bench": "prefill", "model": name, "backend": backend.description, "tokens": inputLen,
-                        "seconds": p, "tokens_per_s": Double(inputLen) / p])
-        JSONLine.print(["bench": "decode", "model": name, "backend": backend.description, "tokens": outputLen,
-                        "context": inputLen, "seconds": d, "tokens_per_s": Double(outputLen) / d])
+        let common: [String: Any] = ["model": name, "backend": engine.backendDescription, "kv_cache": engine.config.kvCacheType.rawValue,
+                                     "kv_bytes_per_token": engine.kvBytesPerToken]
+        if let concurrency {
+            try await serving(engine, levels(concurrency), common: common)
+        } else {
+            let r = try await Benchmark.single(engine: engine, inputLen: inputLen, outputLen: outputLen, runs: runs)
+            print(BenchStatistics.jsonLine(common.merging(["bench": "prefill", "tokens": inputLen, "seconds": r.prefillSeconds,
+                                                           "tokens_per_s": Double(inputLen) / r.prefillSeconds]) { $1 }))
+            print(BenchStatistics.jsonLine(common.merging(["bench": "decode", "tokens": outputLen, "context": inputLen, "seconds": r.decodeSeconds,
+                                                           "tokens_per_s": Double(outputLen) / r.decodeSeconds]) { $1 }))
+        }
     }
 
-    private func serving(_ levels: [Int]) async throws {
-        let top = levels.max()!
-        var options = try EngineOptions.parse(["--threads", "\(threads)"])
-        options.sessionLen = (randomLengths ? (inputLen * 3 + 1) / 2 + (outputLen * 3 + 1) / 2 : inputLen + outputLen) + 1
-        options.maxBatchSize = top
-        options.cacheMaxEntryCount = Double(top)
-        options.maxPrefillTokenNum = max(512, top)
-        let (source, engine) = try options.start(path: modelPath)
-        defer { engine.shutdown() }
-        let vocab = source.config.vocabSize
-        let name = URL(fileURLWithPath: modelPath).lastPathComponent
+    private func serving(_ engine: any InferenceEngine, _ levels: [Int], common: [String: Any]) async throws {
+        let vocab = engine.modelConfig.vocabSize
         var rng = SeededGenerator(seed: 42)
-        // Warm-up: one request through the whole path.
-        _ = try await BenchClient.run(engine: engine, session: 1 << 40, prompt: BenchPrompts.tokens(count: 16, seed: 99, vocab: vocab), outputLen: 4)
+        // Warm-up: one short request through the whole path (within the run's own lengths).
+        _ = try await engine.run(session: 1 << 40, input: .full(BenchPrompts.tokens(count: min(16, inputLen), seed: 99, vocab: vocab)),
+                                 config: GenerationConfig(maxNewTokens: min(4, outputLen), sampling: .greedy, ignoreEOS: true))
         var nextSession: UInt64 = 1
         for c in levels {
             let n = numPrompts ?? 4 * c
-            let jobs: [(prompt: [Int32], output: Int)] = (0..<n).map { i in
+            let jobs: [Benchmark.Job] = (0..<n).map { i in
                 let inLen = randomLengths ? Int.random(in: max(1, inputLen / 2)...(inputLen * 3 + 1) / 2, using: &rng) : inputLen
                 let outLen = randomLengths ? Int.random(in: max(1, outputLen / 2)...(outputLen * 3 + 1) / 2, using: &rng) : outputLen
-                return (BenchPrompts.tokens(count: inLen, seed: i + c * 10_000, vocab: vocab), outLen)
+                return Benchmark.Job(prompt: BenchPrompts.tokens(count: inLen, seed: i + c * 10_000, vocab: vocab), outputLen: outLen)
             }
-            let first = nextSession
+            let r = try await Benchmark.serving(engine: engine, jobs: jobs, concurrency: c, firstSession: nextSession)
             nextSession += UInt64(n)
-            let start = Date()
-            let results = try await withThrowingTaskGroup(of: [BenchClient.Result].self) { group in
-                // `c` workers, each taking the next job when its request finishes.
-                let queue = JobQueue(count: n)
-                for _ in 0..<c {
-                    group.addTask {
-                        var mine: [BenchClient.Result] = []
-                        while let i = queue.next() {
-                            mine.append(try await BenchClient.run(engine: engine, session: first + UInt64(i), prompt: jobs[i].prompt, outputLen: jobs[i].output))
-                        }
-                        return mine
-                    }
-                }
-                var all: [BenchClient.Result] = []
-                for try await part in group { all += part }
-                return all
-            }
-            let seconds = Date().timeIntervalSince(start)
-            let tokens = results.reduce(0) { $0 + $1.tokens }
-            let ttft = results.map(\.ttft).sorted(), itl = results.flatMap(\.gaps).sorted()
-            JSONLine.print([
-                "bench": "serve", "model": name, "backend": engine.model.backend.description, "concurrency": c,
-                "num_prompts": n, "input_len": inputLen, "output_len": outputLen, "random_lengths": randomLengths,
-                "seconds": seconds, "request_throughput": Double(n) / seconds, "output_tokens_per_s": Double(tokens) / seconds,
-                "ttft_ms_p50": Stats.percentile(ttft, 50) * 1000, "ttft_ms_p99": Stats.percentile(ttft, 99) * 1000,
-                "itl_ms_p50": Stats.percentile(itl, 50) * 1000, "itl_ms_p99": Stats.percentile(itl, 99) * 1000,
-                "peak_rss_mb": Stats.peakRSSMegabytes(),
-            ])
+            print(BenchStatistics.jsonLine(common.merging([
+                "bench": "serve", "concurrency": c, "num_prompts": n, "input_len": inputLen, "output_len": outputLen,
+                "random_lengths": randomLengths, "seconds": r.seconds, "request_throughput": Double(n) / r.seconds,
+                "output_tokens_per_s": Double(r.outputTokens) / r.seconds,
+                "ttft_ms_p50": BenchStatistics.percentile(r.ttft, 50) * 1000, "ttft_ms_p99": BenchStatistics.percentile(r.ttft, 99) * 1000,
+                "itl_ms_p50": BenchStatistics.percentile(r.itl, 50) * 1000, "itl_ms_p99": BenchStatistics.percentile(r.itl, 99) * 1000,
+                "peak_rss_mb": Double(ProcessMemory.peakResidentBytes() ?? 0) / Double(1 << 20),
+            ]) { $1 }))
         }
-    }
-}
-
-/// Deterministic, tokenizer-independent prompts: ids spread over the vocabulary.
-enum BenchPrompts {
-    static func tokens(count: Int, seed: Int, vocab: Int) -> [Int32] {
-        (0..<count).map { Int32((($0 + 1) * 7919 + seed * 104_729 + 13) % vocab) }
-    }
-}
-
-/// One request of the serving benchmark, timed on the client side as a user would see it.
-enum BenchClient {
-    struct Result { var ttft: Double; var gaps: [Double]; var tokens: Int }
-
-    static func run(engine: Engine<CPUBackend>, session: UInt64, prompt: [Int32], outputLen: Int) async throws -> Result {
-        let submitted = Date()
-        var last = submitted
-        var result = Result(ttft: 0, gaps: [], tokens: 0)
-        let config = GenerationConfig(maxNewTokens: outputLen, sampling: .greedy, ignoreEOS: true)
-        for try await out in engine.generate(session: session, input: .full(prompt), config: config) where !out.tokens.isEmpty {
-            let now = Date()
-            if result.tokens == 0 { result.ttft = now.timeIntervalSince(submitted) } else { result.gaps.append(now.timeIntervalSince(last) / Double(out.tokens.count)) }
-            last = now
-            result.tokens += out.tokens.count
-        }
-        return result
-    }
-}
-
-/// Hands out job indices 0..<count to concurrent workers.
-final class JobQueue: @unchecked Sendable {
-    private let lock = NSLock()
-    private var cursor = 0
-    private let count: Int
-    init(count: Int) { self.count = count }
-    func next() -> Int? {
-        lock.lock()
-        defer { lock.unlock() }
-        guard cursor < count else { return nil }
-        cursor += 1
-        return cursor - 1
-    }
-}
-
-enum Stats {
-    static func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
-
-    /// Nearest-rank percentile of sorted values (0 when empty).
-    static func percentile(_ sorted: [Double], _ p: Double) -> Double {
-        guard !sorted.isEmpty else { return 0 }
-        let rank = Int((p / 100 * Double(sorted.count)).rounded(.up))
-        return sorted[min(max(rank, 1), sorted.count) - 1]
-    }
-
-    static func peakRSSMegabytes() -> Double {
-        var usage = rusage()
-        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
-        return Double(usage.ru_maxrss) / 1024   // Linux reports KiB
-    }
-}
-
-enum JSONLine {
-    static func print(_ object: [String: Any]) {
-        let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-        Swift.print(String(decoding: data, as: UTF8.self))
     }
 }

@@ -44,36 +44,21 @@ struct Chat: AsyncParsableCommand {
     }
 
     func run() async throws {
+        let source = try ModelSource.load(path: modelPath)
+        let format = try ChatFormat(source: source, modelName: modelName)
         // One conversation: the cache holds one session unless the user says otherwise.
-        let (source, engine) = try engineOptions.start(path: modelPath) { config in
+        let engine = try engineOptions.settings.launch(source) { config in
             config.maxBatchSize = 1
             if config.cacheMaxEntryCount < 1 { config.cacheMaxEntryCount = 1 }
         }
         defer { engine.shutdown() }
-        // The prompt format: --model-name picks one of lmdeploy's named templates; otherwise the
-        // model's own chat_template; otherwise the named template recorded in a workspace.
-        let named: NamedChatTemplate?
-        if let modelName {
-            guard let t = NamedChatTemplate.named(modelName) else {
-                throw ValidationError("unknown --model-name \(modelName); `lmdeploy list` prints the names")
-            }
-            named = t
-        } else if source.tokenizer.chatTemplate == nil {
-            guard let name = source.workspace?.modelName, let t = NamedChatTemplate.named(name) else {
-                throw ValidationError("\(modelPath) has no chat_template (tokenizer_config.json or chat_template.jinja); pass --model-name (see `lmdeploy list`)")
-            }
-            named = t
-        } else {
-            named = nil
-        }
-        let tokenizer = source.tokenizer
         let sessionLength = engine.config.sessionLen
-        let config = GenerationConfig(maxNewTokens: maxNewTokens, sampling: sampling.params, stopTokenIds: source.stopTokenIds,
-                                      stopWords: named?.stopWords ?? [])
+        let config = format.generationConfig(maxNewTokens: maxNewTokens, sampling: sampling.params)
         var messages: [ChatMessage] = []
         var session: UInt64 = 1
         let terminal = TerminalIO()
-        terminal.err("model: \(modelPath) (\(source.config.architecture.rawValue), \(source.config.numHiddenLayers) layers) on \(engine.model.backend.description), session length \(sessionLength)")
+        for notice in engine.notices { terminal.err(notice) }
+        terminal.err("model: \(modelPath) (\(source.config.architecture.rawValue), \(source.config.numHiddenLayers) layers) on \(engine.backendDescription), session length \(sessionLength)")
 
         func endSession(_ message: String) {
             terminal.out(message)
@@ -91,9 +76,7 @@ struct Chat: AsyncParsableCommand {
             }
             if text.isEmpty { continue }
             messages.append(ChatMessage(role: "user", content: input))
-            let prompt = try named?.render(messages: messages, addGenerationPrompt: true)
-                ?? tokenizer.applyChatTemplate(messages, addGenerationPrompt: true)
-            let ids = tokenizer.encode(prompt, addSpecialTokens: false).map(Int32.init)
+            let ids = try format.tokens(messages)
             var reply = ""
             do {
                 var finish: FinishReason?

@@ -112,7 +112,7 @@ func close(_ a: Float, _ b: Float, scale: Float, tol: Float = 1e-5) -> Bool { ab
         }
     }
 
-    @Test func rmsnormRopeSilu() {
+    @Test func rmsnormAndSilu() {
         var r = Rand(state: 11)
         let rows = 5, dim = 77
         let x = r.array(rows * dim), w = r.array(dim)
@@ -123,34 +123,25 @@ func close(_ a: Float, _ b: Float, scale: Float, tol: Float = 1e-5) -> Bool { ab
             let rms = (row.map { Double($0) * Double($0) }.reduce(0, +) / Double(dim) + 1e-5).squareRoot()
             for j in 0..<dim { #expect(abs(Double(out[i * dim + j]) - Double(x[i * dim + j]) / rms * Double(w[j])) < 1e-5) }
         }
-        // RoPE: tokens 3, heads 2, d 6, stride 14 (a wider row: the kernel must respect the stride).
-        let d = 6, heads = 2, stride = 14, tokens = 3
-        var q = r.array(tokens * stride)
-        let orig = q
-        let pos: [Int32] = [0, 7, 4000]
-        let inv: [Float] = (0..<d / 2).map { powf(10000, -2 * Float($0) / Float(d)) }
-        ck_rope(&q, Int32(tokens), Int32(heads), Int32(d), Int32(stride), pos, inv)
-        for t in 0..<tokens {
-            for hd in 0..<heads {
-                for i in 0..<d / 2 {
-                    let a = orig[t * stride + hd * d + i], b = orig[t * stride + hd * d + i + d / 2]
-                    let ang = Float(pos[t]) * inv[i]
-                    #expect(abs(q[t * stride + hd * d + i] - (a * cosf(ang) - b * sinf(ang))) < 1e-6)
-                    #expect(abs(q[t * stride + hd * d + i + d / 2] - (b * cosf(ang) + a * sinf(ang))) < 1e-6)
-                }
+        // SwiGLU after the fused gate/up product: row r holds gate[inter] | up[inter].
+        let inter = 2_001
+        let gu = r.array(3 * 2 * inter)
+        var act = [Float](repeating: 0, count: 3 * inter)
+        ck_silu_mul_rows(gu, &act, 3, Int32(inter))
+        for row in 0..<3 {
+            for i in 0..<inter {
+                let g = gu[row * 2 * inter + i], u = gu[row * 2 * inter + inter + i]
+                #expect(abs(act[row * inter + i] - g / (1 + expf(-g)) * u) < 1e-6)
             }
-            for c in heads * d..<stride { #expect(q[t * stride + c] == orig[t * stride + c], "padding untouched") }
         }
-        var g = r.array(20_001)
-        let u = r.array(20_001), g0 = g
-        ck_silu_mul(&g, u, g.count)
-        for i in g.indices { #expect(abs(g[i] - g0[i] / (1 + expf(-g0[i])) * u[i]) < 1e-6) }
     }
 
     /// Paged attention for a batch of sequences with shuffled block tables, against a plain
-    /// softmax-attention reference over each sequence's contiguous K/V.
-    @Test(arguments: [(4, 2, 64, 3), (6, 3, 19, 5), (4, 1, 80, 2), (9, 3, 64, 16)])
-    func pagedAttentionMatchesReference(p: (Int, Int, Int, Int)) {
+    /// softmax-attention reference over each sequence's contiguous K/V: fp32 and fp16 caches,
+    /// full attention and a sliding window.
+    @Test(arguments: [(4, 2, 64, 3), (6, 3, 19, 5), (4, 1, 80, 2), (9, 3, 64, 16)], [(CK_F32, 0), (CK_F16, 0), (CK_F32, 7), (CK_F16, 7)])
+    func pagedAttentionMatchesReference(p: (Int, Int, Int, Int), cache: (ck_dtype, Int)) {
+        let (kvType, window) = cache
         let (heads, kvHeads, d, blockSize) = p
         var r = Rand(state: UInt64(heads * 31 + d + blockSize))
         // (tokens, start) per sequence: decode rows, a prefill chunk, a chunk after a cached prefix.
@@ -163,13 +154,18 @@ func close(_ a: Float, _ b: Float, scale: Float, tol: Float = 1e-5) -> Bool { ab
         for (tokens, start) in shapes {
             let ctx = tokens + start
             let table = (0..<(ctx + blockSize - 1) / blockSize).map { _ in free.removeLast() }
-            let k = r.array(ctx * kvw), v = r.array(ctx * kvw)
+            var k = r.array(ctx * kvw), v = r.array(ctx * kvw)
+            if kvType == CK_F16 {   // the reference sees what an fp16 cache holds
+                k = k.map { Float(Float16($0)) }
+                v = v.map { Float(Float16($0)) }
+            }
             for pos in 0..<ctx {
                 let row = (Int(table[pos / blockSize]) * blockSize + pos % blockSize) * kvw
                 for c in 0..<kvw { kPool[row + c] = k[pos * kvw + c]; vPool[row + c] = v[pos * kvw + c] }
             }
             tables.append(table); ks.append(k); vs.append(v)
         }
+        let kHalf = kPool.map { Float16($0) }, vHalf = vPool.map { Float16($0) }
         let rows = shapes.reduce(0) { $0 + $1.0 }
         let q = r.array(rows * qw)
         let scale = 1 / Float(d).squareRoot()
@@ -185,8 +181,11 @@ func close(_ a: Float, _ b: Float, scale: Float, tol: Float = 1e-5) -> Bool { ab
                     offset += tables[i].count
                     row += tokens
                 }
-                ck_attention_paged(q, Int32(qw), kPool, vPool, Int32(kvw), Int32(blockSize), seqs, Int32(seqs.count), &out, Int32(qw),
-                                   Int32(heads), Int32(kvHeads), Int32(d), scale)
+                func call(_ k: UnsafeRawPointer, _ v: UnsafeRawPointer) {
+                    ck_attention_paged(q, Int32(qw), k, v, kvType, Int32(kvw), Int32(blockSize), seqs, Int32(seqs.count), &out, Int32(qw),
+                                       Int32(heads), Int32(kvHeads), Int32(d), scale, Int32(window))
+                }
+                if kvType == CK_F16 { call(kHalf, vHalf) } else { call(kPool, vPool) }
             }
             var row = 0
             for (si, (tokens, start)) in shapes.enumerated() {
@@ -194,14 +193,15 @@ func close(_ a: Float, _ b: Float, scale: Float, tol: Float = 1e-5) -> Bool { ab
                     for h in 0..<heads {
                         let g = h / (heads / kvHeads)
                         let n = start + t + 1
+                        let lo = window > 0 ? max(0, n - window) : 0
                         let qi = (row + t) * qw + h * d
-                        var s = (0..<n).map { pos in (0..<d).reduce(0.0) { $0 + Double(q[qi + $1]) * Double(ks[si][pos * kvw + g * d + $1]) } * Double(scale) }
+                        var s = (lo..<n).map { pos in (0..<d).reduce(0.0) { $0 + Double(q[qi + $1]) * Double(ks[si][pos * kvw + g * d + $1]) } * Double(scale) }
                         let mx = s.max()!
                         s = s.map { exp($0 - mx) }
                         let z = s.reduce(0, +)
                         for i in 0..<d {
-                            let ref = (0..<n).reduce(0.0) { $0 + s[$1] / z * Double(vs[si][$1 * kvw + g * d + i]) }
-                            #expect(abs(Double(out[qi + i]) - ref) < 1e-5, "\(isa) seq\(si) t\(t) h\(h) i\(i)")
+                            let ref = (lo..<n).reduce(0.0) { $0 + s[$1 - lo] / z * Double(vs[si][$1 * kvw + g * d + i]) }
+                            #expect(abs(Double(out[qi + i]) - ref) < 1e-5, "\(isa) kv \(kvType.rawValue) window \(window) seq\(si) t\(t) h\(h) i\(i)")
                         }
                     }
                 }
@@ -210,14 +210,65 @@ func close(_ a: Float, _ b: Float, scale: Float, tol: Float = 1e-5) -> Bool { ab
         }
     }
 
-    @Test func kvStoreWritesThroughTheBlockTable() {
-        let width = 3, bs = 2
-        var pool = [Float](repeating: 0, count: 4 * bs * width)
-        let rows: [Float] = [1, 2, 3, 4, 5, 6, 7, 8, 9]
-        ck_kv_store(&pool, Int32(width), Int32(bs), [3, 1], 1, rows, Int32(width), 3)  // positions 1, 2, 3
-        #expect(Array(pool[(3 * bs + 1) * width..<(3 * bs + 2) * width]) == [1, 2, 3])
-        #expect(Array(pool[(1 * bs) * width..<(1 * bs + 2) * width]) == [4, 5, 6, 7, 8, 9])
-        #expect(pool[0..<(1 * bs) * width].allSatisfy { $0 == 0 })
+    /// RoPE on q and k of fused q|k|v rows, then K/V stored into cache slots: rotation as HF's
+    /// rotate-half, row stride respected, and fp16 stores rounding to nearest even — the same bits
+    /// as Swift's Float16 conversion on every ISA, including subnormals, ties and overflow.
+    @Test func ropeStoreRotatesAndStoresThroughSlots() {
+        let heads = 3, kvHeads = 1, d = 8, rows = 5
+        let stride = (heads + 2 * kvHeads) * d + 3   // padding after v stays untouched
+        var r = Rand(state: 99)
+        // Row 0 sits at position 0 (no rotation), so these reach the fp16 store unchanged.
+        let specials: [Float] = [0, -0, 1e-8, 6e-8, 2.98e-8, 5.96e-8, 65504, 65519, 65520, 1e6, -1e6, 1.0009765, 1.00048828125, 1.000732421875, 3e-5, -7.5e-6]
+        let orig = r.array(rows * stride).map { $0 * 3 }
+        let inv = (0..<d / 2).map { 1 / powf(10000, Float(2 * $0) / Float(d)) }
+        let positions: [Int32] = [0, 5, 6, 17, 3]
+        let slots: [Int32] = [9, 0, 4, 2, 7]
+        for isa in availableISAs() {
+            _ = ck_force_isa(isa)
+            for type in [CK_F32, CK_F16] {
+                var x = orig
+                // Put the special values into row 0's k and v so the fp16 store sees them.
+                for (i, v) in specials.enumerated() where i < 2 * kvHeads * d { x[heads * d + i] = v }
+                let kept = x
+                var kPool = [Float](repeating: 0, count: 10 * kvHeads * d), vPool = kPool
+                var kHalf = [Float16](repeating: 0, count: 10 * kvHeads * d), vHalf = kHalf
+                if type == CK_F32 {
+                    ck_rope_store_kv(&x, Int32(rows), Int32(stride), Int32(heads), Int32(kvHeads), Int32(d), positions, inv, nil,
+                                     &kPool, &vPool, type, slots)
+                } else {
+                    ck_rope_store_kv(&x, Int32(rows), Int32(stride), Int32(heads), Int32(kvHeads), Int32(d), positions, inv, nil,
+                                     &kHalf, &vHalf, type, slots)
+                }
+                for t in 0..<rows {
+                    for h in 0..<(heads + kvHeads) {   // q and k heads rotated, as HF's rotate-half
+                        for i in 0..<d / 2 {
+                            let a = kept[t * stride + h * d + i], b = kept[t * stride + h * d + i + d / 2]
+                            let angle = Float(positions[t]) * inv[i]
+                            let c: Float = cosf(angle), sn: Float = sinf(angle)
+                            let wantA: Float = a * c - b * sn
+                            let wantB: Float = b * c + a * sn
+                            let gotA: Float = x[t * stride + h * d + i], gotB: Float = x[t * stride + h * d + i + d / 2]
+                            #expect(abs(gotA - wantA) <= 1e-4 * max(1, abs(wantA)), "\(isa) t\(t) h\(h) i\(i)")
+                            #expect(abs(gotB - wantB) <= 1e-4 * max(1, abs(wantB)))
+                        }
+                    }
+                    let base = t * stride, kw = kvHeads * d
+                    let k: [Float] = Array(x[base + heads * d..<base + heads * d + kw])
+                    let v: [Float] = Array(x[base + heads * d + kw..<base + heads * d + 2 * kw])
+                    let pad = base + heads * d + 2 * kw..<(t + 1) * stride
+                    #expect(Array(x[pad]) == Array(kept[pad]), "padding untouched")
+                    let slot = Int(slots[t]) * kw
+                    if type == CK_F32 {
+                        #expect(Array(kPool[slot..<slot + kw]) == k)
+                        #expect(Array(vPool[slot..<slot + kw]) == v)
+                    } else {
+                        let wantK: [UInt16] = k.map { Float16($0).bitPattern }, wantV: [UInt16] = v.map { Float16($0).bitPattern }
+                        #expect(kHalf[slot..<slot + kw].map(\.bitPattern) == wantK, "\(isa) k row \(t)")
+                        #expect(vHalf[slot..<slot + kw].map(\.bitPattern) == wantV, "\(isa) v row \(t)")
+                    }
+                }
+            }
+        }
     }
 
     /// Restarting the pool right after creating it must not lose the stop signal of threads that

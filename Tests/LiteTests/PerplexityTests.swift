@@ -4,7 +4,7 @@ import Lite
 import Testing
 import TurboMind
 
-@Test func perplexityOfGPL3MatchesHF() throws {
+@Test func perplexityOfGPL3MatchesHF() async throws {
     let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Fixtures/smollm2")
     let golden = try JSONSerialization.jsonObject(with: Data(contentsOf: fixtures.appendingPathComponent("golden.json"))) as! [String: Any]
@@ -19,7 +19,11 @@ import TurboMind
     let ids = try JSONSerialization.jsonObject(with: Data(contentsOf: fixtures.appendingPathComponent("gpl3-ids-transformers.json"))) as! [Int]
     let tokens = ids.map(Int32.init)
     #expect(tokens.count == ref["tokens_in_file"] as! Int)
-    let result = try Perplexity.evaluate(model: model, tokens: tokens, window: ref["window"] as! Int)
+    // Through the engine, with the default fp16 KV cache.
+    let window = ref["window"] as! Int
+    let engine = try Engine(model: model, config: EngineConfig(sessionLen: window + 1, maxBatchSize: 1, cacheMaxEntryCount: 1))
+    defer { engine.shutdown() }
+    let result = try await Perplexity.evaluate(engine: engine, tokens: tokens, window: window)
     #expect(result.windows == ref["windows"] as! Int)
     #expect(result.scoredTokens == ref["scored_tokens"] as! Int)
     let hf = ref["ppl"] as! Double

@@ -211,7 +211,7 @@ enum WorkspaceTestSupport {
     /// ranks; from an f16 source the logits are bit-identical.
     @Test(arguments: [(Architecture.llama, 1, DType.bf16), (.llama, 2, .f16), (.qwen2, 2, .f16), (.internlm, 4, .f16),
                       (.internlm2, 2, .f16), (.mistral, 1, .f32)])
-    func loadsBackIntoHFLayout(architecture: Architecture, tp: Int, dtype: DType) throws {
+    func loadsBackIntoHFLayout(architecture: Architecture, tp: Int, dtype: DType) async throws {
         let root = try WorkspaceTestSupport.temporaryDirectory("load")
         defer { try? FileManager.default.removeItem(at: root) }
         let hf = root.appendingPathComponent("hf")
@@ -236,8 +236,10 @@ enum WorkspaceTestSupport {
         let a = try LlamaModel(backend: backend, config: fromHF.config, weights: fromHF.weights)
         let b = try LlamaModel(backend: backend, config: fromWS.config, weights: fromWS.weights)
         let prompt: [Int32] = [1, 5, 9, 33, 7, 100]
-        let la = try a.forward(prompt, cache: a.makeCache(capacity: 16), logits: .last)
-        let lb = try b.forward(prompt, cache: b.makeCache(capacity: 16), logits: .last)
+        let ea = try testEngine(a, sessionLen: 16), eb = try testEngine(b, sessionLen: 16)
+        defer { ea.shutdown(); eb.shutdown() }
+        let la = try await ea.lastLogits(prompt)
+        let lb = try await eb.lastLogits(prompt)
         #expect(la == lb, "logits differ between the HF directory and the workspace")
     }
 
@@ -346,7 +348,7 @@ enum WorkspaceTestSupport {
 
 /// The real SmolLM2-135M (9 heads, 3 KV heads, tied embeddings) converted with tp 1 and 3.
 @Suite(.serialized) struct SmolLM2WorkspaceTests {
-    @Test func convertsLikeLmdeployAndChatsLikeTheHFDirectory() throws {
+    @Test func convertsLikeLmdeployAndChatsLikeTheHFDirectory() async throws {
         let hf = try TestPaths.smolLM2()
         let root = try WorkspaceTestSupport.temporaryDirectory("smollm2")
         defer { try? FileManager.default.removeItem(at: root) }
@@ -404,7 +406,10 @@ enum WorkspaceTestSupport {
         let hfModel = try LlamaModel(backend: backend, config: hfSource.config, weights: hfSource.weights)
         let prompts = (try TestPaths.golden()["prompts"] as! [[String: Any]]).map { ($0["ids"] as! [Int]).map(Int32.init) }
         let config = GenerationConfig(maxNewTokens: 24, sampling: .greedy, ignoreEOS: true)
-        let expected = try prompts.map { try Session(model: hfModel, sessionLength: 256).generate(prompt: $0, config: config).tokens }
+        let hfEngine = try testEngine(hfModel)
+        defer { hfEngine.shutdown() }
+        var expected: [[Int32]] = []
+        for p in prompts { expected.append(try await hfEngine.run(session: freshSession(), input: .full(p), config: config).tokens) }
         for tp in [1, 3] {
             let t0 = Date()
             let source = try ModelSource.load(path: workspaces[tp]!.path)
@@ -413,8 +418,10 @@ enum WorkspaceTestSupport {
             #expect(source.config.numKeyValueHeads == 3 && source.workspace?.tensorParaSize == tp)
             #expect(source.tokenizer.chatTemplate == hfSource.tokenizer.chatTemplate)
             let model = try LlamaModel(backend: backend, config: source.config, weights: source.weights)
+            let engine = try testEngine(model)
+            defer { engine.shutdown() }
             for (prompt, want) in zip(prompts, expected) {
-                let got = try Session(model: model, sessionLength: 256).generate(prompt: prompt, config: config).tokens
+                let got = try await engine.run(session: freshSession(), input: .full(prompt), config: config).tokens
                 #expect(got == want, "tp=\(tp): greedy tokens differ from the HF directory for prompt \(prompt)")
             }
         }

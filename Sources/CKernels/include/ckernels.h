@@ -46,12 +46,15 @@ void ck_gather_rows(const void *table, ck_dtype type, int dim, const int32_t *id
 
 /// out[r][i] = x[r][i] / sqrt(mean(x[r]^2) + eps) * w[i]; out may equal x.
 void ck_rmsnorm(const float *x, const float *w, float *out, int rows, int dim, float eps);
-/// Rotate-half rotary embedding in place on x[t][heads][head_dim] (row stride `stride` floats),
-/// angle = positions[t] * inv_freq[i] for i < head_dim/2.
-void ck_rope(float *x, int tokens, int heads, int head_dim, int stride,
-             const int32_t *positions, const float *inv_freq);
-/// gate[i] = silu(gate[i]) * up[i]
-void ck_silu_mul(float *gate, const float *up, size_t n);
+/// SwiGLU after the fused gate/up product: out[r][i] = silu(gate_up[r][i]) * gate_up[r][inter + i].
+void ck_silu_mul_rows(const float *gate_up, float *out, int rows, int inter);
+/// The per-step K/V write after the fused q/k/v product, one pass over the rows: row r of qkv
+/// (stride `stride`) holds q [heads][d] | k [kv_heads][d] | v [kv_heads][d]; q and k are rotated in
+/// place at positions[r] with inv_freq + freq_set[r] * d/2 (freq_set NULL: set 0), then k and v are
+/// stored as `kv_type` (CK_F32 or CK_F16) into row slots[r] of k_pool / v_pool ([slot][kv_heads*d]).
+void ck_rope_store_kv(float *qkv, int rows, int stride, int heads, int kv_heads, int head_dim,
+                      const int32_t *positions, const float *inv_freq, const int32_t *freq_set,
+                      void *k_pool, void *v_pool, ck_dtype kv_type, const int32_t *slots);
 /// y[i] += x[i]
 void ck_add(float *y, const float *x, size_t n);
 
@@ -64,15 +67,13 @@ typedef struct {
 } ck_attn_seq;
 
 /// Causal grouped-query attention over a paged KV cache, for a batch of sequences.
-/// q/out: [rows][heads*d] (row strides q_stride, out_stride). k_pool/v_pool: [blocks][block_size][kv_stride],
-/// kv_stride = kv_heads*d; each sequence attends to its positions 0..start+t. scale multiplies q·k.
-void ck_attention_paged(const float *q, int q_stride, const float *k_pool, const float *v_pool,
+/// q/out: [rows][heads*d] (row strides q_stride, out_stride). k_pool/v_pool: [blocks][block_size][kv_stride]
+/// of `kv_type` (CK_F32 or CK_F16), kv_stride = kv_heads*d; each query at position p attends to positions
+/// 0..p, or with window > 0 to the last `window` of them (p-window+1..p, Mistral's sliding window).
+/// scale multiplies q·k.
+void ck_attention_paged(const float *q, int q_stride, const void *k_pool, const void *v_pool, ck_dtype kv_type,
                         int kv_stride, int block_size, const ck_attn_seq *seqs, int nseq,
-                        float *out, int out_stride, int heads, int kv_heads, int d, float scale);
-
-/// Writes `count` K or V rows (row stride row_stride) to positions start.. of a sequence's blocks.
-void ck_kv_store(float *pool, int kv_stride, int block_size, const int32_t *blocks, int start,
-                 const float *rows, int row_stride, int count);
+                        float *out, int out_stride, int heads, int kv_heads, int d, float scale, int window);
 
 /// Argmax over n floats (first index of the maximum).
 int ck_argmax(const float *x, int n);

@@ -1,7 +1,9 @@
-// The seam between the model and the hardware. The Llama forward pass is written once against
-// this protocol; the CPU backend runs each op at once, a CUDA backend would enqueue them on a
-// stream and only `download` waits. Buffers are opaque handles to fp32 device memory, so the model
-// never touches a pointer and never assumes host-visible memory.
+// The seam between the model and the hardware (issue [A]). The Llama forward pass is written once
+// against this protocol, for two implementations: the CPU runs each op at once; a CUDA backend
+// ([G]) keeps every buffer on the device, enqueues ops on one stream and only waits in `download`.
+// So the model never touches a pointer or assumes host-visible memory, every op can fail (a device
+// out of memory, a failed launch), the KV cache belongs to the backend, and the per-step batch
+// (ids, positions, block tables) crosses the seam once per step as one `BatchPlan`.
 
 /// How a linear layer is being used, so a backend can pick its kernel.
 public enum LinearMode: Sendable {
@@ -12,64 +14,93 @@ public enum LinearMode: Sendable {
     case prefill
 }
 
-public protocol Backend: AnyObject {
-    /// A range of fp32 device memory.
+/// Element type of a backend buffer.
+public enum ElementType: String, Sendable, Equatable {
+    case f32, f16, bf16, i8, i32
+
+    public var byteSize: Int {
+        switch self {
+        case .f32, .i32: return 4
+        case .f16, .bf16: return 2
+        case .i8: return 1
+        }
+    }
+}
+
+/// Memory of the device a backend computes on, in bytes.
+public struct MemoryInfo: Sendable, Equatable {
+    /// What can be allocated now (host: MemAvailable; GPU: cudaMemGetInfo's free).
+    public var free: Int
+    public var total: Int
+
+    public init(free: Int, total: Int) {
+        self.free = free
+        self.total = total
+    }
+}
+
+public protocol Backend: AnyObject, Sendable {
+    /// Element-typed device memory.
     associatedtype Buffer
-    /// A weight matrix `[out][in]` in the form this backend multiplies (stored precision kept).
-    associatedtype Matrix
+    /// A linear layer's weights in the form this backend multiplies (stored precision kept).
+    associatedtype Linear
+    /// The paged KV cache, in the backend's memory.
+    associatedtype KVCache: AnyObject
+    /// A `BatchPlan` as the backend holds it for one step (on a GPU: uploaded once).
+    associatedtype Step
 
     /// Human-readable description for logs and `check-env`.
     var description: String { get }
+    /// Free and total memory of the device, for sizing the KV cache.
+    func memoryInfo() -> MemoryInfo
 
-    /// A zero-filled buffer of `count` floats.
-    func allocate(_ count: Int) -> Buffer
-    /// A sub-range of a buffer sharing its memory.
-    func view(_ buffer: Buffer, offset: Int, count: Int) -> Buffer
-    /// Copies host floats into a new buffer (norm weights, biases, rotary frequencies).
-    func upload(_ values: [Float]) -> Buffer
-    /// Copies host floats into an existing buffer.
-    func write(_ values: [Float], to buffer: Buffer)
-    /// Waits for pending work and copies `count` floats of `buffer` to the host.
-    func download(_ buffer: Buffer, count: Int) -> [Float]
-    /// Makes a 2-D weight tensor usable by `linear` and `embed`.
-    func prepare(matrix: TensorView) throws -> Matrix
+    /// A zero-filled buffer of `count` elements.
+    func allocate(_ type: ElementType, count: Int) throws -> Buffer
+    /// An fp32 buffer holding `values` (norm weights, biases).
+    func upload(_ values: [Float]) throws -> Buffer
+    /// Waits for pending work and copies the first `count` floats of an fp32 buffer to the host.
+    func download(_ buffer: Buffer, count: Int) throws -> [Float]
+    /// Makes linear weights usable by `linear` and `embed`; several dense parts are stacked along
+    /// the output dimension into one matrix (fused q/k/v, gate/up).
+    func prepare(linear: LinearWeights) throws -> Linear
+    /// The paged KV cache described by `layout`, or an error when its element type is not
+    /// supported or it does not fit.
+    func makeKVCache(_ layout: KVCacheLayout) throws -> KVCache
+    /// Hands the step's plan to the backend (one upload per step).
+    func upload(plan: BatchPlan) throws -> Step
 
-    /// out[r] = table[ids[r]] (rows of the embedding matrix, widened to fp32).
-    func embed(_ table: Matrix, ids: [Int32], out: Buffer)
+    /// out[r] = table[ids[r]] for the plan's token ids (rows of the embedding matrix, widened to fp32).
+    func embed(_ table: Linear, step: Step, out: Buffer) throws
     /// out[rows][n] = x[rows][k] · Wᵀ (+ bias), W `[n][k]`.
-    func linear(_ x: Buffer, rows: Int, weight: Matrix, bias: Buffer?, out: Buffer, mode: LinearMode)
+    func linear(_ x: Buffer, rows: Int, weight: Linear, bias: Buffer?, out: Buffer, mode: LinearMode) throws
     /// out[r] = x[r] / rms(x[r]) * weight, over `rows` rows of `dim`; out may be x.
-    func rmsNorm(_ x: Buffer, weight: Buffer, out: Buffer, rows: Int, dim: Int, eps: Float)
-    /// Rotate-half rotary embedding in place on x[tokens][heads][headDim] (row stride `stride`).
-    func rope(_ x: Buffer, tokens: Int, heads: Int, headDim: Int, stride: Int, positions: [Int32], inverseFrequencies: Buffer)
-    /// Writes `count` K or V rows of `rows` (row stride `rowStride`) into a paged pool at
-    /// positions start..<start+count of the sequence whose block table is `blocks`.
-    func storeKV(_ rows: Buffer, rowStride: Int, count: Int, pool: Buffer, blocks: [Int32], start: Int,
-                 rowWidth: Int, blockSize: Int)
-    /// Causal GQA for a batch of sequences over a paged KV pool; each sequence's queries are rows
-    /// queryRow..<queryRow+tokens of q and out.
-    func attention(q: Buffer, kPool: Buffer, vPool: Buffer, blockSize: Int, sequences: [AttentionSequence],
-                   out: Buffer, heads: Int, kvHeads: Int, headDim: Int, scale: Float)
-    /// gate = silu(gate) * up, elementwise over `count`.
-    func siluMul(_ gate: Buffer, _ up: Buffer, count: Int)
+    func rmsNorm(_ x: Buffer, weight: Buffer, out: Buffer, rows: Int, dim: Int, eps: Float) throws
+    /// For every row of the step, `qkv[r]` = q | k | v (heads, kvHeads, kvHeads × headDim): rotates q
+    /// and k in place at the row's position and writes k and v into the cache slot of `layer`.
+    func ropeAndStoreKV(_ qkv: Buffer, step: Step, cache: KVCache, layer: Int, heads: Int, kvHeads: Int, headDim: Int) throws
+    /// Causal GQA of the step's queries (the q part of `qkv`) over the cache of `layer`; out[rows][heads × headDim].
+    /// `window` > 0 limits each query to the last `window` positions (sliding-window attention).
+    func attention(_ qkv: Buffer, step: Step, cache: KVCache, layer: Int, out: Buffer, heads: Int, kvHeads: Int,
+                   headDim: Int, scale: Float, window: Int) throws
+    /// out[r][i] = silu(gateUp[r][i]) · gateUp[r][inter + i].
+    func siluMul(_ gateUp: Buffer, rows: Int, inter: Int, out: Buffer) throws
     /// y += x, elementwise over `count`.
-    func add(_ y: Buffer, _ x: Buffer, count: Int)
+    func add(_ y: Buffer, _ x: Buffer, count: Int) throws
+    /// out[i] = x[plan.logitRows[i]] for rows of `width` floats.
+    func gatherLogitRows(_ x: Buffer, step: Step, width: Int, out: Buffer) throws
 }
 
-/// One sequence of a batched attention call.
-public struct AttentionSequence: Sendable {
-    /// First row of this sequence's queries in the q and out buffers.
-    public var queryRow: Int
-    /// Query tokens, at positions start..<start+tokens.
-    public var tokens: Int
-    public var start: Int
-    /// Block table: position p lives in block blocks[p / blockSize].
-    public var blocks: [Int32]
+/// Errors of a backend: memory, unsupported element types and layouts.
+public enum BackendError: Error, CustomStringConvertible, Equatable, Sendable {
+    case outOfMemory(what: String, bytes: Int, free: Int)
+    case unsupported(String)
 
-    public init(queryRow: Int, tokens: Int, start: Int, blocks: [Int32]) {
-        self.queryRow = queryRow
-        self.tokens = tokens
-        self.start = start
-        self.blocks = blocks
+    public var description: String {
+        switch self {
+        case let .outOfMemory(what, bytes, free):
+            return "\(what) needs \(bytes / (1 << 20)) MiB but only \(free / (1 << 20)) MiB are free"
+        case let .unsupported(message):
+            return message
+        }
     }
 }

@@ -1,35 +1,44 @@
-// The CPU backend: fp32 activations in 64-byte aligned host memory, weights left in their stored
-// precision (mmapped bf16/fp16/fp32) and widened inside the CKernels loops.
+// The CPU backend: activations in 64-byte aligned host memory, weights left in their stored
+// precision (mmapped bf16/fp16/fp32) and widened inside the CKernels loops, the KV cache in fp16
+// (or fp32) host memory.
 import CKernels
+import Foundation
 
-/// fp32 host memory. A view shares its parent's storage and keeps it alive.
+/// Host memory of one element type. Large buffers come from anonymous mmap, so pages nobody
+/// touches (the tail of a logits buffer sized for the worst case) cost no resident memory.
 public final class CPUBuffer: @unchecked Sendable {
-    let pointer: UnsafeMutablePointer<Float>
+    let raw: UnsafeMutableRawPointer
+    let type: ElementType
     let count: Int
-    private let storage: CPUBuffer?
+    private let mapped: Int   // bytes mapped with mmap, 0 for heap
 
-    init(count: Int) {
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * 4, alignment: 64)
-        raw.initializeMemory(as: UInt8.self, repeating: 0, count: max(count, 1) * 4)
-        pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
+    init(type: ElementType, count: Int) throws {
+        let bytes = max(count, 1) * type.byteSize
+        if bytes >= 1 << 20 {
+            guard let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else {
+                throw BackendError.outOfMemory(what: "a CPU buffer", bytes: bytes, free: CPUBackend.hostMemory().free)
+            }
+            raw = p
+            mapped = bytes
+        } else {
+            raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+            raw.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
+            mapped = 0
+        }
+        self.type = type
         self.count = count
-        storage = nil
     }
 
-    init(viewOf parent: CPUBuffer, offset: Int, count: Int) {
-        precondition(offset >= 0 && offset + count <= parent.count, "buffer view \(offset)+\(count) outside \(parent.count)")
-        pointer = parent.pointer + offset
-        self.count = count
-        storage = parent.storage ?? parent
-    }
+    var floats: UnsafeMutablePointer<Float> { raw.assumingMemoryBound(to: Float.self) }
 
     deinit {
-        if storage == nil { UnsafeMutableRawPointer(pointer).deallocate() }
+        if mapped > 0 { munmap(raw, mapped) } else { raw.deallocate() }
     }
 }
 
-/// A weight matrix as the CPU kernels read it: the stored bytes, untouched.
-public struct CPUMatrix: @unchecked Sendable {
+/// A linear layer's weights as the CPU kernels read them: the stored bytes (a fused layer's parts
+/// copied once into one owned matrix).
+public struct CPULinear: @unchecked Sendable {
     let tensor: TensorView
     let rows: Int
     let columns: Int
@@ -37,9 +46,74 @@ public struct CPUMatrix: @unchecked Sendable {
     var base: UnsafeRawPointer { tensor.data.baseAddress! }
 }
 
+/// The paged KV cache in host memory: per layer one K and one V region of
+/// [blockCount][blockSize][kvHeads × headDim] elements.
+public final class CPUKVCache: @unchecked Sendable {
+    public let layout: KVCacheLayout
+    let keys: [CPUBuffer]
+    let values: [CPUBuffer]
+    let type: ck_dtype
+
+    init(layout: KVCacheLayout) throws {
+        self.layout = layout
+        let elements = layout.blockCount * layout.blockSize * layout.rowWidth
+        let element: ElementType = layout.type == .f32 ? .f32 : .f16
+        keys = try (0..<layout.layers).map { _ in try CPUBuffer(type: element, count: elements) }
+        values = try (0..<layout.layers).map { _ in try CPUBuffer(type: element, count: elements) }
+        type = layout.type == .f32 ? CK_F32 : CK_F16
+    }
+}
+
+/// A step's plan with every array at a stable address for the kernels: the attention descriptors
+/// point into the block tables, built once per step rather than once per layer.
+public final class CPUStep: @unchecked Sendable {
+    public let plan: BatchPlan
+    let tokens: UnsafeMutableBufferPointer<Int32>
+    let positions: UnsafeMutableBufferPointer<Int32>
+    let slots: UnsafeMutableBufferPointer<Int32>
+    let tables: UnsafeMutableBufferPointer<Int32>
+    let logitRows: UnsafeMutableBufferPointer<Int32>
+    let frequencies: UnsafeMutableBufferPointer<Float>
+    let frequencySet: UnsafeMutableBufferPointer<Int32>?
+    let descriptors: UnsafeMutableBufferPointer<ck_attn_seq>
+
+    init(plan: BatchPlan) {
+        self.plan = plan
+        func copy<T>(_ a: [T]) -> UnsafeMutableBufferPointer<T> {
+            let p = UnsafeMutableBufferPointer<T>.allocate(capacity: max(a.count, 1))
+            _ = p.initialize(from: a)
+            return p
+        }
+        tokens = copy(plan.tokens)
+        positions = copy(plan.positions)
+        slots = copy(plan.slots)
+        tables = copy(plan.blockTables)
+        logitRows = copy(plan.logitRows)
+        frequencies = copy(plan.frequencies)
+        frequencySet = plan.frequencySet.map(copy)
+        let base = tables.baseAddress!
+        descriptors = copy(plan.sequences.map { s in
+            ck_attn_seq(q_row: Int32(s.queryRow), tokens: Int32(s.tokens), start: Int32(s.start), blocks: base + s.tableOffset)
+        })
+    }
+
+    deinit {
+        tokens.deallocate()
+        positions.deallocate()
+        slots.deallocate()
+        tables.deallocate()
+        logitRows.deallocate()
+        frequencies.deallocate()
+        frequencySet?.deallocate()
+        descriptors.deallocate()
+    }
+}
+
 public final class CPUBackend: Backend, @unchecked Sendable {
     public typealias Buffer = CPUBuffer
-    public typealias Matrix = CPUMatrix
+    public typealias Linear = CPULinear
+    public typealias KVCache = CPUKVCache
+    public typealias Step = CPUStep
 
     /// Starts the kernel thread pool with `threads` threads (0 = all cores this process may use).
     public init(threads: Int = 0) {
@@ -50,107 +124,139 @@ public final class CPUBackend: Backend, @unchecked Sendable {
         "CPU (\(String(cString: ck_isa())), \(ck_threads()) threads)"
     }
 
-    public func allocate(_ count: Int) -> CPUBuffer { CPUBuffer(count: count) }
+    public func memoryInfo() -> MemoryInfo { CPUBackend.hostMemory() }
 
-    public func view(_ buffer: CPUBuffer, offset: Int, count: Int) -> CPUBuffer {
-        CPUBuffer(viewOf: buffer, offset: offset, count: count)
+    /// MemAvailable and MemTotal from /proc/meminfo; physical memory elsewhere.
+    static func hostMemory() -> MemoryInfo {
+        var free = 0, total = 0
+        if let info = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8) {
+            for line in info.split(separator: "\n") {
+                let kb = line.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
+                if line.hasPrefix("MemAvailable:") { free = kb * 1024 }
+                if line.hasPrefix("MemTotal:") { total = kb * 1024 }
+            }
+        }
+        if total == 0 { total = Int(ProcessInfo.processInfo.physicalMemory) }
+        if free == 0 { free = total }
+        return MemoryInfo(free: free, total: total)
     }
 
-    public func upload(_ values: [Float]) -> CPUBuffer {
-        let b = CPUBuffer(count: values.count)
-        write(values, to: b)
+    public func allocate(_ type: ElementType, count: Int) throws -> CPUBuffer {
+        try CPUBuffer(type: type, count: count)
+    }
+
+    public func upload(_ values: [Float]) throws -> CPUBuffer {
+        let b = try CPUBuffer(type: .f32, count: values.count)
+        values.withUnsafeBufferPointer { b.floats.update(from: $0.baseAddress!, count: values.count) }
         return b
     }
 
-    public func write(_ values: [Float], to buffer: CPUBuffer) {
-        precondition(values.count <= buffer.count, "write of \(values.count) floats into \(buffer.count)")
-        values.withUnsafeBufferPointer { buffer.pointer.update(from: $0.baseAddress!, count: values.count) }
+    public func download(_ buffer: CPUBuffer, count: Int) throws -> [Float] {
+        precondition(buffer.type == .f32, "download of a \(buffer.type) buffer")
+        return Array(UnsafeBufferPointer(start: buffer.floats, count: min(count, buffer.count)))
     }
 
-    public func download(_ buffer: CPUBuffer, count: Int) -> [Float] {
-        Array(UnsafeBufferPointer(start: buffer.pointer, count: min(count, buffer.count)))
-    }
-
-    public func prepare(matrix t: TensorView) throws -> CPUMatrix {
-        guard t.shape.count == 2 else {
-            throw FormatError.shapeMismatch(file: "weights", tensor: t.name, expected: [t.shape.first ?? 0, t.elementCount / max(t.shape.first ?? 1, 1)], actual: t.shape)
+    public func prepare(linear: LinearWeights) throws -> CPULinear {
+        switch linear {
+        case let .awq(w):
+            throw BackendError.unsupported("\(w.qweight.name): AWQ int4 weights (W4A16) are not supported by the CPU backend yet")
+        case let .dense(parts):
+            guard let first = parts.first else { throw BackendError.unsupported("a linear layer with no weights") }
+            for t in parts {
+                guard t.shape.count == 2, t.shape[1] == first.shape[1], t.dtype == first.dtype else {
+                    throw FormatError.shapeMismatch(file: "weights", tensor: t.name, expected: [t.shape.first ?? 0, first.shape.last ?? 0],
+                                                    actual: t.shape)
+                }
+            }
+            let type: ck_dtype
+            switch first.dtype {
+            case .bf16: type = CK_BF16
+            case .f16: type = CK_F16
+            case .f32: type = CK_F32
+            default:
+                throw FormatError.unsupportedDType(file: "weights", tensor: first.name, dtype: first.dtype, supported: DType.weightTypes)
+            }
+            let tensor: TensorView
+            if parts.count == 1 {
+                tensor = first   // mmapped bytes, read in place at any byte offset
+            } else {
+                // Row-major [out][in]: stacking along `out` is the parts' bytes one after another.
+                let rows = parts.reduce(0) { $0 + $1.shape[0] }
+                tensor = TensorView(name: linear.name, dtype: first.dtype, shape: [rows, first.shape[1]]) { dst in
+                    var offset = 0
+                    for t in parts {
+                        UnsafeMutableRawBufferPointer(rebasing: dst[offset..<offset + t.data.count]).copyMemory(from: t.data)
+                        offset += t.data.count
+                    }
+                }
+            }
+            return CPULinear(tensor: tensor, rows: tensor.shape[0], columns: tensor.shape[1], type: type)
         }
-        let type: ck_dtype
-        switch t.dtype {
-        case .bf16: type = CK_BF16
-        case .f16: type = CK_F16
-        case .f32: type = CK_F32
-        default:
-            throw FormatError.unsupportedDType(file: "weights", tensor: t.name, dtype: t.dtype, supported: DType.weightTypes)
-        }
-        // The kernels read fp32 with aligned-agnostic loads, so any byte offset in the file is fine.
-        return CPUMatrix(tensor: t, rows: t.shape[0], columns: t.shape[1], type: type)
     }
 
-    public func embed(_ table: CPUMatrix, ids: [Int32], out: CPUBuffer) {
-        precondition(ids.count * table.columns <= out.count)
-        ids.withUnsafeBufferPointer {
-            ck_gather_rows(table.base, table.type, Int32(table.columns), $0.baseAddress, Int32(ids.count), out.pointer)
+    public func makeKVCache(_ layout: KVCacheLayout) throws -> CPUKVCache {
+        guard layout.type != .int8 else {
+            throw BackendError.unsupported("an int8 KV cache (quant_policy 4) is not supported yet; use quant_policy 0 (fp16 KV)")
         }
+        let free = memoryInfo().free
+        guard layout.byteCount <= free else {
+            throw BackendError.outOfMemory(what: "the KV cache (\(layout.blockCount) blocks of \(layout.blockSize) tokens)",
+                                           bytes: layout.byteCount, free: free)
+        }
+        return try CPUKVCache(layout: layout)
     }
 
-    public func linear(_ x: CPUBuffer, rows: Int, weight: CPUMatrix, bias: CPUBuffer?, out: CPUBuffer, mode: LinearMode) {
+    public func upload(plan: BatchPlan) throws -> CPUStep { CPUStep(plan: plan) }
+
+    public func embed(_ table: CPULinear, step: CPUStep, out: CPUBuffer) throws {
+        precondition(step.plan.rows * table.columns <= out.count)
+        ck_gather_rows(table.base, table.type, Int32(table.columns), step.tokens.baseAddress, Int32(step.plan.rows), out.floats)
+    }
+
+    public func linear(_ x: CPUBuffer, rows: Int, weight: CPULinear, bias: CPUBuffer?, out: CPUBuffer, mode: LinearMode) throws {
         precondition(rows * weight.columns <= x.count && rows * weight.rows <= out.count, "linear \(weight.tensor.name): buffers too small")
-        let b = bias.map { UnsafePointer($0.pointer) }
+        let b = bias.map { UnsafePointer($0.floats) }
         // Below a handful of rows the GEMV kernel streams weights once and wins; above, BLAS does.
         if mode == .decode || rows < 8 {
-            ck_matmul_wt(weight.base, weight.type, x.pointer, out.pointer, Int32(rows), Int32(weight.rows), Int32(weight.columns), b)
+            ck_matmul_wt(weight.base, weight.type, x.floats, out.floats, Int32(rows), Int32(weight.rows), Int32(weight.columns), b)
         } else {
-            ck_gemm_wt(weight.base, weight.type, x.pointer, out.pointer, Int32(rows), Int32(weight.rows), Int32(weight.columns), b)
+            ck_gemm_wt(weight.base, weight.type, x.floats, out.floats, Int32(rows), Int32(weight.rows), Int32(weight.columns), b)
         }
     }
 
-    public func rmsNorm(_ x: CPUBuffer, weight: CPUBuffer, out: CPUBuffer, rows: Int, dim: Int, eps: Float) {
-        ck_rmsnorm(x.pointer, weight.pointer, out.pointer, Int32(rows), Int32(dim), eps)
+    public func rmsNorm(_ x: CPUBuffer, weight: CPUBuffer, out: CPUBuffer, rows: Int, dim: Int, eps: Float) throws {
+        ck_rmsnorm(x.floats, weight.floats, out.floats, Int32(rows), Int32(dim), eps)
     }
 
-    public func rope(_ x: CPUBuffer, tokens: Int, heads: Int, headDim: Int, stride: Int, positions: [Int32], inverseFrequencies: CPUBuffer) {
-        positions.withUnsafeBufferPointer {
-            ck_rope(x.pointer, Int32(tokens), Int32(heads), Int32(headDim), Int32(stride), $0.baseAddress, inverseFrequencies.pointer)
+    public func ropeAndStoreKV(_ qkv: CPUBuffer, step: CPUStep, cache: CPUKVCache, layer: Int, heads: Int, kvHeads: Int,
+                               headDim: Int) throws {
+        let stride = (heads + 2 * kvHeads) * headDim
+        precondition(step.plan.rows * stride <= qkv.count)
+        ck_rope_store_kv(qkv.floats, Int32(step.plan.rows), Int32(stride), Int32(heads), Int32(kvHeads), Int32(headDim),
+                         step.positions.baseAddress, step.frequencies.baseAddress, step.frequencySet?.baseAddress,
+                         cache.keys[layer].raw, cache.values[layer].raw, cache.type, step.slots.baseAddress)
+    }
+
+    public func attention(_ qkv: CPUBuffer, step: CPUStep, cache: CPUKVCache, layer: Int, out: CPUBuffer, heads: Int,
+                          kvHeads: Int, headDim: Int, scale: Float, window: Int) throws {
+        let stride = (heads + 2 * kvHeads) * headDim
+        ck_attention_paged(qkv.floats, Int32(stride), cache.keys[layer].raw, cache.values[layer].raw, cache.type,
+                           Int32(kvHeads * headDim), Int32(step.plan.blockSize), step.descriptors.baseAddress,
+                           Int32(step.plan.sequences.count), out.floats, Int32(heads * headDim), Int32(heads), Int32(kvHeads),
+                           Int32(headDim), scale, Int32(window))
+    }
+
+    public func siluMul(_ gateUp: CPUBuffer, rows: Int, inter: Int, out: CPUBuffer) throws {
+        ck_silu_mul_rows(gateUp.floats, out.floats, Int32(rows), Int32(inter))
+    }
+
+    public func add(_ y: CPUBuffer, _ x: CPUBuffer, count: Int) throws {
+        ck_add(y.floats, x.floats, count)
+    }
+
+    public func gatherLogitRows(_ x: CPUBuffer, step: CPUStep, width: Int, out: CPUBuffer) throws {
+        for (i, r) in step.plan.logitRows.enumerated() {
+            (out.floats + i * width).update(from: x.floats + Int(r) * width, count: width)
         }
-    }
-
-    public func storeKV(_ rows: CPUBuffer, rowStride: Int, count: Int, pool: CPUBuffer, blocks: [Int32], start: Int,
-                        rowWidth: Int, blockSize: Int) {
-        precondition((start + count + blockSize - 1) / blockSize <= blocks.count, "storeKV: block table too short")
-        blocks.withUnsafeBufferPointer {
-            ck_kv_store(pool.pointer, Int32(rowWidth), Int32(blockSize), $0.baseAddress, Int32(start),
-                        rows.pointer, Int32(rowStride), Int32(count))
-        }
-    }
-
-    public func attention(q: CPUBuffer, kPool: CPUBuffer, vPool: CPUBuffer, blockSize: Int, sequences: [AttentionSequence],
-                          out: CPUBuffer, heads: Int, kvHeads: Int, headDim: Int, scale: Float) {
-        guard !sequences.isEmpty else { return }
-        // All block tables in one array, so every descriptor can point into it for the call.
-        var offsets: [Int] = []
-        var flat: [Int32] = []
-        for s in sequences {
-            precondition((s.start + s.tokens + blockSize - 1) / blockSize <= s.blocks.count, "attention: block table too short")
-            offsets.append(flat.count)
-            flat += s.blocks
-        }
-        flat.withUnsafeBufferPointer { tables in
-            let descriptors = sequences.indices.map { i in
-                ck_attn_seq(q_row: Int32(sequences[i].queryRow), tokens: Int32(sequences[i].tokens),
-                            start: Int32(sequences[i].start), blocks: tables.baseAddress! + offsets[i])
-            }
-            ck_attention_paged(q.pointer, Int32(heads * headDim), kPool.pointer, vPool.pointer, Int32(kvHeads * headDim),
-                               Int32(blockSize), descriptors, Int32(descriptors.count), out.pointer, Int32(heads * headDim),
-                               Int32(heads), Int32(kvHeads), Int32(headDim), scale)
-        }
-    }
-
-    public func siluMul(_ gate: CPUBuffer, _ up: CPUBuffer, count: Int) {
-        ck_silu_mul(gate.pointer, up.pointer, count)
-    }
-
-    public func add(_ y: CPUBuffer, _ x: CPUBuffer, count: Int) {
-        ck_add(y.pointer, x.pointer, count)
     }
 }

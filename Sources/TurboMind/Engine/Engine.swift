@@ -11,9 +11,12 @@
 //   5. samples per sequence with its own parameters, streams the tokens out and retires
 //      finished requests (interactive sessions keep their KV blocks; one-shot ones free them).
 //
+// The engine owns its run state (scratch) and its KV cache; the model's weights are shared
+// read-only, so several engines may run one model.
+//
 // Reproducibility: a request gets the same tokens alone or under any load. Prompt chunks run one
 // sequence per forward with boundaries fixed by the sequence itself, and decode steps use only
-// per-row kernels (see LlamaModel.forward(batch:pool:)), so no arithmetic depends on the batch.
+// per-row kernels (see LlamaModel.forward), so no arithmetic depends on the batch.
 import Foundation
 import Tokenizers
 
@@ -25,47 +28,27 @@ public enum GenerationInput: Sendable {
     case append([Int32])
 }
 
-/// One streamed update of a request.
-public struct GenerationOutput: Sendable {
-    /// Tokens generated since the previous update.
-    public var tokens: [Int32]
-    /// Text of those tokens (empty without a tokenizer; may lag a token behind to keep UTF-8
-    /// characters and stop words whole).
-    public var text: String
-    /// Log-probabilities of `tokens`, when the request asked for them.
-    public var logprobs: [Float]?
-    /// Set on the last update.
-    public var finishReason: FinishReason?
-    /// Prompt tokens of the request, and tokens generated so far.
-    public var inputTokens: Int
-    public var generatedTokens: Int
-    /// Tokens in the session's history after this update.
-    public var historyTokens: Int
-}
-
-public struct EngineStats: Sendable, Equatable {
-    public var totalBlocks: Int
-    public var freeBlocks: Int
-    public var waiting: Int
-    public var active: Int
-    public var cachedSessions: [UInt64]
-    public var accountingConsistent: Bool
-}
-
-public final class Engine<B: Backend>: @unchecked Sendable {
+public final class Engine<B: Backend>: InferenceEngine, @unchecked Sendable {
     public let model: LlamaModel<B>
     public let tokenizer: Tokenizer?
     public let config: EngineConfig
-    let pool: KVPool<B>
+    public let notices: [String]
+    /// Sees every layer's inputs and K/V (calibration); set before the first request.
+    public let observer: ForwardObserver?
+    let layout: KVCacheLayout
+    let cache: B.KVCache
+    let state: RunState<B>
+    let blocks: BlockManager
     let sequences: SequenceManager
     let chunkSize: Int
 
     // Shared with callers, under `lock`.
     private let lock = NSCondition()
     private var inbox: [Request] = []
-    private var cancels: Set<UInt64> = []
+    private var cancels: Set<RequestID> = []
     private var ends: Set<UInt64> = []
     private var stopping = false
+    private var nextID: RequestID = 1
     private var published = EngineStats(totalBlocks: 0, freeBlocks: 0, waiting: 0, active: 0, cachedSessions: [], accountingConsistent: true)
     private var thread: Thread?
     private let finished = DispatchSemaphore(value: 0)
@@ -74,18 +57,23 @@ public final class Engine<B: Backend>: @unchecked Sendable {
     private var waiting: [Request] = []
     private var active: [Request] = []
 
-    public init(model: LlamaModel<B>, tokenizer: Tokenizer? = nil, config: EngineConfig = EngineConfig()) throws {
+    public init(model: LlamaModel<B>, tokenizer: Tokenizer? = nil, config: EngineConfig = EngineConfig(),
+                observer: ForwardObserver? = nil) throws {
         try config.validate()
-        guard model.maxChunkTokens >= config.maxBatchSize else {
-            throw EngineError.invalidConfig("max_batch_size \(config.maxBatchSize) exceeds the model's \(model.maxChunkTokens) rows per step")
-        }
         self.model = model
         self.tokenizer = tokenizer
         self.config = config
-        let bytes = KVPool<B>.bytesPerBlock(layers: model.config.numHiddenLayers, rowWidth: model.config.kvDim, blockSize: config.cacheBlockSeqLen)
-        pool = model.makePool(blockSize: config.cacheBlockSeqLen, blockCount: try config.blockCount(bytesPerBlock: bytes))
-        sequences = SequenceManager(pool: pool.blocks, blockSize: config.cacheBlockSeqLen)
-        chunkSize = min(config.maxPrefillTokenNum, model.maxChunkTokens)
+        self.observer = observer
+        let perBlock = model.kvLayout(blockSize: config.cacheBlockSeqLen, blockCount: 1, type: config.kvCacheType).bytesPerBlock
+        let budget = try config.blockBudget(bytesPerBlock: perBlock, memory: model.backend.memoryInfo())
+        notices = budget.notices
+        layout = model.kvLayout(blockSize: config.cacheBlockSeqLen, blockCount: budget.blocks, type: config.kvCacheType)
+        cache = try model.backend.makeKVCache(layout)
+        chunkSize = config.maxPrefillTokenNum
+        let rows = max(chunkSize, config.maxBatchSize)
+        state = try model.makeRunState(maxRows: rows, maxLogitRows: rows)
+        blocks = BlockManager(blockCount: budget.blocks)
+        sequences = SequenceManager(pool: blocks, blockSize: config.cacheBlockSeqLen)
         publishStats()
         let t = Thread { [unowned self] in self.run() }
         t.name = "turbomind-engine"
@@ -96,20 +84,26 @@ public final class Engine<B: Backend>: @unchecked Sendable {
 
     deinit { shutdown() }
 
-    /// KV cache capacity in tokens.
-    public var cacheTokens: Int { pool.blockCount * pool.blockSize }
+    public var modelConfig: ModelConfig { model.config }
+    public var backendDescription: String { model.backend.description }
+    public var cacheTokens: Int { layout.blockCount * layout.blockSize }
+    public var kvBytesPerToken: Int { layout.bytesPerToken }
 
-    /// Starts generating for `session`. The stream yields updates as tokens are produced and
-    /// finishes after the update carrying a finish reason; errors (an input that can never fit,
-    /// a busy session) finish it with a thrown `EngineError`. Dropping or cancelling the stream's
-    /// consumer cancels the request.
     public func generate(session: UInt64, input: GenerationInput, config: GenerationConfig,
-                         interactive: Bool = false) -> AsyncThrowingStream<GenerationOutput, Error> {
-        AsyncThrowingStream { continuation in
-            let request = Request(session: session, input: input, config: config, interactive: interactive,
+                         interactive: Bool = false) -> GenerationStream {
+        lock.lock()
+        let id = nextID
+        nextID += 1
+        lock.unlock()
+        let updates = AsyncThrowingStream<GenerationOutput, Error> { continuation in
+            do { try config.validate() } catch {
+                continuation.finish(throwing: error)
+                return
+            }
+            let request = Request(id: id, session: session, input: input, config: config, interactive: interactive,
                                   continuation: continuation, tokenizer: tokenizer)
             continuation.onTermination = { [weak self] termination in
-                if case .cancelled = termination { self?.cancel(session: session) }
+                if case .cancelled = termination { self?.cancel(request: id) }
             }
             lock.lock()
             if stopping {
@@ -121,18 +115,16 @@ public final class Engine<B: Backend>: @unchecked Sendable {
             lock.signal()
             lock.unlock()
         }
+        return GenerationStream(id: id, updates: updates)
     }
 
-    /// Stops the session's running request (its stream ends with `cancelled`); its KV cache up
-    /// to the tokens computed so far stays for an interactive session.
-    public func cancel(session: UInt64) {
+    public func cancel(request: RequestID) {
         lock.lock()
-        cancels.insert(session)
+        cancels.insert(request)
         lock.signal()
         lock.unlock()
     }
 
-    /// Ends the session: a running request is cancelled and the session's KV blocks are freed.
     public func end(session: UInt64) {
         lock.lock()
         ends.insert(session)
@@ -147,7 +139,6 @@ public final class Engine<B: Backend>: @unchecked Sendable {
         return published
     }
 
-    /// Stops the engine thread; running requests finish with `EngineError.engineStopped`.
     public func shutdown() {
         lock.lock()
         let wasRunning = !stopping && thread != nil
@@ -175,6 +166,8 @@ public final class Engine<B: Backend>: @unchecked Sendable {
                 finished.signal()
                 return
             }
+            // Requests first, then cancellations: a cancel names one request, so a session's new
+            // request sent in the same instant as the cancel of its previous one is not touched.
             let newRequests = inbox, newCancels = cancels, newEnds = ends
             inbox.removeAll()
             cancels.removeAll()
@@ -190,7 +183,7 @@ public final class Engine<B: Backend>: @unchecked Sendable {
     }
 
     private func publishStats() {
-        let s = EngineStats(totalBlocks: pool.blockCount, freeBlocks: pool.blocks.freeCount, waiting: waiting.count,
+        let s = EngineStats(totalBlocks: layout.blockCount, freeBlocks: blocks.freeCount, waiting: waiting.count,
                             active: active.count, cachedSessions: sequences.cachedSessionsByAge,
                             accountingConsistent: sequences.accountingIsConsistent())
         lock.lock()
@@ -198,14 +191,12 @@ public final class Engine<B: Backend>: @unchecked Sendable {
         lock.unlock()
     }
 
-    private func handle(cancels: Set<UInt64>, ends: Set<UInt64>) {
-        for session in cancels.union(ends) {
-            if let i = waiting.firstIndex(where: { $0.session == session }) {
-                let r = waiting.remove(at: i)
-                r.emit(finish: .cancelled, historyTokens: sequences.sequences[session]?.tokens.count ?? 0)
-            }
-            if let r = active.first(where: { $0.session == session }) { retire(r, reason: .cancelled) }
+    private func handle(cancels: Set<RequestID>, ends: Set<UInt64>) {
+        for r in waiting where cancels.contains(r.id) || ends.contains(r.session) {
+            r.emit(finish: .cancelled, historyTokens: sequences.sequences[r.session]?.tokens.count ?? 0)
         }
+        waiting.removeAll { cancels.contains($0.id) || ends.contains($0.session) }
+        for r in active where cancels.contains(r.id) || ends.contains(r.session) { retire(r, reason: .cancelled) }
         for session in ends {
             if let s = sequences.sequences[session], s.status != .active { sequences.remove(s) }
         }
@@ -233,6 +224,12 @@ public final class Engine<B: Backend>: @unchecked Sendable {
             }
             if tokens.isEmpty {
                 r.continuation.finish(throwing: EngineError.emptyInput)
+                if s.status == .waiting { sequences.remove(s) }
+                continue
+            }
+            if let bad = tokens.first(where: { $0 < 0 || Int($0) >= model.config.vocabSize }) {
+                r.continuation.finish(throwing: EngineError.tokenOutOfRange(id: bad, vocab: model.config.vocabSize))
+                if s.status == .waiting { sequences.remove(s) }
                 continue
             }
             if tokens.count >= config.sessionLen {
@@ -242,13 +239,14 @@ public final class Engine<B: Backend>: @unchecked Sendable {
             }
             let reserveTokens = min(config.sessionLen, tokens.count + max(r.config.maxNewTokens, 1))
             let neededBlocks = sequences.blocksFor(tokens: reserveTokens)
-            if neededBlocks > pool.blockCount {
+            if neededBlocks > layout.blockCount {
                 r.continuation.finish(throwing: EngineError.exceedsCache(tokens: reserveTokens, cacheTokens: cacheTokens))
                 if s.status == .waiting { sequences.remove(s) }
                 continue
             }
             var common = 0
-            let limit = min(s.cachedLength, tokens.count)
+            let fromScratch = r.config.prompt == .logprobs || r.config.prompt == .allLogits
+            let limit = fromScratch ? 0 : min(s.cachedLength, tokens.count)
             while common < limit, s.tokens[common] == tokens[common] { common += 1 }
             if common == tokens.count { common -= 1 }   // at least one token must run to get logits
             guard sequences.reserve(s, blocks: neededBlocks) else {
@@ -263,9 +261,15 @@ public final class Engine<B: Backend>: @unchecked Sendable {
             sequences.touch(s)
             r.sequence = s
             r.promptLength = tokens.count
+            if r.config.prompt == .logprobs { r.promptLogprobs = [] }
+            if r.config.prompt == .allLogits { r.promptLogits = [] }
             active.append(r)
         }
         waiting = stillWaiting
+    }
+
+    private func forward(_ items: [ForwardItem]) throws -> [[Float]] {
+        try model.forward(try model.plan(items, layout: layout), cache: cache, state: state, observer: observer)
     }
 
     private func step() {
@@ -278,12 +282,15 @@ public final class Engine<B: Backend>: @unchecked Sendable {
                 let n = min(chunkSize, s.tokens.count - s.cachedLength)
                 if ranChunk && n > budget { break }
                 let last = s.cachedLength + n == s.tokens.count
+                let scoring = r.config.prompt == .logprobs, keeping = r.config.prompt == .allLogits
                 let item = ForwardItem(tokens: Array(s.tokens[s.cachedLength..<s.cachedLength + n]), start: s.cachedLength,
-                                       blocks: s.blocks, logits: last ? .last : .none)
+                                       blocks: s.blocks, logits: scoring || keeping ? .all : (last ? .last : .none))
                 do {
-                    let out = try model.forward(batch: [item], pool: pool)
+                    let out = try forward([item])[0]
+                    if scoring { score(r, chunkStart: s.cachedLength, rows: n, logits: out) }
+                    if keeping { r.promptLogits! += out }
                     s.cachedLength += n
-                    if last { accept(r, logits: out[0]) }
+                    if last { accept(r, logits: scoring || keeping ? Array(out[((n - 1) * model.config.vocabSize)...]) : out) }
                 } catch {
                     fail(r, error)
                     break
@@ -303,8 +310,12 @@ public final class Engine<B: Backend>: @unchecked Sendable {
                 return ForwardItem(tokens: [s.tokens[s.cachedLength]], start: s.cachedLength, blocks: s.blocks, logits: .last)
             }
             do {
-                let out = try model.forward(batch: items, pool: pool)
+                let out = try forward(items)
                 for (r, logits) in zip(decoding, out) {
+                    if r.sequence!.cachedLength < r.promptLength {   // a one-token prompt's only row
+                        if r.config.prompt == .logprobs { score(r, chunkStart: r.sequence!.cachedLength, rows: 1, logits: logits) }
+                        if r.config.prompt == .allLogits { r.promptLogits! += logits }
+                    }
                     r.sequence!.cachedLength += 1
                     accept(r, logits: logits)
                 }
@@ -316,9 +327,25 @@ public final class Engine<B: Backend>: @unchecked Sendable {
         for r in active where r.finish != nil { retire(r, reason: r.finish!) }
     }
 
-    /// Samples the next token from `logits` and decides whether the request goes on.
+    /// Prompt log-probabilities from a chunk's logits: row t (position chunkStart + t) predicts the
+    /// prompt token at chunkStart + t + 1.
+    private func score(_ r: Request, chunkStart: Int, rows: Int, logits: [Float]) {
+        let vocab = model.config.vocabSize
+        let prompt = r.sequence!.tokens
+        for t in 0..<rows where chunkStart + t + 1 < r.promptLength {
+            r.promptLogprobs!.append(LogSoftmax.value(logits[t * vocab..<(t + 1) * vocab], at: Int(prompt[chunkStart + t + 1])))
+        }
+    }
+
+    /// Samples the next token from `logits` (the first call: the prompt's last position) and
+    /// decides whether the request goes on.
     private func accept(_ r: Request, logits: [Float]) {
         let s = r.sequence!
+        if r.generated == 0 && r.config.prompt == .lastLogits && r.promptLogits == nil { r.promptLogits = logits }
+        if r.config.maxNewTokens == 0 {
+            r.finish = .length
+            return
+        }
         let token = r.sampler.sample(logits, context: s.tokens)
         if !r.config.ignoreEOS, r.config.stopTokenIds.contains(token) {
             r.finish = .stop
@@ -326,7 +353,7 @@ public final class Engine<B: Backend>: @unchecked Sendable {
         }
         s.tokens.append(token)
         r.generated += 1
-        let logprob = r.config.logprobs ? Engine.logSoftmax(logits, at: Int(token)) : nil
+        let logprob = r.config.logprobs ? Float(LogSoftmax.value(logits[...], at: Int(token))) : nil
         let stoppedByWord = r.push(token: token, logprob: logprob)
         if stoppedByWord && !r.config.ignoreEOS {
             r.finish = .stop
@@ -361,105 +388,14 @@ public final class Engine<B: Backend>: @unchecked Sendable {
             sequences.remove(s)
         }
     }
+}
 
-    static func logSoftmax(_ logits: [Float], at index: Int) -> Float {
+/// log softmax(logits)[index], accumulated in Double (the one place it is computed).
+public enum LogSoftmax {
+    public static func value(_ logits: ArraySlice<Float>, at index: Int) -> Double {
         let m = logits.max()!
         var sum: Double = 0
         for v in logits { sum += Double(expf(v - m)) }
-        return Float(Double(logits[index] - m) - log(sum))
-    }
-}
-
-/// A request in flight (owned by the engine thread once admitted).
-final class Request {
-    let session: UInt64
-    let input: GenerationInput
-    let config: GenerationConfig
-    let interactive: Bool
-    let continuation: AsyncThrowingStream<GenerationOutput, Error>.Continuation
-    var sampler: Sampler
-    var sequence: Sequence?
-    var promptLength = 0
-    var generated = 0
-    var finish: FinishReason?
-    var failure: Error?
-
-    // Streaming state: tokens and text not yet sent, and what stop-word matching holds back.
-    private var detokenizer: StreamingDetokenizer?
-    private var pendingTokens: [Int32] = []
-    private var pendingLogprobs: [Float] = []
-    private var heldText = ""
-
-    init(session: UInt64, input: GenerationInput, config: GenerationConfig, interactive: Bool,
-         continuation: AsyncThrowingStream<GenerationOutput, Error>.Continuation, tokenizer: Tokenizer?) {
-        self.session = session
-        self.input = input
-        self.config = config
-        self.interactive = interactive
-        self.continuation = continuation
-        sampler = Sampler(params: config.sampling)
-        detokenizer = tokenizer.map { StreamingDetokenizer(tokenizer: $0, skipSpecialTokens: true) }
-    }
-
-    /// Adds a generated token; true when the reply's text now contains a stop word (the text
-    /// from the stop word on is dropped).
-    func push(token: Int32, logprob: Float?) -> Bool {
-        pendingTokens.append(token)
-        if let logprob { pendingLogprobs.append(logprob) }
-        guard var detok = detokenizer else { return false }
-        heldText += detok.append(Int(token))
-        detokenizer = detok
-        for word in config.stopWords where !word.isEmpty {
-            if let range = heldText.range(of: word) {
-                heldText = String(heldText[..<range.lowerBound])
-                return true
-            }
-        }
-        return false
-    }
-
-    /// Sends pending tokens and the text that can no longer become part of a stop word.
-    func flush(historyTokens: Int) {
-        let text = releasableText()
-        guard !pendingTokens.isEmpty || !text.isEmpty else { return }
-        send(text: text, finish: nil, historyTokens: historyTokens)
-    }
-
-    /// Sends everything left, with the finish reason.
-    func emit(finish: FinishReason, historyTokens: Int) {
-        if finish != .stop || config.stopWords.isEmpty || !heldText.isEmpty, var detok = detokenizer {
-            heldText += detok.flush()
-            detokenizer = detok
-        }
-        let text = heldText
-        heldText = ""
-        send(text: text, finish: finish, historyTokens: historyTokens)
-        continuation.finish()
-    }
-
-    private func send(text: String, finish: FinishReason?, historyTokens: Int) {
-        continuation.yield(GenerationOutput(tokens: pendingTokens, text: text,
-                                            logprobs: config.logprobs ? pendingLogprobs : nil, finishReason: finish,
-                                            inputTokens: promptLength, generatedTokens: generated, historyTokens: historyTokens))
-        pendingTokens.removeAll()
-        pendingLogprobs.removeAll()
-    }
-
-    /// Splits off the held text that no stop word can still start in.
-    private func releasableText() -> String {
-        var keep = 0
-        for word in config.stopWords where !word.isEmpty {
-            // The longest suffix of heldText that is a proper prefix of the stop word.
-            var n = min(word.count - 1, heldText.count)
-            while n > 0 {
-                if word.hasPrefix(heldText.suffix(n)) { break }
-                n -= 1
-            }
-            keep = max(keep, n)
-        }
-        let cut = heldText.index(heldText.endIndex, offsetBy: -keep)
-        let out = String(heldText[..<cut])
-        heldText = String(heldText[cut...])
-        return out
+        return Double(logits[logits.startIndex + index] - m) - log(sum)
     }
 }

@@ -15,47 +15,68 @@ public struct EngineConfig: Sendable, Equatable {
     /// sequences of `sessionLen` tokens.
     public var cacheMaxEntryCount: Double
 
+    /// Element type of the KV cache: fp16 by default (half the bytes of fp32 per token).
+    public var kvCacheType: KVCacheType
+
     public init(sessionLen: Int = 4096, maxBatchSize: Int = 64, maxPrefillTokenNum: Int = 512,
-                cacheBlockSeqLen: Int = 64, cacheMaxEntryCount: Double = 0.5) {
+                cacheBlockSeqLen: Int = 64, cacheMaxEntryCount: Double = 0.5, kvCacheType: KVCacheType = .f16) {
         self.sessionLen = sessionLen
         self.maxBatchSize = maxBatchSize
         self.maxPrefillTokenNum = maxPrefillTokenNum
         self.cacheBlockSeqLen = cacheBlockSeqLen
         self.cacheMaxEntryCount = cacheMaxEntryCount
+        self.kvCacheType = kvCacheType
     }
 
-    /// Blocks the KV pool gets for a model whose block costs `bytesPerBlock`.
-    func blockCount(bytesPerBlock: Int) throws -> Int {
+    /// lmdeploy's `quant_policy` as a KV cache type: 0 is fp16; 4 (int8 KV) and 8 (int4 KV) are
+    /// refused until the quantized caches exist.
+    public static func kvCacheType(quantPolicy: Int) throws -> KVCacheType {
+        switch quantPolicy {
+        case 0: return .f16
+        case 4, 8:
+            throw EngineError.invalidConfig("quant_policy \(quantPolicy) (\(quantPolicy == 4 ? "int8" : "int4") KV cache) is not supported yet; use quant_policy 0 (fp16 KV cache)")
+        default:
+            throw EngineError.invalidConfig("quant_policy must be 0, 4 or 8, got \(quantPolicy)")
+        }
+    }
+
+    /// The KV pool's size in blocks for a model whose block costs `bytesPerBlock`, with `memory`
+    /// the backend's: a fraction of its free memory (as lmdeploy sizes the cache on a GPU), or a
+    /// number of full sessions, clamped to what 90% of the free memory holds (said in `notices`).
+    func blockBudget(bytesPerBlock: Int, memory: MemoryInfo) throws -> (blocks: Int, notices: [String]) {
         let blocksPerSession = (sessionLen + cacheBlockSeqLen - 1) / cacheBlockSeqLen
-        let count: Int
+        let fitting = Int(Double(memory.free) * 0.9) / max(bytesPerBlock, 1)
+        var notices: [String] = []
+        var count: Int
         if cacheMaxEntryCount >= 1 {
-            count = Int(cacheMaxEntryCount.rounded(.down)) * blocksPerSession
-        } else if cacheMaxEntryCount > 0 {
-            count = Int(Double(EngineConfig.availableMemory()) * cacheMaxEntryCount) / bytesPerBlock
+            let wanted = cacheMaxEntryCount.rounded(.down) * Double(blocksPerSession)
+            count = wanted >= Double(Int.max / 2) ? Int.max / 2 : Int(wanted)
+            if count > fitting {
+                notices.append("cache_max_entry_count \(cacheMaxEntryCount) asks for \(count) KV blocks (\(Self.mib(Double(count) * Double(bytesPerBlock))) MiB) but \(Self.mib(Double(memory.free))) MiB are free: the cache is clamped to \(fitting) blocks (\(fitting * cacheBlockSeqLen) tokens)")
+                count = fitting
+            }
         } else {
-            throw EngineError.invalidConfig("cache_max_entry_count must be > 0, got \(cacheMaxEntryCount)")
+            count = Int(Double(memory.free) * cacheMaxEntryCount) / max(bytesPerBlock, 1)
         }
         guard count >= 1 else {
-            throw EngineError.invalidConfig("the KV cache budget (cache_max_entry_count \(cacheMaxEntryCount)) holds no block of \(cacheBlockSeqLen) tokens")
+            throw EngineError.invalidConfig("the KV cache budget (cache_max_entry_count \(cacheMaxEntryCount) of \(Self.mib(Double(memory.free))) MiB free) holds no block of \(cacheBlockSeqLen) tokens (\(bytesPerBlock) bytes)")
         }
-        return count
+        return (count, notices)
     }
+
+    private static func mib(_ bytes: Double) -> Int { Int(bytes / Double(1 << 20)) }
 
     func validate() throws {
         guard sessionLen >= 2 else { throw EngineError.invalidConfig("session_len must be ≥ 2, got \(sessionLen)") }
         guard maxBatchSize >= 1 else { throw EngineError.invalidConfig("max_batch_size must be ≥ 1, got \(maxBatchSize)") }
         guard maxPrefillTokenNum >= 1 else { throw EngineError.invalidConfig("max_prefill_token_num must be ≥ 1, got \(maxPrefillTokenNum)") }
         guard cacheBlockSeqLen >= 1 else { throw EngineError.invalidConfig("cache_block_seq_len must be ≥ 1, got \(cacheBlockSeqLen)") }
-    }
-
-    /// MemAvailable from /proc/meminfo (bytes); physical memory elsewhere.
-    static func availableMemory() -> Int {
-        if let info = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8) {
-            for line in info.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
-                let kb = line.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
-                return kb * 1024
-            }
+        guard cacheMaxEntryCount > 0, cacheMaxEntryCount.isFinite else {
+            throw EngineError.invalidConfig("cache_max_entry_count must be a positive number, got \(cacheMaxEntryCount)")
         }
-        return Int(ProcessInfo.processInfo.physicalMemory)
+        // Bounds that keep every size product far from overflow (Int32 positions in the kernels).
+        guard sessionLen <= 1 << 24, maxBatchSize <= 1 << 16, maxPrefillTokenNum <= 1 << 20, cacheBlockSeqLen <= 1 << 16 else {
+            throw EngineError.invalidConfig("session_len ≤ 16777216, max_batch_size ≤ 65536, max_prefill_token_num ≤ 1048576 and cache_block_seq_len ≤ 65536 are the limits, got \(sessionLen), \(maxBatchSize), \(maxPrefillTokenNum), \(cacheBlockSeqLen)")
+        }
     }
 }

@@ -12,16 +12,43 @@ public struct GenerationConfig: Sendable, Equatable {
     public var stopWords: [String]
     /// Report the log-probability of each generated token.
     public var logprobs: Bool
+    /// What the request returns about its prompt (perplexity, golden comparisons).
+    public var prompt: PromptOutput
 
     public init(maxNewTokens: Int = 512, sampling: SamplingParams = SamplingParams(), stopTokenIds: Set<Int32> = [],
-                ignoreEOS: Bool = false, stopWords: [String] = [], logprobs: Bool = false) {
+                ignoreEOS: Bool = false, stopWords: [String] = [], logprobs: Bool = false, prompt: PromptOutput = .none) {
         self.maxNewTokens = maxNewTokens
         self.sampling = sampling
         self.stopTokenIds = stopTokenIds
         self.ignoreEOS = ignoreEOS
         self.stopWords = stopWords
         self.logprobs = logprobs
+        self.prompt = prompt
     }
+
+    /// Checks the limits a request must respect; `maxNewTokens` 0 scores the prompt and generates nothing.
+    func validate() throws {
+        guard maxNewTokens >= 0 else { throw EngineError.invalidConfig("max_new_tokens must be ≥ 0, got \(maxNewTokens)") }
+        let s = sampling
+        guard s.temperature >= 0, s.temperature.isFinite else { throw EngineError.invalidConfig("temperature must be ≥ 0, got \(s.temperature)") }
+        guard s.topP > 0, s.topP <= 1 else { throw EngineError.invalidConfig("top_p must be in (0, 1], got \(s.topP)") }
+        guard s.topK >= 0 else { throw EngineError.invalidConfig("top_k must be ≥ 0, got \(s.topK)") }
+        guard s.repetitionPenalty > 0, s.repetitionPenalty.isFinite else {
+            throw EngineError.invalidConfig("repetition_penalty must be > 0, got \(s.repetitionPenalty)")
+        }
+    }
+}
+
+/// What a request reports about its prompt, in its first update.
+public enum PromptOutput: Sendable, Equatable {
+    case none
+    /// The logits at the last prompt position (the distribution the first new token is drawn from).
+    case lastLogits
+    /// The logits at every prompt position, `[count][vocab]` flat: the prompt is computed from scratch.
+    case allLogits
+    /// log P(prompt[p] | prompt[..<p]) for p = 1..<count: the prompt is computed from scratch (no
+    /// cached prefix is reused), so every position is scored.
+    case logprobs
 }
 
 public enum FinishReason: String, Sendable, Equatable {

@@ -1,0 +1,50 @@
+// The engine settings a user gives (command-line flags, later the server's), resolved against a
+// model: a setting left out takes the workspace's config.ini value — so hand edits of config.ini
+// apply on the next start, as with lmdeploy — else the default. Shared by chat, bench, serve and Lite.
+import Foundation
+
+public struct EngineSettings: Sendable, Equatable {
+    public var sessionLen: Int?
+    public var maxBatchSize: Int?
+    public var maxPrefillTokenNum: Int?
+    public var cacheMaxEntryCount: Double?
+    public var cacheBlockSeqLen: Int?
+    /// lmdeploy's quant_policy: 0 = fp16 KV cache; 4 / 8 (int8 / int4 KV) are refused until they exist.
+    public var quantPolicy: Int?
+    /// Compute threads (0 = all cores).
+    public var threads: Int
+
+    public init(sessionLen: Int? = nil, maxBatchSize: Int? = nil, maxPrefillTokenNum: Int? = nil, cacheMaxEntryCount: Double? = nil,
+                cacheBlockSeqLen: Int? = nil, quantPolicy: Int? = nil, threads: Int = 0) {
+        self.sessionLen = sessionLen
+        self.maxBatchSize = maxBatchSize
+        self.maxPrefillTokenNum = maxPrefillTokenNum
+        self.cacheMaxEntryCount = cacheMaxEntryCount
+        self.cacheBlockSeqLen = cacheBlockSeqLen
+        self.quantPolicy = quantPolicy
+        self.threads = threads
+    }
+
+    /// The engine config for `source`: settings first, then its workspace's config.ini, then defaults.
+    /// The session length never exceeds the model's trained context.
+    public func config(for source: ModelSource) throws -> EngineConfig {
+        let ini = source.workspace
+        let defaults = EngineConfig()
+        var config = EngineConfig(
+            sessionLen: min(sessionLen ?? ini?.sessionLen ?? defaults.sessionLen, source.config.maxPositionEmbeddings),
+            maxBatchSize: maxBatchSize ?? ini?.maxBatchSize ?? defaults.maxBatchSize,
+            maxPrefillTokenNum: maxPrefillTokenNum ?? defaults.maxPrefillTokenNum,
+            cacheBlockSeqLen: cacheBlockSeqLen ?? defaults.cacheBlockSeqLen,
+            cacheMaxEntryCount: cacheMaxEntryCount ?? ini?.cacheMaxEntryCount ?? defaults.cacheMaxEntryCount)
+        config.kvCacheType = try EngineConfig.kvCacheType(quantPolicy: quantPolicy ?? ini?.quantPolicy ?? 0)
+        return config
+    }
+
+    /// Starts an engine on `source` with the CPU backend; `adjust` edits the resolved config first.
+    public func launch(_ source: ModelSource, adjust: (inout EngineConfig) -> Void = { _ in }) throws -> any InferenceEngine {
+        var config = try config(for: source)
+        adjust(&config)
+        let model = try LlamaModel(backend: CPUBackend(threads: threads), config: source.config, weights: source.weights)
+        return try Engine(model: model, tokenizer: source.tokenizer, config: config)
+    }
+}
