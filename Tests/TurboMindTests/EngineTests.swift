@@ -83,7 +83,7 @@ func prompt(_ length: Int, seed: Int) -> [Int32] {
     /// turn 1's generated tokens were cached by decode steps (GEMV) but are recomputed by a prefill
     /// (BLAS): their K/V differ in the last fp32 bits, which can move an fp16 rounding by one ulp
     /// (2^-11 relative), measured up to 2e-3 in a log-probability.
-    @Test(arguments: [(KVCacheType.f32, 1e-4), (.f16, 1e-2)])
+    @Test(arguments: [(KVCacheType.f32, Float(1e-4)), (KVCacheType.f16, Float(1e-2))])
     func interactiveSessionsReuseAndSurviveEviction(kv: KVCacheType, tolerance: Float) async throws {
         let engine = try Engine(model: model, config: EngineConfig(sessionLen: 256, maxBatchSize: 4, cacheMaxEntryCount: 2, kvCacheType: kv))
         defer { engine.shutdown() }
