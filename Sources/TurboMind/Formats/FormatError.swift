@@ -58,6 +58,10 @@ public enum FormatError: Error, CustomStringConvertible, Equatable, Sendable {
     /// `rope_scaling.type` (or `rope_type`) names a scaling method this engine does not implement.
     case unsupportedRopeScaling(file: String, key: String, type: String, supported: [String])
 
+    // MARK: Conversion
+    /// The conversion was interrupted (a signal); its temporary directory has been removed.
+    case interrupted(destination: String)
+
     // MARK: Anything else found wrong in a model file
     /// A free-form problem in `file` at `field`, stating what was expected.
     case invalid(file: String, field: String, expected: String)
@@ -124,6 +128,8 @@ public enum FormatError: Error, CustomStringConvertible, Equatable, Sendable {
         case let .unsupportedRopeScaling(file, key, type, supported):
             return "\(file): '\(key)' is '\(type)', which is not supported; supported RoPE scaling types: "
                 + supported.joined(separator: ", ")
+        case let .interrupted(destination):
+            return "conversion to \(destination) interrupted: nothing was written"
         case let .invalid(file, field, expected):
             return "\(file): '\(field)': expected \(expected)"
         }

@@ -89,59 +89,15 @@ public struct SafetensorsWriter: Sendable {
         return header
     }
 
-    /// Writes the file atomically: to a temporary file in the same directory, then renamed to `url`.
+    /// Writes the file atomically: to a temporary file in the same directory, flushed, then renamed to `url`.
     public func write(to url: URL) throws {
         let header = headerBytes()
         var prefix = [UInt8](repeating: 0, count: 8)
         for i in 0..<8 { prefix[i] = UInt8(truncatingIfNeeded: UInt64(header.count) >> (8 * UInt64(i))) }
-
-        let temporary = url.deletingLastPathComponent()
-            .appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
-        let fd = open(temporary.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        if fd < 0 {
-            throw FormatError.io(file: temporary.path, operation: "create", message: String(cString: strerror(errno)))
-        }
-        var succeeded = false
-        defer {
-            if !succeeded { unlink(temporary.path) }
-        }
-        do {
-            defer { close(fd) }
-            try SafetensorsWriter.writeAll(fd, prefix, path: temporary.path)
-            try SafetensorsWriter.writeAll(fd, header, path: temporary.path)
-            for tensor in pending { try SafetensorsWriter.writeAll(fd, tensor.bytes, path: temporary.path) }
-            if fsync(fd) != 0 {
-                throw FormatError.io(file: temporary.path, operation: "fsync", message: String(cString: strerror(errno)))
-            }
-        }
-        if rename(temporary.path, url.path) != 0 {
-            throw FormatError.io(file: url.path, operation: "rename", message: String(cString: strerror(errno)))
-        }
-        succeeded = true
-    }
-
-    private static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws {
-        try bytes.withUnsafeBytes { buffer in
-            var written = 0
-            while written < buffer.count {
-                let result = posixWrite(fd, buffer.baseAddress! + written, buffer.count - written)
-                if result < 0 {
-                    if errno == EINTR { continue }
-                    throw FormatError.io(file: path, operation: "write", message: String(cString: strerror(errno)))
-                }
-                written += result
-            }
+        try OutputFile.replace(url) { file in
+            try file.write(prefix)
+            try file.write(header)
+            for tensor in pending { try file.write(tensor.bytes) }
         }
     }
-}
-
-/// The POSIX `write(2)`, under a name that the writer's own `write(to:)` does not shadow.
-private func posixWrite(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -> Int {
-    #if canImport(Glibc)
-    return Glibc.write(fd, buffer, count)
-    #elseif canImport(Musl)
-    return Musl.write(fd, buffer, count)
-    #else
-    return Darwin.write(fd, buffer, count)
-    #endif
 }

@@ -342,6 +342,11 @@ public struct ModelConfig: Sendable, Decodable, Equatable {
             }
         }
 
+        // Every size bounded and every tensor size computed with overflow checks, before anything
+        // (weights, KV cache) is sized from them.
+        try ModelBounds.check(hidden: hiddenSize, inter: intermediateSize, layers: numHiddenLayers, heads: numAttentionHeads,
+                              kvHeads: numKeyValueHeads, headDim: headDim, vocab: vocabSize, file: file, keys: .configJSON)
+
         // Normalisation and activation.
         let eps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? 1e-6
         guard eps > 0, eps.isFinite, Float(eps) > 0 else { throw invalid("rms_norm_eps", eps, "a positive number") }
@@ -361,8 +366,8 @@ public struct ModelConfig: Sendable, Decodable, Equatable {
         case .mistral, .qwen2: defaultMaxPositions = 32768
         }
         maxPositionEmbeddings = try optionalInt(.maxPositionEmbeddings) ?? defaultMaxPositions
-        guard maxPositionEmbeddings > 0 else {
-            throw invalid("max_position_embeddings", maxPositionEmbeddings, "a positive integer")
+        guard maxPositionEmbeddings > 0, maxPositionEmbeddings <= ModelBounds.maxPositions else {
+            throw invalid("max_position_embeddings", maxPositionEmbeddings, "a positive integer of at most \(ModelBounds.maxPositions)")
         }
 
         var theta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta)
@@ -416,6 +421,17 @@ public struct ModelConfig: Sendable, Decodable, Equatable {
         case .many(let ids): eosTokenIds = ids
         case nil: eosTokenIds = []
         }
+        // Token ids index the embedding table and the logits: each must lie inside the vocabulary.
+        let vocabulary = vocabSize
+        func checkId(_ id: Int, _ key: String) throws {
+            guard id >= 0, id < vocabulary else {
+                throw invalid(key, id, "a token id inside the vocabulary, 0 ..< vocab_size (\(vocabulary))")
+            }
+        }
+        if let bos = bosTokenId { try checkId(bos, "bos_token_id") }
+        for (index, id) in eosTokenIds.enumerated() {
+            try checkId(id, eosTokenIds.count == 1 ? "eos_token_id" : "eos_token_id[\(index)]")
+        }
         torchDtype = try c.decodeIfPresent(String.self, forKey: .torchDtype) ?? c.decodeIfPresent(String.self, forKey: .dtype)
 
         // Sliding window.
@@ -428,7 +444,9 @@ public struct ModelConfig: Sendable, Decodable, Equatable {
         case .llama, .internlm, .internlm2:
             slidingWindow = nil
         }
-        if let window = slidingWindow, window <= 0 { throw invalid("sliding_window", window, "a positive integer or null") }
+        if let window = slidingWindow, window <= 0 || window > ModelBounds.maxPositions {
+            throw invalid("sliding_window", window, "a positive integer of at most \(ModelBounds.maxPositions), or null")
+        }
     }
 
     /// An integer-valued key. Decoded as a number and checked here, because Foundation's JSONDecoder

@@ -18,8 +18,17 @@ public struct ModelSource: @unchecked Sendable {
     public static func load(path: String) throws -> ModelSource {
         let url = URL(fileURLWithPath: path)
         var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw FormatError.fileNotFound(file: url.path, what: "a model directory (Hugging Face: config.json, *.safetensors, tokenizer.json; or a TurboMind workspace)")
+        let expected = "a model directory (Hugging Face: config.json, *.safetensors, tokenizer.json; or a TurboMind workspace)"
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
+            throw FormatError.fileNotFound(file: url.path, what: expected)
+        }
+        guard isDirectory.boolValue else {
+            throw FormatError.invalid(file: url.path, field: "model path",
+                                      expected: "\(expected); \(url.path) is a file, expected a model directory")
+        }
+        if WorkspaceLayout.detect(path: url) == nil, let layout = WorkspaceLayout.detectIgnoringConfig(path: url) {
+            throw FormatError.fileNotFound(file: layout.configINI.path,
+                                           what: "the workspace \(layout.root.path): its config.ini is missing (lmdeploy convert writes it; the workspace is incomplete)")
         }
         if let layout = WorkspaceLayout.detect(path: url) {
             let loaded = try WorkspaceReader.load(layout)
