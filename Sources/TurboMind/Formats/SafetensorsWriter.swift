@@ -11,6 +11,7 @@ import Musl
 import Darwin
 #endif
 import Foundation
+import Tokenizers
 
 /// Collects tensors in memory and writes them as one safetensors file.
 public struct SafetensorsWriter: Sendable {
@@ -74,14 +75,14 @@ public struct SafetensorsWriter: Sendable {
     func headerBytes() -> [UInt8] {
         var parts: [String] = []
         if !metadata.isEmpty {
-            let fields = metadata.keys.sorted().map { "\(JSONValue.quote($0)):\(JSONValue.quote(metadata[$0]!))" }
+            let fields = metadata.keys.sorted().map { "\(JSONText.quote($0)):\(JSONText.quote(metadata[$0]!))" }
             parts.append("\"__metadata__\":{" + fields.joined(separator: ",") + "}")
         }
         var offset = 0
         for tensor in pending {
             let end = offset + tensor.bytes.count
             let shape = tensor.shape.map(String.init).joined(separator: ",")
-            parts.append("\(JSONValue.quote(tensor.name)):{\"dtype\":\"\(tensor.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(end)]}")
+            parts.append("\(JSONText.quote(tensor.name)):{\"dtype\":\"\(tensor.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(end)]}")
             offset = end
         }
         var header = Array(("{" + parts.joined(separator: ",") + "}").utf8)

@@ -3,6 +3,7 @@
 // in `init(from:)`, so a bad config fails at load time with the file and the key named.
 
 import Foundation
+import Tokenizers
 
 /// The decoder-only model families the engine implements (HF `architectures[0]`).
 public enum Architecture: String, Sendable, CaseIterable, Codable {
@@ -149,7 +150,7 @@ public struct ModelConfig: Sendable, Decodable, Equatable {
         do {
             data = try Data(contentsOf: file)
         } catch {
-            throw FormatError.io(file: file.path, operation: "read", message: "\(error)")
+            throw FormatError.io(file: file.path, operation: "read", message: systemMessage(error))
         }
         return try decode(data, file: file.path)
     }
@@ -455,7 +456,7 @@ public struct ModelConfig: Sendable, Decodable, Equatable {
         switch try c.decodeIfPresent(JSONValue.self, forKey: key) {
         case nil, .null?:
             return nil
-        case .int(let value)?:
+        case .integer(let value)?:
             return value
         case .double(let value)? where value.rounded() == value && abs(value) <= 0x1p53:
             return Int(value)
