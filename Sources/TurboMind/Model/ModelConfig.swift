@@ -323,6 +323,14 @@ public struct ModelConfig: Sendable, Decodable, Equatable {
                              ("vocab_size", vocabSize)] where value <= 0 {
             throw invalid(key, value, "a positive integer")
         }
+        // Bounded first, so the divisibility checks below see plausible numbers.
+        for (key, value, limit, what) in [("hidden_size", hiddenSize, ModelBounds.maxHiddenSize, "the hidden size"),
+                                          ("intermediate_size", intermediateSize, ModelBounds.maxIntermediateSize, "the MLP width"),
+                                          ("num_hidden_layers", numHiddenLayers, ModelBounds.maxLayers, "decoder layers"),
+                                          ("num_attention_heads", numAttentionHeads, ModelBounds.maxHeads, "attention heads"),
+                                          ("vocab_size", vocabSize, ModelBounds.maxVocabSize, "tokens in the vocabulary")] {
+            _ = try ModelBounds.bounded(value, limit, file: file, key: key, what: what)
+        }
         numKeyValueHeads = try optionalInt(.numKeyValueHeads) ?? numAttentionHeads
         guard numKeyValueHeads > 0, numAttentionHeads % numKeyValueHeads == 0 else {
             throw invalid("num_key_value_heads", numKeyValueHeads,
