@@ -45,7 +45,14 @@ public struct SafetensorsWriter: Sendable {
         guard shape.allSatisfy({ $0 >= 0 }) else {
             throw FormatError.invalid(file: "(safetensors writer)", field: name, expected: "non-negative dimensions, got \(shape)")
         }
-        let expected = shape.reduce(1, *) * dtype.byteSize
+        var expected = dtype.byteSize
+        for dimension in shape {
+            let (product, overflow) = expected.multipliedReportingOverflow(by: dimension)
+            guard !overflow else {
+                throw FormatError.invalid(file: "(safetensors writer)", field: name, expected: "a shape whose byte size fits in Int, got \(shape)")
+            }
+            expected = product
+        }
         guard expected == bytes.count else {
             throw FormatError.byteSizeMismatch(file: "(safetensors writer)", tensor: name, shape: shape, dtype: dtype,
                                                expectedBytes: expected, actualBytes: bytes.count)
@@ -59,9 +66,17 @@ public struct SafetensorsWriter: Sendable {
         guard dtype.isWeightType else {
             throw FormatError.unsupportedDType(file: "(safetensors writer)", tensor: name, dtype: dtype, supported: DType.weightTypes)
         }
-        guard values.count == shape.reduce(1, *) else {
+        var count = 1
+        for dimension in shape {
+            let (product, overflow) = count.multipliedReportingOverflow(by: dimension)
+            guard !overflow, dimension >= 0 else {
+                throw FormatError.invalid(file: "(safetensors writer)", field: name, expected: "non-negative dimensions whose product fits in Int, got \(shape)")
+            }
+            count = product
+        }
+        guard values.count == count else {
             throw FormatError.invalid(file: "(safetensors writer)", field: name,
-                                      expected: "\(shape.reduce(1, *)) values for shape \(shape), got \(values.count)")
+                                      expected: "\(count) values for shape \(shape), got \(values.count)")
         }
         try add(name: name, dtype: dtype, shape: shape, bytes: TensorView.bytes(of: values, as: dtype))
     }
