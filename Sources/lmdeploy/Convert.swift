@@ -43,6 +43,8 @@ struct Convert: ParsableCommand {
 
     func validate() throws {
         guard tp >= 1 else { throw ValidationError("--tp must be at least 1") }
+        // Checked here: URL(fileURLWithPath: "") would be the current directory.
+        guard !dstPath.isEmpty else { throw ValidationError("--dst-path is empty: give the directory to create for the workspace") }
         switch modelFormat {
         case .hf: break
         case .awq: throw ValidationError("--model-format awq is not supported yet: AWQ (int4) workspaces come with `lmdeploy lite auto_awq`")
@@ -55,7 +57,6 @@ struct Convert: ParsableCommand {
     }
 
     func run() throws {
-        let destination = URL(fileURLWithPath: dstPath)
         let sessionLength = NamedChatTemplate.named(modelName)?.sessionLen ?? 2048
         let options = WorkspaceConvertOptions(modelName: modelName, tensorParallel: tp, force: force,
                                               templateSessionLength: sessionLength)
@@ -64,12 +65,13 @@ struct Convert: ParsableCommand {
         let report: WorkspaceConvertReport
         do {
             report = try WorkspaceWriter.convert(
-                source: URL(fileURLWithPath: modelPath), destination: destination, options: options,
+                source: URL(fileURLWithPath: modelPath), destination: URL(fileURLWithPath: dstPath), options: options,
                 progress: { done, total in bar.update(done, total) },
-                onTemporaryDirectory: { interrupt.directory = $0 })
+                onTemporaryDirectory: { interrupt.directory = $0 },
+                isCancelled: { interrupt.signalNumber != nil })
         } catch {
-            // A signal handler removing the temporary directory makes the writer fail: let it exit 128 + signal.
-            if interrupt.interrupted { while true { sleep(1) } }
+            // Interrupted: the writer stopped and removed its temporary directory on this thread.
+            if let signalNumber = interrupt.signalNumber { interrupt.finish(signalNumber) }
             throw error
         }
         bar.finish()
@@ -77,6 +79,7 @@ struct Convert: ParsableCommand {
         var summary = String(format: "converted %@ → %@: %d weight files, %.1f MiB in %.2f s",
                              modelPath, report.destination.path, report.weightFiles, megabytes, report.seconds)
         if let peak = peakResidentBytes() { summary += String(format: ", peak memory %.1f MiB", Double(peak) / 1_048_576) }
+        if interrupt.signalNumber != nil { summary += " (the interrupt came after the workspace was complete)" }
         FileHandle.standardError.write(Data((summary + "\n").utf8))
     }
 }
@@ -91,15 +94,31 @@ func peakResidentBytes() -> Int? {
     return nil
 }
 
-/// Removes the conversion's temporary directory on Ctrl-C, SIGTERM or SIGHUP, then exits.
+/// The first conversion-stopping signal received (0: none). Written only by `recordSignal`, a
+/// plain C signal handler (a store to a 32-bit global is async-signal-safe), read by polling.
+nonisolated(unsafe) private var receivedSignal: Int32 = 0
+
+private func recordSignal(_ number: Int32) {
+    if receivedSignal == 0 { receivedSignal = number }
+}
+
+/// Ctrl-C, SIGTERM or SIGHUP during a conversion: the signal only raises a flag. The converting
+/// thread polls it between 2 MiB blocks, stops writing, removes its temporary directory itself and
+/// then exits 128 + signal (`finish`), so no writer runs while the directory goes. The handler is a
+/// real sigaction handler installed before `init` returns (a DispatchSource registers
+/// asynchronously, and a signal arriving before it is armed was lost). A watchdog thread covers a
+/// converting thread stuck in a system call: `watchdogSeconds` after the signal it removes the
+/// directory and exits.
 final class InterruptCleanup: @unchecked Sendable {
+    static let watchdogSeconds = 30.0
     private let lock = NSLock()
     private var current: URL?
-    private var sources: [DispatchSourceSignal] = []
-    private var signalled = false
 
-    /// True once a signal arrived (the handler is cleaning up and will exit).
-    var interrupted: Bool { lock.lock(); defer { lock.unlock() }; return signalled }
+    /// The first signal received, nil until one arrives.
+    var signalNumber: Int32? {
+        let number = receivedSignal
+        return number == 0 ? nil : number
+    }
 
     var directory: URL? {
         get { lock.lock(); defer { lock.unlock() }; return current }
@@ -107,26 +126,23 @@ final class InterruptCleanup: @unchecked Sendable {
     }
 
     init() {
-        for signalNumber in [SIGINT, SIGTERM, SIGHUP] {
-            signal(signalNumber, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-            source.setEventHandler { [weak self] in
-                self?.lock.lock()
-                self?.signalled = true
-                self?.lock.unlock()
-                if let dir = self?.directory {
-                    // The writer keeps running until exit: a folder it was creating as the first
-                    // removal ran is caught by the second.
-                    try? FileManager.default.removeItem(at: dir)
-                    usleep(20_000)
-                    try? FileManager.default.removeItem(at: dir)
-                }
-                FileHandle.standardError.write(Data("\ninterrupted: nothing was written\n".utf8))
-                exit(128 + signalNumber)
-            }
-            source.resume()
-            sources.append(source)
+        for number in [SIGINT, SIGTERM, SIGHUP] {
+            signal(number) { recordSignal($0) }
         }
+        let watchdog = Thread { [self] in
+            while receivedSignal == 0 { usleep(20_000) }
+            Thread.sleep(forTimeInterval: InterruptCleanup.watchdogSeconds)
+            if let dir = directory { try? FileManager.default.removeItem(at: dir) }
+            finish(receivedSignal)
+        }
+        watchdog.start()
+    }
+
+    /// Reports the interrupt and exits 128 + signal.
+    func finish(_ signalNumber: Int32) -> Never {
+        lock.lock()  // held until exit: one reporter only
+        FileHandle.standardError.write(Data("\ninterrupted: nothing was written\n".utf8))
+        exit(128 + signalNumber)
     }
 }
 

@@ -43,6 +43,39 @@ enum ConvertCLI {
                                          to: dir.appendingPathComponent("tokenizer.json"))
     }
 
+    /// Runs lmdeploy in `directory` (its current directory); stdout and stderr collected.
+    static func run(_ arguments: [String], in directory: URL) throws -> CLI.Result {
+        let p = Process()
+        p.executableURL = CLI.binary
+        p.arguments = arguments
+        p.currentDirectoryURL = directory
+        let outPipe = Pipe(), errPipe = Pipe()
+        p.standardInput = FileHandle.nullDevice
+        p.standardOutput = outPipe
+        p.standardError = errPipe
+        try p.run()
+        nonisolated(unsafe) var out = Data(), err = Data()
+        let group = DispatchGroup()
+        DispatchQueue.global().async(group: group) { out = outPipe.fileHandleForReading.readDataToEndOfFile() }
+        DispatchQueue.global().async(group: group) { err = errPipe.fileHandleForReading.readDataToEndOfFile() }
+        group.wait()
+        p.waitUntilExit()
+        return CLI.Result(status: p.terminationStatus, stdout: String(decoding: out, as: UTF8.self),
+                          stderr: String(decoding: err, as: UTF8.self))
+    }
+
+    /// Every file under `dir` (relative paths) with its size and modification time, to show nothing changed.
+    static func snapshot(_ dir: URL) -> [String: String] {
+        var result: [String: String] = [:]
+        let fm = FileManager.default
+        guard let walker = fm.enumerator(atPath: dir.path) else { return result }
+        while let name = walker.nextObject() as? String {
+            let attributes = (try? fm.attributesOfItem(atPath: dir.appendingPathComponent(name).path)) ?? [:]
+            result[name] = "\(attributes[.size] ?? "?") \(attributes[.modificationDate] ?? "?")"
+        }
+        return result
+    }
+
     static func leftovers(in dir: URL) throws -> [String] {
         try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.contains(".converting-") }
     }
@@ -133,6 +166,106 @@ enum ConvertCLI {
         p.waitUntilExit()
         #expect(p.terminationStatus == 130)
         #expect(try FileManager.default.contentsOfDirectory(atPath: root.path).isEmpty)
+    }
+
+    /// SIGINT (and SIGTERM) after several delays, at --tp 1 and 3: the writer stops before the
+    /// temporary directory goes, so nothing at all remains and the exit status is 128 + signal.
+    /// (Before the fix the handler removed the directory while the writer kept writing into it:
+    /// `.ws.converting-PID-N/` with weight files was left in most runs.)
+    @Test func interruptAtAnyDelayLeavesNothing() throws {
+        let root = try ConvertCLI.temporaryDirectory("sigint-delays")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let ws = root.appendingPathComponent("ws")
+        var midWay = 0
+        for tp in [1, 3] {
+            for (delay, signalNumber) in [(0.05, SIGINT), (0.2, SIGINT), (0.3, SIGINT), (0.5, SIGTERM), (0.8, SIGINT), (1.2, SIGINT)] {
+                let p = Process()
+                p.executableURL = CLI.binary
+                p.arguments = ["convert", "qwen", CLI.model, "--dst-path", ws.path, "--tp", String(tp)]
+                p.standardError = FileHandle.nullDevice
+                try p.run()
+                usleep(UInt32(delay * 1_000_000))
+                let writing = try !ConvertCLI.leftovers(in: root).isEmpty
+                let done = FileManager.default.fileExists(atPath: ws.path)
+                kill(p.processIdentifier, signalNumber)
+                p.waitUntilExit()
+                let left = try FileManager.default.contentsOfDirectory(atPath: root.path)
+                let run = "tp \(tp), \(delay) s, signal \(signalNumber): exit \(p.terminationStatus)\(p.terminationReason == .uncaughtSignal ? " (killed)" : ""), writing \(writing), done \(done), left \(left)"
+                print(run)
+                if done {
+                    // The signal came after the rename: a complete workspace and nothing else.
+                    #expect(p.terminationStatus == 0 && left == ["ws"], "\(run)")
+                    try? FileManager.default.removeItem(at: ws)
+                } else if p.terminationReason == .uncaughtSignal {
+                    // Before convert installs its handler (process start-up), the signal's default
+                    // action ends it: too early for anything to have been written.
+                    #expect(!writing && p.terminationStatus == signalNumber && left.isEmpty, "\(run)")
+                } else {
+                    #expect(p.terminationStatus == 128 + signalNumber, "\(run)")
+                    #expect(left.isEmpty, "\(run)")
+                    if writing { midWay += 1 }
+                }
+            }
+        }
+        // Most signals must have landed while weight files were being written.
+        #expect(midWay >= 6, "only \(midWay) interrupts landed mid-way")
+    }
+
+    /// Destinations that would swallow other data are refused before anything is touched.
+    @Test func refusesDestinationsHoldingOtherData() throws {
+        let root = try ConvertCLI.temporaryDirectory("dst")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let fm = FileManager.default
+        let model = root.appendingPathComponent("models/model")
+        try ConvertCLI.writeTinyModel(model)
+        let work = root.appendingPathComponent("work")
+        try fm.createDirectory(at: work, withIntermediateDirectories: true)
+        try Data("keep".utf8).write(to: work.appendingPathComponent("keep.txt"))
+        let data = root.appendingPathComponent("data")
+        try fm.createDirectory(at: data, withIntermediateDirectories: true)
+        try Data("precious".utf8).write(to: data.appendingPathComponent("notes.txt"))
+        try fm.createSymbolicLink(at: work.appendingPathComponent("link"), withDestinationURL: model)
+        try Data("file".utf8).write(to: work.appendingPathComponent("plain"))
+        let before = ConvertCLI.snapshot(root)
+
+        let cases: [(dst: String, expect: String)] = [
+            ("", "empty"),
+            (".", "current directory"),
+            ("..", "current directory's parent"),
+            ("/", "root directory"),
+            (model.path, "source model"),
+            (model.path + "/sub/ws", "outside the source model"),
+            (model.path + "/..", "contains " + model.path),
+            ("link", "source model"),
+            ("link/x/..", "source model"),
+            ("plain", "is a file"),
+            (data.path, "not one"),
+            (root.appendingPathComponent("models/model/../../data").path, "not one"),
+        ]
+        for c in cases {
+            let r = try ConvertCLI.run(["convert", "llama", model.path, "--dst-path", c.dst, "--force"], in: work)
+            #expect(r.status != 0, "--dst-path '\(c.dst)' --force was accepted")
+            #expect(r.stderr.contains(c.expect) && r.stderr.contains("--dst-path"), "--dst-path '\(c.dst)': \(r.stderr)")
+            #expect(!r.stderr.contains("Fatal error") && !r.stderr.contains("NSCocoaErrorDomain"), "\(r.stderr)")
+        }
+        #expect(ConvertCLI.snapshot(root) == before, "a refused conversion changed files")
+
+        let proc = try ConvertCLI.run(["convert", "llama", model.path, "--dst-path", "/proc/nope"], in: work)
+        #expect(proc.status == 1 && proc.stderr.contains("/proc/nope") && !proc.stderr.contains("NSCocoaErrorDomain")
+                && !proc.stderr.contains("Error Domain"), "\(proc.stderr)")
+
+        // --force does replace a previous workspace, and only that.
+        let ws = work.appendingPathComponent("ws")
+        let first = try ConvertCLI.run(["convert", "llama", model.path, "--dst-path", "ws"], in: work)
+        #expect(first.status == 0, "\(first.stderr)")
+        let again = try ConvertCLI.run(["convert", "llama", model.path, "--dst-path", "ws", "--force"], in: work)
+        #expect(again.status == 0, "\(again.stderr)")
+        #expect(fm.fileExists(atPath: ws.appendingPathComponent("triton_models/weights/config.ini").path))
+        try Data("mine".utf8).write(to: ws.appendingPathComponent("my-notes.txt"))
+        let extra = try ConvertCLI.run(["convert", "llama", model.path, "--dst-path", "ws", "--force"], in: work)
+        #expect(extra.status == 1 && extra.stderr.contains("my-notes.txt"), "\(extra.stderr)")
+        #expect(fm.fileExists(atPath: ws.appendingPathComponent("my-notes.txt").path))
+        #expect(try ConvertCLI.leftovers(in: work).isEmpty)
     }
 
     @Test func clearErrors() throws {

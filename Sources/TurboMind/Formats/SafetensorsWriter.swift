@@ -11,6 +11,7 @@ import Musl
 import Darwin
 #endif
 import Foundation
+import Tokenizers
 
 /// Collects tensors in memory and writes them as one safetensors file.
 public struct SafetensorsWriter: Sendable {
@@ -44,7 +45,14 @@ public struct SafetensorsWriter: Sendable {
         guard shape.allSatisfy({ $0 >= 0 }) else {
             throw FormatError.invalid(file: "(safetensors writer)", field: name, expected: "non-negative dimensions, got \(shape)")
         }
-        let expected = shape.reduce(1, *) * dtype.byteSize
+        var expected = dtype.byteSize
+        for dimension in shape {
+            let (product, overflow) = expected.multipliedReportingOverflow(by: dimension)
+            guard !overflow else {
+                throw FormatError.invalid(file: "(safetensors writer)", field: name, expected: "a shape whose byte size fits in Int, got \(shape)")
+            }
+            expected = product
+        }
         guard expected == bytes.count else {
             throw FormatError.byteSizeMismatch(file: "(safetensors writer)", tensor: name, shape: shape, dtype: dtype,
                                                expectedBytes: expected, actualBytes: bytes.count)
@@ -58,9 +66,17 @@ public struct SafetensorsWriter: Sendable {
         guard dtype.isWeightType else {
             throw FormatError.unsupportedDType(file: "(safetensors writer)", tensor: name, dtype: dtype, supported: DType.weightTypes)
         }
-        guard values.count == shape.reduce(1, *) else {
+        var count = 1
+        for dimension in shape {
+            let (product, overflow) = count.multipliedReportingOverflow(by: dimension)
+            guard !overflow, dimension >= 0 else {
+                throw FormatError.invalid(file: "(safetensors writer)", field: name, expected: "non-negative dimensions whose product fits in Int, got \(shape)")
+            }
+            count = product
+        }
+        guard values.count == count else {
             throw FormatError.invalid(file: "(safetensors writer)", field: name,
-                                      expected: "\(shape.reduce(1, *)) values for shape \(shape), got \(values.count)")
+                                      expected: "\(count) values for shape \(shape), got \(values.count)")
         }
         try add(name: name, dtype: dtype, shape: shape, bytes: TensorView.bytes(of: values, as: dtype))
     }
@@ -74,14 +90,14 @@ public struct SafetensorsWriter: Sendable {
     func headerBytes() -> [UInt8] {
         var parts: [String] = []
         if !metadata.isEmpty {
-            let fields = metadata.keys.sorted().map { "\(JSONValue.quote($0)):\(JSONValue.quote(metadata[$0]!))" }
+            let fields = metadata.keys.sorted().map { "\(JSONText.quote($0)):\(JSONText.quote(metadata[$0]!))" }
             parts.append("\"__metadata__\":{" + fields.joined(separator: ",") + "}")
         }
         var offset = 0
         for tensor in pending {
             let end = offset + tensor.bytes.count
             let shape = tensor.shape.map(String.init).joined(separator: ",")
-            parts.append("\(JSONValue.quote(tensor.name)):{\"dtype\":\"\(tensor.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(end)]}")
+            parts.append("\(JSONText.quote(tensor.name)):{\"dtype\":\"\(tensor.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(end)]}")
             offset = end
         }
         var header = Array(("{" + parts.joined(separator: ",") + "}").utf8)
@@ -89,59 +105,15 @@ public struct SafetensorsWriter: Sendable {
         return header
     }
 
-    /// Writes the file atomically: to a temporary file in the same directory, then renamed to `url`.
+    /// Writes the file atomically: to a temporary file in the same directory, flushed, then renamed to `url`.
     public func write(to url: URL) throws {
         let header = headerBytes()
         var prefix = [UInt8](repeating: 0, count: 8)
         for i in 0..<8 { prefix[i] = UInt8(truncatingIfNeeded: UInt64(header.count) >> (8 * UInt64(i))) }
-
-        let temporary = url.deletingLastPathComponent()
-            .appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
-        let fd = open(temporary.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        if fd < 0 {
-            throw FormatError.io(file: temporary.path, operation: "create", message: String(cString: strerror(errno)))
-        }
-        var succeeded = false
-        defer {
-            if !succeeded { unlink(temporary.path) }
-        }
-        do {
-            defer { close(fd) }
-            try SafetensorsWriter.writeAll(fd, prefix, path: temporary.path)
-            try SafetensorsWriter.writeAll(fd, header, path: temporary.path)
-            for tensor in pending { try SafetensorsWriter.writeAll(fd, tensor.bytes, path: temporary.path) }
-            if fsync(fd) != 0 {
-                throw FormatError.io(file: temporary.path, operation: "fsync", message: String(cString: strerror(errno)))
-            }
-        }
-        if rename(temporary.path, url.path) != 0 {
-            throw FormatError.io(file: url.path, operation: "rename", message: String(cString: strerror(errno)))
-        }
-        succeeded = true
-    }
-
-    private static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws {
-        try bytes.withUnsafeBytes { buffer in
-            var written = 0
-            while written < buffer.count {
-                let result = posixWrite(fd, buffer.baseAddress! + written, buffer.count - written)
-                if result < 0 {
-                    if errno == EINTR { continue }
-                    throw FormatError.io(file: path, operation: "write", message: String(cString: strerror(errno)))
-                }
-                written += result
-            }
+        try OutputFile.replace(url) { file in
+            try file.write(prefix)
+            try file.write(header)
+            for tensor in pending { try file.write(tensor.bytes) }
         }
     }
-}
-
-/// The POSIX `write(2)`, under a name that the writer's own `write(to:)` does not shadow.
-private func posixWrite(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -> Int {
-    #if canImport(Glibc)
-    return Glibc.write(fd, buffer, count)
-    #elseif canImport(Musl)
-    return Musl.write(fd, buffer, count)
-    #else
-    return Darwin.write(fd, buffer, count)
-    #endif
 }

@@ -53,6 +53,8 @@ public struct WorkspaceConfig: Sendable, Equatable {
     }
 
     public static let sectionName = "llama"
+    /// Concurrent sequences one engine may be configured for (`max_batch_size`).
+    public static let maxBatchSizeLimit = 1 << 16
     public static let fileName = "config.ini"
 
     /// The config lmdeploy's converter writes for `model` (defaults of lmdeploy v0.0.x's
@@ -140,7 +142,9 @@ public struct WorkspaceConfig: Sendable, Equatable {
         let positive = "a positive integer"
         modelName = try r.string("model_name")
         tensorParaSize = try r.require("tensor_para_size", try r.int("tensor_para_size"), positive) { $0 > 0 }
-        let heads = try r.require("head_num", try r.int("head_num"), positive) { $0 > 0 }
+        let heads = try r.require("head_num", try r.int("head_num"), "a positive integer of at most \(ModelBounds.maxHeads)") {
+            $0 > 0 && $0 <= ModelBounds.maxHeads
+        }
         headNum = heads
         kvHeadNum = try r.require("kv_head_num", try r.int("kv_head_num", default: heads),
                                   "a positive divisor of head_num (\(heads))") { $0 > 0 && heads % $0 == 0 }
@@ -170,6 +174,27 @@ public struct WorkspaceConfig: Sendable, Equatable {
                                               "a non-negative integer") { $0 >= 0 }
         useDynamicNTK = try r.flag("use_dynamic_ntk", default: false) ? 1 : 0
         useLognAttn = try r.flag("use_logn_attn", default: false) ? 1 : 0
+
+        // Plausibility, before anything is sized from these numbers: each dimension bounded, every
+        // tensor size computed with overflow checks, ids inside the vocabulary.
+        _ = try ModelBounds.bounded(headNum, ModelBounds.maxHeads, file: file, key: "[llama] head_num", what: "attention heads")
+        _ = try ModelBounds.bounded(sizePerHead, ModelBounds.maxHeadDim, file: file, key: "[llama] size_per_head", what: "the head dimension")
+        let hidden = try ModelBounds.product(headNum, sizePerHead, file: file, key: "[llama] size_per_head",
+                                             what: "the hidden size (head_num × size_per_head)")
+        try ModelBounds.check(hidden: hidden, inter: interSize, layers: numLayer, heads: headNum, kvHeads: kvHeadNum,
+                              headDim: sizePerHead, vocab: vocabSize, file: file, keys: .configINI)
+        let vocabulary = vocabSize
+        for (key, id) in [("start_id", startId), ("end_id", endId)] where id < 0 || id >= vocabulary {
+            throw FormatError.invalidConfigValue(file: file, key: "[llama] \(key)", value: "\(id)",
+                                                 expected: "a token id inside the vocabulary, 0 ..< vocab_size (\(vocabulary))")
+        }
+        for (key, value, limit) in [("session_len", sessionLen, ModelBounds.maxPositions),
+                                    ("max_position_embeddings", maxPositionEmbeddings, ModelBounds.maxPositions),
+                                    ("max_batch_size", maxBatchSize, WorkspaceConfig.maxBatchSizeLimit),
+                                    ("tensor_para_size", tensorParaSize, ModelBounds.maxHeads)] where value > limit {
+            throw FormatError.invalidConfigValue(file: file, key: "[llama] \(key)", value: "\(value)",
+                                                 expected: "at most \(limit)")
+        }
         extra = section.entries.filter { !WorkspaceConfig.modeledKeys.contains($0.key) }
     }
 

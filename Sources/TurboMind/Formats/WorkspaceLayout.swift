@@ -45,6 +45,29 @@ public struct WorkspaceLayout: Sendable {
     }
 }
 
+extension WorkspaceLayout {
+    /// The workspace root `path` belongs to judging by its folders alone (config.ini not required):
+    /// a root with `triton_models/weights/`, a `triton_models` folder with `weights/`, or such a
+    /// `weights` folder. Used to say that a workspace's config.ini is missing rather than that
+    /// the path is not a Hugging Face model.
+    public static func detectIgnoringConfig(path: URL) -> WorkspaceLayout? {
+        let fm = FileManager.default
+        func isDirectory(_ url: URL) -> Bool {
+            var flag: ObjCBool = false
+            return fm.fileExists(atPath: url.path, isDirectory: &flag) && flag.boolValue
+        }
+        let path = path.standardizedFileURL
+        if isDirectory(path.appendingPathComponent("triton_models/weights")) { return WorkspaceLayout(root: path) }
+        if path.lastPathComponent == "triton_models", isDirectory(path.appendingPathComponent("weights")) {
+            return WorkspaceLayout(root: path.deletingLastPathComponent())
+        }
+        if path.lastPathComponent == "weights", path.deletingLastPathComponent().lastPathComponent == "triton_models" {
+            return WorkspaceLayout(root: path.deletingLastPathComponent().deletingLastPathComponent())
+        }
+        return nil
+    }
+}
+
 /// Which HF tensor one workspace column (or vector element) comes from.
 struct ColumnSource: Sendable, Equatable {
     /// Index into the plan's `sources`.

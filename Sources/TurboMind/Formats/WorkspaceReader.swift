@@ -27,6 +27,17 @@ public enum WorkspaceReader {
         let sourceConfigURL = layout.tokenizer.appendingPathComponent(ModelConfig.fileName)
         let source = FileManager.default.fileExists(atPath: sourceConfigURL.path) ? try ModelConfig.load(file: sourceConfigURL) : nil
 
+        // Layer files past num_layer: config.ini was edited or belongs to another model.
+        let listed = (try? FileManager.default.contentsOfDirectory(atPath: layout.weights.path)) ?? []
+        let extraLayers = Set(listed.compactMap { name -> Int? in
+            let parts = name.split(separator: ".")
+            guard parts.count > 2, parts[0] == "layers", let index = Int(parts[1]), index >= workspace.numLayer else { return nil }
+            return index
+        }).sorted()
+        if let first = extraLayers.first {
+            throw FormatError.invalidConfigValue(file: iniPath, key: "[llama] num_layer", value: "\(workspace.numLayer)",
+                                                 expected: "the workspace's layer count: \(layout.weights.path) also holds files of layers \(first)…\(extraLayers.last!) (\(extraLayers.count) extra layers)")
+        }
         let plan = WorkspacePlan(config: workspace, outputBias: workspace.attnBias == 1)
         let tensors = plan.tensors
         // Check every file before reading any: a missing or short file is named at once.

@@ -47,15 +47,22 @@ public enum WorkspaceWriter {
 
     /// Converts the HF model in `source` into a workspace at `destination`.
     /// `progress(done, total)` is called after each weight file; `onTemporaryDirectory` receives the
-    /// temporary directory as soon as it exists and nil once it has been renamed or removed (a
-    /// signal handler can remove it on Ctrl-C).
+    /// temporary directory as soon as it exists and nil once it has been renamed or removed.
+    /// `isCancelled` is polled between steps and between the 2 MiB blocks of each weight file: once
+    /// it returns true the conversion stops, removes its temporary directory on this thread (so no
+    /// writer is left running while it goes) and throws `FormatError.interrupted`.
     @discardableResult
     public static func convert(source: URL, destination: URL, options: WorkspaceConvertOptions,
                                progress: ((Int, Int) -> Void)? = nil,
-                               onTemporaryDirectory: ((URL?) -> Void)? = nil) throws -> WorkspaceConvertReport {
+                               onTemporaryDirectory: ((URL?) -> Void)? = nil,
+                               isCancelled: (() -> Bool)? = nil) throws -> WorkspaceConvertReport {
         let started = Date()
         let fm = FileManager.default
-        let destination = destination.standardizedFileURL
+        // Refused before anything is read or written: a destination that would swallow other data.
+        let destination = try checkDestination(destination.path, source: source, force: options.force)
+        func checkCancelled() throws {
+            if isCancelled?() == true { throw FormatError.interrupted(destination: destination.path) }
+        }
         let config = try ModelConfig.load(directory: source)
         let tp = options.tensorParallel
         guard tp >= 1, config.numAttentionHeads % tp == 0, config.numKeyValueHeads % tp == 0, config.intermediateSize % tp == 0 else {
@@ -79,22 +86,20 @@ public enum WorkspaceWriter {
         }
         let workspaceConfig = WorkspaceConfig(model: config, modelName: options.modelName, tensorParaSize: tp,
                                               templateSessionLength: options.templateSessionLength, startId: startId, endId: endId)
+        try checkCancelled()
 
-        // Destination checks, then the temporary directory beside it.
+        // The temporary directory beside the destination.
         let parent = destination.deletingLastPathComponent()
-        if fm.fileExists(atPath: destination.path) && !options.force {
-            throw FormatError.invalid(file: destination.path, field: "--dst-path",
-                                      expected: "a path that does not exist yet (pass --force to replace it)")
-        }
-        do { try fm.createDirectory(at: parent, withIntermediateDirectories: true) } catch {
-            throw FormatError.io(file: parent.path, operation: "mkdir", message: "\(error)")
-        }
+        try makeDirectory(parent, option: "--dst-path \(destination.path)")
         removeStaleTemporaries(for: destination)
         let temporary = parent.appendingPathComponent(temporaryPrefix(for: destination) + "\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
-        // Announced before it exists, so a signal arriving in between still knows what to remove.
+        // Announced before it exists, so a watchdog that gives up on this thread still knows what to remove.
         onTemporaryDirectory?(temporary)
-        do { try fm.createDirectory(at: temporary, withIntermediateDirectories: false) } catch {
-            throw FormatError.io(file: temporary.path, operation: "mkdir", message: "\(error)")
+        if mkdir(temporary.path, 0o755) != 0 {
+            let message = posixErrorText()
+            onTemporaryDirectory?(nil)
+            throw FormatError.invalid(file: destination.path, field: "--dst-path",
+                                      expected: "a place where a directory can be created (creating \(temporary.path) failed: \(message))")
         }
         var finished = false
         defer {
@@ -119,17 +124,21 @@ public enum WorkspaceWriter {
         var bytes = 0
         var manifestTensors: [String] = []
         for (index, tensorPlan) in tensors.enumerated() {
+            try checkCancelled()
             let sources = tensorPlan.sources.map { weights.canonical($0) }
             for (name, tensor) in zip(tensorPlan.sources, sources) where tensor == nil && !name.hasSuffix("o_bias") {
                 preconditionFailure("\(tensorPlan.name): source \(name) missing from the loaded weights")
             }
             let url = layout.weights.appendingPathComponent(tensorPlan.name)
             let file = try OutputFile(url)
-            try WorkspaceTransform.fill(tensorPlan, sources: sources, buffer: buffer) { try file.write($0) }
+            try WorkspaceTransform.fill(tensorPlan, sources: sources, buffer: buffer) {
+                try checkCancelled()
+                try file.write($0)
+            }
             try file.finish()
             bytes += tensorPlan.elementCount * 2
             for tensor in sources.compactMap({ $0 }) { WorkspaceTransform.releasePages(tensor) }
-            manifestTensors.append("{\"name\":\(JSONValue.quote(tensorPlan.name)),\"shape\":[\(tensorPlan.shape.map(String.init).joined(separator: ","))],\"dtype\":\"F16\"}")
+            manifestTensors.append("{\"name\":\(JSONText.quote(tensorPlan.name)),\"shape\":[\(tensorPlan.shape.map(String.init).joined(separator: ","))],\"dtype\":\"F16\"}")
             progress?(index + 1, tensors.count)
         }
 
@@ -138,9 +147,12 @@ public enum WorkspaceWriter {
         try syncDirectory(layout.weights)
         try syncDirectory(temporary)
 
-        // Into place.
+        // Into place: a previous workspace (checked again, it may have changed meanwhile) is moved
+        // aside, the new one renamed in, the old one removed.
+        try checkCancelled()
         var trash: URL? = nil
         if fm.fileExists(atPath: destination.path) {
+            _ = try checkDestination(destination.path, source: source, force: options.force)
             let aside = parent.appendingPathComponent(temporaryPrefix(for: destination) + "\(getpid())-replaced")
             if rename(destination.path, aside.path) != 0 {
                 throw FormatError.io(file: destination.path, operation: "rename", message: String(cString: strerror(errno)))
@@ -158,6 +170,84 @@ public enum WorkspaceWriter {
         if let trash { try? fm.removeItem(at: trash) }
         return WorkspaceConvertReport(destination: destination, weightFiles: tensors.count, weightBytes: bytes,
                                       seconds: Date().timeIntervalSince(started))
+    }
+
+    /// The top-level entries of a workspace this writer (or lmdeploy's converter) makes; `--force`
+    /// replaces a directory holding nothing else.
+    static let workspaceEntries: Set<String> = ["triton_models", "model_repository", "service_docker_up.sh"]
+
+    /// `path` made absolute and physical: each existing component resolved through symlinks, `.`
+    /// and `..` applied to the resolved path (as the kernel does), missing components appended as
+    /// written. The empty path stays empty.
+    public static func resolvedPath(_ path: String, currentDirectory: String = FileManager.default.currentDirectoryPath) -> String {
+        guard !path.isEmpty else { return "" }
+        var resolved = path.hasPrefix("/") ? "/" : (realPath(currentDirectory) ?? currentDirectory)
+        for component in path.split(separator: "/", omittingEmptySubsequences: true) {
+            switch component {
+            case ".": continue
+            case "..":
+                resolved = (resolved as NSString).deletingLastPathComponent
+                if resolved.isEmpty { resolved = "/" }
+            default:
+                let next = resolved == "/" ? "/" + component : resolved + "/" + component
+                resolved = realPath(next) ?? next
+            }
+        }
+        return resolved
+    }
+
+    private static func realPath(_ path: String) -> String? {
+        guard let pointer = realpath(path, nil) else { return nil }
+        defer { free(pointer) }
+        return String(cString: pointer)
+    }
+
+    /// True when `ancestor` is `path` or one of its parent directories (both resolved).
+    static func contains(_ ancestor: String, _ path: String) -> Bool {
+        ancestor == path || ancestor == "/" || path.hasPrefix(ancestor.hasSuffix("/") ? ancestor : ancestor + "/")
+    }
+
+    /// Checks that `path` may receive a workspace converted from `source`, and returns it resolved.
+    /// Refused: the empty path, `/`, the current directory or any of its parents, the source
+    /// directory, any parent or child of it, an existing path without `force`, and with `force` an
+    /// existing path that is not a previous workspace (triton_models/weights/config.ini and nothing
+    /// but a workspace's entries).
+    public static func checkDestination(_ path: String, source: URL, force: Bool,
+                                        currentDirectory: String = FileManager.default.currentDirectoryPath) throws -> URL {
+        func refuse(_ why: String) -> FormatError {
+            .invalid(file: path.isEmpty ? "(empty path)" : path, field: "--dst-path", expected: why)
+        }
+        guard !path.isEmpty else { throw refuse("a directory to create; the path is empty") }
+        let target = resolvedPath(path, currentDirectory: currentDirectory)
+        let here = resolvedPath(currentDirectory, currentDirectory: "/")
+        let from = resolvedPath(source.path, currentDirectory: currentDirectory)
+        let shown = target == path ? "" : " (\(target))"
+        guard target != "/" else { throw refuse("a directory to create, not the root directory /") }
+        if contains(target, here) {
+            throw refuse("a new directory, not the current directory\(target == here ? "" : "'s parent \(target)")")
+        }
+        if target == from { throw refuse("a directory other than the source model \(from)") }
+        if contains(target, from) { throw refuse("a directory outside the source model's path: \(target) contains \(from)") }
+        if contains(from, target) { throw refuse("a directory outside the source model \(from)\(shown)") }
+        let url = URL(fileURLWithPath: target)
+        var isDirectory: ObjCBool = false
+        // lstat semantics for the last component are not needed: `target` is already resolved.
+        guard FileManager.default.fileExists(atPath: target, isDirectory: &isDirectory) else { return url }
+        guard force else { throw refuse("a path that does not exist yet\(shown) (pass --force to replace a previous workspace)") }
+        guard isDirectory.boolValue else {
+            throw refuse("a previous workspace to replace with --force; \(target) is a file, and --force never replaces other data")
+        }
+        let layout = WorkspaceLayout(root: url)
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: target)) ?? []
+        let foreign = entries.filter { !workspaceEntries.contains($0) }.sorted()
+        guard FileManager.default.fileExists(atPath: layout.configINI.path), foreign.isEmpty else {
+            var what = FileManager.default.fileExists(atPath: layout.configINI.path)
+                ? "it holds \(foreign.prefix(5).joined(separator: ", "))\(foreign.count > 5 ? ", …" : "") besides a workspace"
+                : "it has no triton_models/weights/config.ini"
+            if entries.isEmpty { what = "it is an empty directory, not a workspace" }
+            throw refuse("a previous workspace to replace with --force; \(target) is not one (\(what)), and --force never replaces other data")
+        }
+        return url
     }
 
     /// Removes temporary directories of conversions to `destination` whose process is gone.
@@ -180,16 +270,20 @@ public enum WorkspaceWriter {
         let fm = FileManager.default
         let names: [String]
         do { names = try fm.contentsOfDirectory(atPath: source.path).sorted() } catch {
-            throw FormatError.io(file: source.path, operation: "list", message: "\(error)")
+            throw FormatError.io(file: source.path, operation: "list", message: systemMessage(error))
         }
         let extra: Set<String> = ["tokenizer.model", "qwen.tiktoken", "chat_template.jinja"]
         for name in names where name.hasSuffix(".json") || name.hasSuffix(".py") || extra.contains(name) {
             let from = source.appendingPathComponent(name), to = destination.appendingPathComponent(name)
             var isDirectory: ObjCBool = false
             guard fm.fileExists(atPath: from.path, isDirectory: &isDirectory), !isDirectory.boolValue else { continue }
-            do { try fm.copyItem(at: from, to: to) } catch {
-                throw FormatError.io(file: from.path, operation: "copy", message: "\(error)")
+            let data: Data
+            do { data = try Data(contentsOf: from) } catch {
+                throw FormatError.io(file: from.path, operation: "read", message: systemMessage(error))
             }
+            let file = try OutputFile(to)
+            try file.write([UInt8](data))
+            try file.finish()
         }
         guard fm.fileExists(atPath: destination.appendingPathComponent("tokenizer.json").path)
                 || fm.fileExists(atPath: destination.appendingPathComponent("tokenizer.model").path) else {
@@ -204,11 +298,11 @@ public enum WorkspaceWriter {
         lines.append("\"format\": \"lmdeploy-workspace\"")
         lines.append("\"format_version\": \(WorkspaceLayout.formatVersion)")
         lines.append("\"writer\": \"lmdeploy-swift\"")
-        lines.append("\"source\": \(JSONValue.quote(source.standardizedFileURL.path))")
-        lines.append("\"source_architecture\": \(JSONValue.quote(config.architecture.rawValue))")
-        lines.append("\"source_dtype\": \(JSONValue.quote(config.torchDtype ?? "unknown"))")
+        lines.append("\"source\": \(JSONText.quote(source.standardizedFileURL.path))")
+        lines.append("\"source_architecture\": \(JSONText.quote(config.architecture.rawValue))")
+        lines.append("\"source_dtype\": \(JSONText.quote(config.torchDtype ?? "unknown"))")
         lines.append("\"source_config\": \"../tokenizer/config.json\"")
-        lines.append("\"model_name\": \(JSONValue.quote(options.modelName))")
+        lines.append("\"model_name\": \(JSONText.quote(options.modelName))")
         lines.append("\"tensor_para_size\": \(options.tensorParallel)")
         lines.append("\"tensors\": [\n    " + tensors.joined(separator: ",\n    ") + "\n  ]")
         try writeText("{\n  " + lines.joined(separator: ",\n  ") + "\n}\n", to: layout.manifest)
@@ -285,9 +379,19 @@ public enum WorkspaceWriter {
 
     // MARK: File helpers
 
-    static func makeDirectory(_ url: URL) throws {
-        do { try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true) } catch {
-            throw FormatError.io(file: url.path, operation: "mkdir", message: "\(error)")
+    /// `mkdir -p`, with the system's reason on failure (and `option` named, when it came from one).
+    static func makeDirectory(_ url: URL, option: String? = nil) throws {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) {
+            if isDirectory.boolValue { return }
+            throw FormatError.io(file: url.path, operation: option.map { "mkdir (for \($0))" } ?? "mkdir",
+                                 message: "a file of that name exists")
+        }
+        let parent = url.deletingLastPathComponent()
+        if parent.path != url.path { try makeDirectory(parent, option: option) }
+        if mkdir(url.path, 0o755) != 0 && errno != EEXIST {
+            throw FormatError.io(file: url.path, operation: option.map { "mkdir (for \($0))" } ?? "mkdir",
+                                 message: posixErrorText())
         }
     }
 
@@ -311,39 +415,18 @@ public enum WorkspaceWriter {
     }
 }
 
-/// A new file written sequentially with POSIX calls and flushed to disk on `finish`.
-final class OutputFile {
-    let path: String
-    private var fd: Int32
-
-    init(_ url: URL) throws {
-        path = url.path
-        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        if fd < 0 { throw FormatError.io(file: path, operation: "create", message: String(cString: strerror(errno))) }
+/// The system's reason inside a Foundation error (its POSIX errno where it has one), not the raw
+/// NSCocoaErrorDomain dump.
+func systemMessage(_ error: Error) -> String {
+    let ns = error as NSError
+    if ns.domain == NSPOSIXErrorDomain { return posixErrorText(Int32(ns.code)) }
+    if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
+        return posixErrorText(Int32(underlying.code))
     }
-
-    func write(_ bytes: UnsafeRawBufferPointer) throws {
-        var written = 0
-        while written < bytes.count {
-            #if canImport(Glibc)
-            let result = Glibc.write(fd, bytes.baseAddress! + written, bytes.count - written)
-            #elseif canImport(Musl)
-            let result = Musl.write(fd, bytes.baseAddress! + written, bytes.count - written)
-            #else
-            let result = Darwin.write(fd, bytes.baseAddress! + written, bytes.count - written)
-            #endif
-            if result < 0 {
-                if errno == EINTR { continue }
-                throw FormatError.io(file: path, operation: "write", message: String(cString: strerror(errno)))
-            }
-            written += result
-        }
+    switch ns.code {
+    case NSFileNoSuchFileError, NSFileReadNoSuchFileError: return posixErrorText(ENOENT)
+    case NSFileReadNoPermissionError, NSFileWriteNoPermissionError: return posixErrorText(EACCES)
+    case NSFileWriteOutOfSpaceError: return posixErrorText(ENOSPC)
+    default: return ns.localizedDescription
     }
-
-    func finish() throws {
-        defer { close(fd); fd = -1 }
-        if fsync(fd) != 0 { throw FormatError.io(file: path, operation: "fsync", message: String(cString: strerror(errno))) }
-    }
-
-    deinit { if fd >= 0 { close(fd) } }
 }

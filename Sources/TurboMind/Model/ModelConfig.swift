@@ -3,6 +3,7 @@
 // in `init(from:)`, so a bad config fails at load time with the file and the key named.
 
 import Foundation
+import Tokenizers
 
 /// The decoder-only model families the engine implements (HF `architectures[0]`).
 public enum Architecture: String, Sendable, CaseIterable, Codable {
@@ -149,7 +150,7 @@ public struct ModelConfig: Sendable, Decodable, Equatable {
         do {
             data = try Data(contentsOf: file)
         } catch {
-            throw FormatError.io(file: file.path, operation: "read", message: "\(error)")
+            throw FormatError.io(file: file.path, operation: "read", message: systemMessage(error))
         }
         return try decode(data, file: file.path)
     }
@@ -322,6 +323,14 @@ public struct ModelConfig: Sendable, Decodable, Equatable {
                              ("vocab_size", vocabSize)] where value <= 0 {
             throw invalid(key, value, "a positive integer")
         }
+        // Bounded first, so the divisibility checks below see plausible numbers.
+        for (key, value, limit, what) in [("hidden_size", hiddenSize, ModelBounds.maxHiddenSize, "the hidden size"),
+                                          ("intermediate_size", intermediateSize, ModelBounds.maxIntermediateSize, "the MLP width"),
+                                          ("num_hidden_layers", numHiddenLayers, ModelBounds.maxLayers, "decoder layers"),
+                                          ("num_attention_heads", numAttentionHeads, ModelBounds.maxHeads, "attention heads"),
+                                          ("vocab_size", vocabSize, ModelBounds.maxVocabSize, "tokens in the vocabulary")] {
+            _ = try ModelBounds.bounded(value, limit, file: file, key: key, what: what)
+        }
         numKeyValueHeads = try optionalInt(.numKeyValueHeads) ?? numAttentionHeads
         guard numKeyValueHeads > 0, numAttentionHeads % numKeyValueHeads == 0 else {
             throw invalid("num_key_value_heads", numKeyValueHeads,
@@ -342,6 +351,11 @@ public struct ModelConfig: Sendable, Decodable, Equatable {
             }
         }
 
+        // Every size bounded and every tensor size computed with overflow checks, before anything
+        // (weights, KV cache) is sized from them.
+        try ModelBounds.check(hidden: hiddenSize, inter: intermediateSize, layers: numHiddenLayers, heads: numAttentionHeads,
+                              kvHeads: numKeyValueHeads, headDim: headDim, vocab: vocabSize, file: file, keys: .configJSON)
+
         // Normalisation and activation.
         let eps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? 1e-6
         guard eps > 0, eps.isFinite, Float(eps) > 0 else { throw invalid("rms_norm_eps", eps, "a positive number") }
@@ -361,8 +375,8 @@ public struct ModelConfig: Sendable, Decodable, Equatable {
         case .mistral, .qwen2: defaultMaxPositions = 32768
         }
         maxPositionEmbeddings = try optionalInt(.maxPositionEmbeddings) ?? defaultMaxPositions
-        guard maxPositionEmbeddings > 0 else {
-            throw invalid("max_position_embeddings", maxPositionEmbeddings, "a positive integer")
+        guard maxPositionEmbeddings > 0, maxPositionEmbeddings <= ModelBounds.maxPositions else {
+            throw invalid("max_position_embeddings", maxPositionEmbeddings, "a positive integer of at most \(ModelBounds.maxPositions)")
         }
 
         var theta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta)
@@ -416,6 +430,17 @@ public struct ModelConfig: Sendable, Decodable, Equatable {
         case .many(let ids): eosTokenIds = ids
         case nil: eosTokenIds = []
         }
+        // Token ids index the embedding table and the logits: each must lie inside the vocabulary.
+        let vocabulary = vocabSize
+        func checkId(_ id: Int, _ key: String) throws {
+            guard id >= 0, id < vocabulary else {
+                throw invalid(key, id, "a token id inside the vocabulary, 0 ..< vocab_size (\(vocabulary))")
+            }
+        }
+        if let bos = bosTokenId { try checkId(bos, "bos_token_id") }
+        for (index, id) in eosTokenIds.enumerated() {
+            try checkId(id, eosTokenIds.count == 1 ? "eos_token_id" : "eos_token_id[\(index)]")
+        }
         torchDtype = try c.decodeIfPresent(String.self, forKey: .torchDtype) ?? c.decodeIfPresent(String.self, forKey: .dtype)
 
         // Sliding window.
@@ -428,7 +453,9 @@ public struct ModelConfig: Sendable, Decodable, Equatable {
         case .llama, .internlm, .internlm2:
             slidingWindow = nil
         }
-        if let window = slidingWindow, window <= 0 { throw invalid("sliding_window", window, "a positive integer or null") }
+        if let window = slidingWindow, window <= 0 || window > ModelBounds.maxPositions {
+            throw invalid("sliding_window", window, "a positive integer of at most \(ModelBounds.maxPositions), or null")
+        }
     }
 
     /// An integer-valued key. Decoded as a number and checked here, because Foundation's JSONDecoder
@@ -437,7 +464,7 @@ public struct ModelConfig: Sendable, Decodable, Equatable {
         switch try c.decodeIfPresent(JSONValue.self, forKey: key) {
         case nil, .null?:
             return nil
-        case .int(let value)?:
+        case .integer(let value)?:
             return value
         case .double(let value)? where value.rounded() == value && abs(value) <= 0x1p53:
             return Int(value)

@@ -18,8 +18,15 @@ public struct ModelSource: @unchecked Sendable {
     public static func load(path: String) throws -> ModelSource {
         let url = URL(fileURLWithPath: path)
         var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw FormatError.fileNotFound(file: url.path, what: "a model directory (Hugging Face: config.json, *.safetensors, tokenizer.json; or a TurboMind workspace)")
+        let expected = "a model directory (Hugging Face: config.json, *.safetensors, tokenizer.json; or a TurboMind workspace)"
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
+            throw FormatError.fileNotFound(file: url.path, what: expected)
+        }
+        guard isDirectory.boolValue else {
+            throw FormatError.notADirectory(file: url.path, expected: expected)
+        }
+        if WorkspaceLayout.detect(path: url) == nil, let layout = WorkspaceLayout.detectIgnoringConfig(path: url) {
+            throw FormatError.workspaceConfigMissing(workspace: layout.root.path, file: layout.configINI.path)
         }
         if let layout = WorkspaceLayout.detect(path: url) {
             let loaded = try WorkspaceReader.load(layout)

@@ -80,12 +80,35 @@ public struct ModelWeights: @unchecked Sendable {
     /// Loads the weights `config` describes from an opened checkpoint.
     public static func load(checkpoint: SafetensorsCheckpoint, config: ModelConfig) throws -> ModelWeights {
         let loader = WeightLoader(checkpoint: checkpoint, config: config)
+        let weights: ModelWeights
         switch config.architecture {
         case .llama, .mistral, .qwen2, .internlm:
-            return try loader.loadLlamaNaming()
+            weights = try loader.loadLlamaNaming()
         case .internlm2:
-            return try loader.loadInternLM2Naming()
+            weights = try loader.loadInternLM2Naming()
         }
+        try checkNoExtraLayers(checkpoint: checkpoint, config: config)
+        return weights
+    }
+
+    /// A checkpoint holding layers past `num_hidden_layers` does not match its config (running the
+    /// first layers only gives gibberish): an error naming the extra tensors.
+    static func checkNoExtraLayers(checkpoint: SafetensorsCheckpoint, config: ModelConfig) throws {
+        var extra: [(layer: Int, name: String)] = []
+        for name in checkpoint.tensorNames {
+            let parts = name.split(separator: ".", maxSplits: 3)
+            guard parts.count > 2, parts[0] == "model", parts[1] == "layers", let index = Int(parts[2]),
+                  index >= config.numHiddenLayers || index < 0 else { continue }
+            extra.append((index, name))
+        }
+        guard !extra.isEmpty else { return }
+        let layers = Set(extra.map(\.layer)).sorted()
+        let file = checkpoint.file(containing: extra[0].name)?.url.path ?? checkpoint.directory.path
+        let examples = extra.sorted { ($0.layer, $0.name) < ($1.layer, $1.name) }.prefix(3).map(\.name).joined(separator: ", ")
+        throw FormatError.invalid(
+            file: file, field: "tensors of layers \(layers.first!)…\(layers.last!)",
+            expected: "no layers past num_hidden_layers = \(config.numHiddenLayers) of \(checkpoint.directory.appendingPathComponent(ModelConfig.fileName).path); "
+                + "the checkpoint has \(extra.count) unexpected tensors of \(layers.count) extra layers (e.g. \(examples)): config.json does not describe this checkpoint")
     }
 }
 
