@@ -79,6 +79,15 @@ extension JinjaInterpreter {
         switch base {
         case let .array(items): return .array(try indices(items.count).map { items[$0] })
         case let .string(s):
+            if rawStep == 1 {
+                // Contiguous: walk to the bounds and copy the substring, not character by character.
+                let n = s.count
+                let range = try indices(n)
+                guard let first = range.first, let last = range.last else { return .string("") }
+                let lo = s.index(s.startIndex, offsetBy: first)
+                let hi = s.index(lo, offsetBy: last - first + 1)
+                return .string(String(s[lo..<hi]))
+            }
             let chars = Array(s)
             return .string(String(try indices(chars.count).map { chars[$0] }))
         default:
@@ -100,7 +109,9 @@ extension JinjaInterpreter {
             switch v {
             case let .array(a): return .int(a.count)
             case let .dict(d): return .int(d.keys.count)
-            case let .string(s): return .int(s.count)
+            case let .string(s):
+                try budget.scan(s.utf8.count)
+                return .int(s.count)
             case .undefined: return .int(0)
             default: throw TokenizerError.templateRender(message: "object of type '\(v.typeName)' has no len()")
             }
@@ -291,6 +302,7 @@ extension JinjaInterpreter {
             guard i < args.count, case let .string(s) = args[i] else { return nil }
             return s
         }
+        try budget.scan(base)
         switch (base, method) {
         case let (.string(s), "strip"), let (.string(s), "lstrip"), let (.string(s), "rstrip"):
             let set = arg(0).map { CharacterSet(charactersIn: $0) } ?? .whitespacesAndNewlines

@@ -218,8 +218,10 @@ struct JinjaInterpreter {
             default:
                 throw TokenizerError.templateRender(message: "call of an expression")
             }
-        case let .slice(base, start, stop, step):
-            return try JinjaInterpreter.slice(try evaluate(base), try start.map { (e) throws(TokenizerError) in try evaluate(e) },
+        case let .slice(baseExpr, start, stop, step):
+            let base = try evaluate(baseExpr)
+            try budget.scan(base)
+            return try JinjaInterpreter.slice(base, try start.map { (e) throws(TokenizerError) in try evaluate(e) },
                                               try stop.map { (e) throws(TokenizerError) in try evaluate(e) },
                                               try step.map { (e) throws(TokenizerError) in try evaluate(e) })
         case let .dict(pairs):
@@ -264,10 +266,15 @@ struct JinjaInterpreter {
             }
             return .undefined(description)
         case let .string(s):
+            try budget.scan(s.utf8.count)
             if let i = key.integer {
-                let chars = Array(s)
-                let index = i < 0 ? chars.count + i : i
-                if index >= 0 && index < chars.count { return .string(String(chars[index])) }
+                // Walk |i| characters from the nearer end, without copying the string.
+                if i >= 0, let at = s.index(s.startIndex, offsetBy: i, limitedBy: s.endIndex), at < s.endIndex {
+                    return .string(String(s[at]))
+                }
+                if i < 0, i > Int.min, let at = s.index(s.endIndex, offsetBy: i, limitedBy: s.startIndex) {
+                    return .string(String(s[at]))
+                }
             }
             return .undefined(description)
         default:
@@ -355,6 +362,7 @@ struct JinjaInterpreter {
     }
 
     private func compare(_ op: String, _ a: JinjaValue, _ b: JinjaValue) throws(TokenizerError) -> Bool {
+        if op != "in" && op != "notin" { try budget.scan(a, b) }
         switch op {
         case "==": return a.isEqual(to: b)
         case "!=": return !a.isEqual(to: b)
@@ -365,6 +373,7 @@ struct JinjaInterpreter {
                 guard case let .string(needle) = a else {
                     throw TokenizerError.templateRender(message: "'in <string>' requires a string as left operand, not '\(a.typeName)'")
                 }
+                try budget.scan(s.utf8.count)
                 contained = JinjaInterpreter.contains(s, needle)
             case let .array(items): contained = items.contains { $0.isEqual(to: a) }
             case let .dict(d):

@@ -25,8 +25,11 @@ public enum ChatTemplateSandbox {
     public static let maxStringBytes = 8 << 20
     /// Items of any one list a template builds (`+`, `*`, `list`…).
     public static let maxListItems = 1_000_000
-    /// Total bytes of the strings and lists (16 bytes an item) one render builds, so that
-    /// accumulating large values in a loop runs out of budget, not of memory.
+    /// Total bytes of the strings and lists (16 bytes an item) one render builds or scans
+    /// (indexing, slicing, measuring, searching or comparing a string reads it whole; a scanned
+    /// byte counts `JinjaBudget.scanWeight` bytes), so that
+    /// accumulating large values in a loop, or scanning a large one again and again, runs out of
+    /// budget, not of memory or time.
     public static let maxAllocatedBytes = 256 << 20
 }
 
@@ -60,10 +63,24 @@ final class JinjaBudget {
         try allocate(items * 16)
     }
 
+    /// What a scanned byte counts against the budget: scanning (walking characters, searching)
+    /// costs more time than building the same bytes.
+    static let scanWeight = 16
+
+    /// Counts a scan of a string of `bytes` bytes.
+    func scan(_ bytes: Int) throws(TokenizerError) {
+        try allocate(min(bytes, Int.max / 32) * JinjaBudget.scanWeight)
+    }
+
+    /// Counts a scan of the strings among `values`.
+    func scan(_ values: JinjaValue...) throws(TokenizerError) {
+        for v in values { if case let .string(s) = v { try scan(s.utf8.count) } }
+    }
+
     private func allocate(_ bytes: Int) throws(TokenizerError) {
         let limit = ChatTemplateSandbox.maxAllocatedBytes
         guard allocated <= limit, bytes <= limit - allocated else {
-            throw TokenizerError.templateLimit(what: "the total size of the strings and lists built in bytes", limit: limit, line: 0)
+            throw TokenizerError.templateLimit(what: "the total size of the strings and lists built or scanned in bytes", limit: limit, line: 0)
         }
         allocated += bytes
     }
