@@ -145,6 +145,4 @@ struct Tokenize: ParsableCommand {
         }
         print("{\"bench\":\"encode\",\"impl\":\"lmdeploy-swift\",\"bytes\":\(bytes),\"tokens\":\(tokens),\"seconds\":\(best),\"mb_per_s\":\(Double(bytes) / best / 1e6)}")
     }
-
-
 }
