@@ -32,17 +32,18 @@ struct Convert: ParsableCommand {
     @Option(name: [.customLong("dst-path"), .customLong("dst_path")], help: "Where to write the workspace.")
     var dstPath: String = "workspace"
 
-    @Option(name: [.customLong("tp")], help: "Tensor-parallel ranks to split the weights for (must divide the heads).")
+    @Option(name: [.customLong("tp")], parsing: .unconditional, help: "Tensor-parallel ranks to split the weights for (must divide the heads).")
     var tp: Int = 1
 
-    @Option(name: [.customLong("group-size"), .customLong("group_size")], help: "AWQ group size (awq sources only).")
+    @Option(name: [.customLong("group-size"), .customLong("group_size")], parsing: .unconditional, help: "AWQ group size (awq sources only).")
     var groupSize: Int = 0
 
     @Flag(help: "Replace DST_PATH if it exists.")
     var force = false
 
     func validate() throws {
-        guard tp >= 1 else { throw ValidationError("--tp must be at least 1") }
+        guard tp >= 1 else { throw ValidationError("--tp must be at least 1 (got \(tp))") }
+        guard groupSize >= 0 else { throw ValidationError("--group-size must be ≥ 0 (got \(groupSize))") }
         switch modelFormat {
         case .hf: break
         case .awq: throw ValidationError("--model-format awq is not supported yet: AWQ (int4) workspaces come with `lmdeploy lite auto_awq`")
