@@ -24,6 +24,7 @@ public final class LineReader {
     private let interrupts: Interrupts?
     private var editor = LineEditor()
     private var pending: [UInt8] = []   // plain mode: bytes read past the last line
+    private var keyBacklog: [UInt8] = [] // editing: keys read past the last line
     private var atEnd = false
 
     public init(input: Int32 = STDIN_FILENO, output: Int32 = STDOUT_FILENO, interrupts: Interrupts? = .shared) {
@@ -99,6 +100,10 @@ public final class LineReader {
         var buffer = [UInt8](repeating: 0, count: 256)
         while true {
             var bytes: ArraySlice<UInt8>
+            if !keyBacklog.isEmpty {
+                bytes = keyBacklog[...]
+                keyBacklog = []
+            } else {
             switch waitForInput() {
             case .interrupt:
                 bytes = [0x03]                       // a SIGINT from outside acts as Ctrl-C
@@ -110,7 +115,10 @@ public final class LineReader {
                 }
                 bytes = n > 0 ? buffer[..<n] : []
             }
-            for byte in bytes {
+            }
+            for (i, byte) in zip(bytes.indices, bytes) {
+                // Keys typed ahead past the end of this line (a paste, "\r\r") wait for the next one.
+                func keepRest() { keyBacklog = Array(bytes[(i + 1)...]) }
                 let text = editor.buffer
                 switch editor.feed(byte) {
                 case .none: break
@@ -121,12 +129,15 @@ public final class LineReader {
                                                   columns: RawMode.columns(output), cursorRow: row)
                     write(r.output)
                     write(LineRendering.finish(prompt: prompt, text: text, columns: RawMode.columns(output), cursorRow: r.cursorRow))
+                    keepRest()
                     return .line(line)
                 case .interrupt:
                     finishLine()
+                    keepRest()
                     return .interrupt
                 case .endOfInput:
                     finishLine()
+                    keepRest()
                     return .endOfInput
                 case .clearScreen:
                     write("\u{1B}[H\u{1B}[2J")

@@ -1,7 +1,7 @@
 // The line editor's key handling on byte streams, as a terminal sends them (xterm/VT100
 // sequences), and the redraw arithmetic for wrapped lines.
 import Testing
-@testable import TerminalUI
+import TerminalUI
 
 private let left = "\u{1B}[D", right = "\u{1B}[C", up = "\u{1B}[A", down = "\u{1B}[B"
 private let home = "\u{1B}[H", end = "\u{1B}[F", delete = "\u{1B}[3~", backspace = "\u{7F}"
