@@ -30,10 +30,12 @@ let package = Package(
             path: "Sources/TurboMind"
         ),
         .target(name: "Lite", dependencies: ["TurboMind", "Tokenizers"], path: "Sources/Lite"),
+        // Generic terminal input (line editor, message reading, Ctrl-C): no engine code.
+        .target(name: "TerminalUI", path: "Sources/TerminalUI"),
         .executableTarget(
             name: "lmdeploy",
             dependencies: [
-                "Lite", "TurboMind", "Tokenizers",
+                "Lite", "TurboMind", "Tokenizers", "TerminalUI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -44,5 +46,6 @@ let package = Package(
         .testTarget(name: "TurboMindTests", dependencies: ["TurboMind", "Tokenizers"], path: "Tests/TurboMindTests"),
         .testTarget(name: "LiteTests", dependencies: ["Lite", "TurboMind", "Tokenizers"], path: "Tests/LiteTests"),
         .testTarget(name: "CLITests", dependencies: ["TurboMind"], path: "Tests/CLITests"),
+        .testTarget(name: "TerminalUITests", dependencies: ["TerminalUI"], path: "Tests/TerminalUITests"),
     ]
 )

@@ -1,6 +1,7 @@
 // `lmdeploy chat turbomind|torch MODEL`: an interactive terminal chat, as lmdeploy's.
 import ArgumentParser
 import Foundation
+import TerminalUI
 import Tokenizers
 import TurboMind
 
@@ -15,8 +16,10 @@ struct Chat: AsyncParsableCommand {
         abstract: "Chat with a model in the terminal.",
         discussion: """
         Type a message and finish it with an empty line (press Enter twice); multi-line messages \
-        are fine. `exit` quits, `end` starts a new session, Ctrl-D quits. The KV cache of earlier \
-        turns is kept, so each turn only computes its new tokens. The chat runs on the batching \
+        are fine. `exit` quits, `end` starts a new session, Ctrl-D quits. Ctrl-C stops a reply and \
+        keeps it in the conversation; at an empty prompt press it twice to quit. On a terminal the \
+        line can be edited (arrows, Home/End, Ctrl-A/E/U/K/W) and Up/Down recall earlier lines. \
+        The KV cache of earlier turns is kept, so each turn only computes its new tokens. The chat runs on the batching \
         engine (one session); the engine flags below also take their defaults from a workspace's config.ini.
         """
     )
@@ -32,14 +35,14 @@ struct Chat: AsyncParsableCommand {
 
     @OptionGroup var sampling: SamplingOptions
 
-    @Option(name: [.customLong("max-new-tokens"), .customLong("max_new_tokens"), .customLong("request-output-len"), .customLong("request_output_len")],
+    @Option(name: [.customLong("max-new-tokens"), .customLong("max_new_tokens"), .customLong("request-output-len"), .customLong("request_output_len")], parsing: .unconditional,
             help: "Maximum tokens of one reply.")
     var maxNewTokens: Int = 512
 
     @OptionGroup var engineOptions: EngineOptions
 
     func validate() throws {
-        guard maxNewTokens >= 1 else { throw ValidationError("--max-new-tokens must be at least 1") }
+        guard maxNewTokens >= 1 else { throw ValidationError("--max-new-tokens must be at least 1 (got \(maxNewTokens))") }
         try sampling.validate()
     }
 
@@ -56,37 +59,63 @@ struct Chat: AsyncParsableCommand {
         let config = format.generationConfig(maxNewTokens: maxNewTokens, sampling: sampling.params)
         var messages: [ChatMessage] = []
         var session: UInt64 = 1
-        let terminal = TerminalIO()
-        for notice in engine.notices { terminal.err(notice) }
-        terminal.err("model: \(modelPath) (\(source.config.architecture.rawValue), \(source.config.numHiddenLayers) layers) on \(engine.backendDescription), session length \(sessionLength)")
+        let input = MessageReader(commands: ["exit", "end"])
+        for notice in engine.notices { Terminal.err(notice) }
+        Terminal.err("model: \(modelPath) (\(source.config.architecture.rawValue), \(source.config.numHiddenLayers) layers) on \(engine.backendDescription), session length \(sessionLength)")
 
         func endSession(_ message: String) {
-            terminal.out(message)
+            Terminal.out(message)
             engine.end(session: session)
             session += 1
             messages.removeAll()
         }
 
-        while let input = terminal.readMessage(prompt: "\ndouble enter to end input >>> ") {
-            let text = input.trimmingCharacters(in: .whitespacesAndNewlines)
-            if text == "exit" { break }
-            if text == "end" {
+        var quitOnInterrupt = false
+        chat: while true {
+            let text: String
+            switch input.read(prompt: "\ndouble enter to end input >>> ") {
+            case .endOfInput, .command("exit"):
+                break chat
+            case .interrupt:
+                // Ctrl-C at an empty prompt: a hint first, a second one in a row quits.
+                if quitOnInterrupt { break chat }
+                quitOnInterrupt = true
+                Terminal.out("(press Ctrl-C again or type exit to quit)\n")
+                continue
+            case .command:
+                quitOnInterrupt = false
                 endSession("(new session)\n")
                 continue
+            case .message(let message):
+                quitOnInterrupt = false
+                text = message
             }
-            if text.isEmpty { continue }
-            messages.append(ChatMessage(role: "user", content: input))
+            if text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty { continue }
+            messages.append(ChatMessage(role: "user", content: text))
             let ids = try format.tokens(messages)
             var reply = ""
+            var finish: FinishReason?
+            var historyTokens = 0
             do {
-                var finish: FinishReason?
-                for try await out in engine.generate(session: session, input: .full(ids), config: config, interactive: true) {
-                    reply += out.text
-                    terminal.out(out.text)
-                    finish = out.finishReason ?? finish
+                // Ctrl-C while the reply streams stops it; the session and its KV cache stay.
+                let stream = engine.generate(session: session, input: .full(ids), config: config, interactive: true)
+                try await Interrupts.shared.during(onInterrupt: { engine.cancel(request: stream.id) }) {
+                    for try await out in stream {
+                        reply += out.text
+                        Terminal.out(out.text)
+                        finish = out.finishReason ?? finish
+                        historyTokens = out.historyTokens
+                    }
                 }
-                terminal.out("\n")
-                messages.append(ChatMessage(role: "assistant", content: reply))
+                Terminal.out("\n")
+                if reply.isEmpty && finish == .cancelled {
+                    messages.removeLast()     // stopped before any text: the turn is dropped
+                } else {
+                    messages.append(ChatMessage(role: "assistant", content: reply))
+                }
+                if finish == .cancelled {
+                    Terminal.err("(reply stopped; the conversation keeps its \(historyTokens) tokens)")
+                }
                 if finish == .sessionFull {
                     endSession("exceed session max length (\(sessionLength) tokens): the session is ended, a new one starts.\n")
                 }
@@ -99,26 +128,26 @@ struct Chat: AsyncParsableCommand {
 
 /// Sampling flags shared by chat and bench, with lmdeploy's defaults and spellings.
 struct SamplingOptions: ParsableArguments {
-    @Option(help: "Sampling temperature (0 = greedy).")
+    @Option(parsing: .unconditional, help: "Sampling temperature (0 = greedy).")
     var temperature: Float = 0.8
 
-    @Option(name: [.customLong("top-p"), .customLong("top_p")], help: "Nucleus sampling: keep tokens up to this probability mass.")
+    @Option(name: [.customLong("top-p"), .customLong("top_p")], parsing: .unconditional, help: "Nucleus sampling: keep tokens up to this probability mass.")
     var topP: Float = 0.8
 
-    @Option(name: [.customLong("top-k"), .customLong("top_k")], help: "Keep only the k most likely tokens (0 = no limit).")
+    @Option(name: [.customLong("top-k"), .customLong("top_k")], parsing: .unconditional, help: "Keep only the k most likely tokens (0 = no limit).")
     var topK: Int = 40
 
-    @Option(name: [.customLong("repetition-penalty"), .customLong("repetition_penalty")], help: "Penalty for tokens already in the conversation (1 = none).")
+    @Option(name: [.customLong("repetition-penalty"), .customLong("repetition_penalty")], parsing: .unconditional, help: "Penalty for tokens already in the conversation (1 = none).")
     var repetitionPenalty: Float = 1.0
 
-    @Option(help: "Random seed for reproducible sampling.")
+    @Option(parsing: .unconditional, help: "Random seed for reproducible sampling: an integer in 0…18446744073709551615.")
     var seed: UInt64?
 
     func validate() throws {
-        guard temperature >= 0 else { throw ValidationError("--temperature must be ≥ 0") }
-        guard topP > 0, topP <= 1 else { throw ValidationError("--top-p must be in (0, 1]") }
-        guard topK >= 0 else { throw ValidationError("--top-k must be ≥ 0") }
-        guard repetitionPenalty > 0 else { throw ValidationError("--repetition-penalty must be > 0") }
+        guard temperature >= 0, temperature.isFinite else { throw ValidationError("--temperature must be a finite number ≥ 0 (0 = greedy; got \(temperature))") }
+        guard topP > 0, topP <= 1 else { throw ValidationError("--top-p must be in (0, 1] (got \(topP))") }
+        guard topK >= 0 else { throw ValidationError("--top-k must be ≥ 0 (0 = no limit; got \(topK))") }
+        guard repetitionPenalty > 0, repetitionPenalty.isFinite else { throw ValidationError("--repetition-penalty must be a finite number > 0 (1 = none; got \(repetitionPenalty))") }
     }
 
     var params: SamplingParams {

@@ -32,21 +32,26 @@ struct Convert: ParsableCommand {
     @Option(name: [.customLong("dst-path"), .customLong("dst_path")], help: "Where to write the workspace.")
     var dstPath: String = "workspace"
 
-    @Option(name: [.customLong("tp")], help: "Tensor-parallel ranks to split the weights for (must divide the heads).")
+    @Option(name: [.customLong("tp")], parsing: .unconditional, help: "Tensor-parallel ranks to split the weights for (must divide the heads).")
     var tp: Int = 1
 
-    @Option(name: [.customLong("group-size"), .customLong("group_size")], help: "AWQ group size (awq sources only).")
+    @Option(name: [.customLong("group-size"), .customLong("group_size")], parsing: .unconditional, help: "AWQ group size (awq sources only).")
     var groupSize: Int = 0
 
     @Flag(help: "Replace DST_PATH if it exists.")
     var force = false
 
     func validate() throws {
-        guard tp >= 1 else { throw ValidationError("--tp must be at least 1") }
+        guard tp >= 1 else { throw ValidationError("--tp must be at least 1 (got \(tp))") }
+        guard groupSize >= 0 else { throw ValidationError("--group-size must be ≥ 0 (got \(groupSize))") }
         // Checked here: URL(fileURLWithPath: "") would be the current directory.
         guard !dstPath.isEmpty else { throw ValidationError("--dst-path is empty: give the directory to create for the workspace") }
         switch modelFormat {
-        case .hf: break
+        case .hf:
+            // lmdeploy ignores group_size for fp16 sources; a value here means the user expects quantization.
+            guard groupSize == 0 else {
+                throw ValidationError("--group-size \(groupSize) applies to --model-format awq only (an hf source converts to fp16 without groups)")
+            }
         case .awq: throw ValidationError("--model-format awq is not supported yet: AWQ (int4) workspaces come with `lmdeploy lite auto_awq`")
         case .llama: throw ValidationError("--model-format llama (Meta's original checkpoints) is not supported: convert the model to Hugging Face format first")
         }

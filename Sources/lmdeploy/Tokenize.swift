@@ -51,12 +51,12 @@ struct Tokenize: ParsableCommand {
     @Option(help: "With --chat, use this lmdeploy named template (see `lmdeploy list`) instead of the model's own.")
     var modelName: String?
 
-    @Option(help: "Encode the input this many times and print the throughput as a JSON line instead of ids.")
+    @Option(parsing: .unconditional, help: "Encode the input this many times and print the throughput as a JSON line instead of ids.")
     var benchRepeat: Int?
 
     func validate() throws {
         if text != nil && file != nil { throw ValidationError("give --text or --file, not both") }
-        if let r = benchRepeat, r < 1 { throw ValidationError("--bench-repeat must be at least 1") }
+        if let r = benchRepeat, r < 1 { throw ValidationError("--bench-repeat must be at least 1 (got \(r))") }
     }
 
     func run() throws {

@@ -38,6 +38,8 @@ public struct ChatFormat: Sendable {
             }
             named = t
         } else {
+            // The model's own template: report an unusable one now, not after the first message.
+            _ = try source.tokenizer.checkedChatTemplate()
             named = nil
         }
     }
