@@ -92,6 +92,24 @@ func greedyAgreement(_ ours: [Int32], _ reference: [Int32], gaps: [Double]) -> (
         #expect(Set(found) == Set(FamilyReferenceTests.names))
     }
 
+    /// The window layout each sliding fixture's config.json encodes, as transformers read it
+    /// (reference.json's layer_types): Qwen2 windows layers >= max_window_layers, Mistral every layer.
+    @Test func slidingWindowLayersDecodeAsTransformers() throws {
+        let qwen = try ModelConfig.load(directory: FamilyFixture.root.appendingPathComponent("qwen2_sliding"))
+        #expect((0..<3).map { qwen.slidingWindow(layer: $0) } == [nil, 8, 8])
+        let mistral = try ModelConfig.load(directory: FamilyFixture.root.appendingPathComponent("mistral_sliding"))
+        #expect((0..<2).map { mistral.slidingWindow(layer: $0) } == [8, 8])
+        let qwenBias = try ModelConfig.load(directory: FamilyFixture.root.appendingPathComponent("qwen2_bias"))
+        #expect(qwenBias.slidingWindow(layer: 0) == nil)
+        // Without layer_types (configs written before transformers 5), max_window_layers decides.
+        var json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf:
+            FamilyFixture.root.appendingPathComponent("qwen2_sliding/config.json"))) as? [String: Any])
+        json["layer_types"] = nil
+        json["max_window_layers"] = 2
+        let legacy = try ModelConfig.decode(JSONSerialization.data(withJSONObject: json), file: "config.json")
+        #expect((0..<3).map { legacy.slidingWindow(layer: $0) } == [nil, nil, 8])
+    }
+
     @Test(arguments: names)
     func matchesTransformers(name: String) throws {
         let f = try FamilyFixture(name: name)
