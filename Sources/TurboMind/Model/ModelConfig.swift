@@ -90,6 +90,10 @@ public struct ModelConfig: Sendable, Decodable, Equatable {
     public var torchDtype: String?
     /// Sliding-window attention span (Mistral `sliding_window`, Qwen2 when `use_sliding_window`); nil = full attention.
     public var slidingWindow: Int?
+    /// The layers that use `slidingWindow`; nil = every layer. Qwen2 windows layers ≥ `max_window_layers`
+    /// (transformers 5.17: `layer_types[i] = "sliding_attention" if i >= max_window_layers`); an explicit
+    /// `layer_types` list wins. Full attention elsewhere.
+    public var slidingWindowLayers: Set<Int>? = nil
     /// The MLP activation (`hidden_act`); always "silu" for these architectures.
     public var hiddenAct: String
 
@@ -245,6 +249,8 @@ public struct ModelConfig: Sendable, Decodable, Equatable {
         case dtype
         case slidingWindow = "sliding_window"
         case useSlidingWindow = "use_sliding_window"
+        case maxWindowLayers = "max_window_layers"
+        case layerTypes = "layer_types"
         case hiddenAct = "hidden_act"
     }
 
@@ -456,6 +462,19 @@ public struct ModelConfig: Sendable, Decodable, Equatable {
         if let window = slidingWindow, window <= 0 || window > ModelBounds.maxPositions {
             throw invalid("sliding_window", window, "a positive integer of at most \(ModelBounds.maxPositions), or null")
         }
+        if slidingWindow != nil {
+            if let types = try c.decodeIfPresent([String].self, forKey: .layerTypes) {
+                guard types.count == numHiddenLayers,
+                      types.allSatisfy({ $0 == "sliding_attention" || $0 == "full_attention" }) else {
+                    throw invalid("layer_types", types, "\(numHiddenLayers) entries, each \"sliding_attention\" or \"full_attention\"")
+                }
+                slidingWindowLayers = Set(types.indices.filter { types[$0] == "sliding_attention" })
+            } else if architecture == .qwen2 {
+                let first = try optionalInt(.maxWindowLayers) ?? 28   // Qwen2Config's default
+                guard first >= 0 else { throw invalid("max_window_layers", first, "a non-negative integer") }
+                slidingWindowLayers = Set(min(first, numHiddenLayers)..<numHiddenLayers)
+            }
+        }
     }
 
     /// An integer-valued key. Decoded as a number and checked here, because Foundation's JSONDecoder
@@ -520,6 +539,15 @@ public struct ModelConfig: Sendable, Decodable, Equatable {
             scaling.originalMaxPositionEmbeddings = original
         }
         return scaling
+    }
+
+    /// The attention window of layer `layer`: `slidingWindow` where that layer uses it, nil for full
+    /// attention. A query at position i attends keys j with i − window < j ≤ i (transformers'
+    /// `kv_idx > q_idx - sliding_window`: the window counts the query itself).
+    public func slidingWindow(layer: Int) -> Int? {
+        guard let window = slidingWindow else { return nil }
+        guard let layers = slidingWindowLayers else { return window }
+        return layers.contains(layer) ? window : nil
     }
 
     // MARK: Rotary embedding
