@@ -22,6 +22,11 @@ public struct ChatTemplate: Sendable {
     private let nodes: [JinjaNode]
 
     public init(source: String) throws {
+        try self.init(parsing: source)
+    }
+
+    /// As `init(source:)`, with the error typed.
+    init(parsing source: String) throws(TokenizerError) {
         self.source = source
         nodes = try JinjaParser.parse(source)
     }

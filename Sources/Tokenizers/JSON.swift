@@ -1,9 +1,12 @@
 import Foundation
 
-/// A parsed JSON value. Objects keep their keys in file order and compare keys by their exact
-/// Unicode scalars (a Swift `Dictionary<String, _>` would merge canonically equivalent keys, which
-/// is wrong for vocabularies).
-enum JSONValue: Sendable {
+/// A parsed JSON value: the one JSON tree of the package (tokenizer files, safetensors headers and
+/// indexes, config.json). Objects keep their keys in file order, duplicates included, and compare
+/// keys by their exact Unicode scalars (a Swift `Dictionary<String, _>` would merge canonically
+/// equivalent keys, which is wrong for vocabularies and tensor names). `JSONParser` keeps that
+/// property; decoding through Foundation's `Decoder` (`Decodable`) cannot, as Foundation has
+/// already merged such keys into its own dictionaries.
+public enum JSONValue: Sendable, Equatable {
     case null
     case bool(Bool)
     case integer(Int)
@@ -12,7 +15,7 @@ enum JSONValue: Sendable {
     case array([JSONValue])
     case object(JSONObject)
 
-    var typeName: String {
+    public var typeName: String {
         switch self {
         case .null: return "null"
         case .bool: return "a boolean"
@@ -22,36 +25,136 @@ enum JSONValue: Sendable {
         case .object: return "an object"
         }
     }
+
+    /// A short rendering for error messages: scalars as written, small arrays of scalars in full.
+    public var brief: String {
+        switch self {
+        case .null: return "null"
+        case .bool(let value): return String(value)
+        case .integer(let value): return String(value)
+        case .double(let value): return String(value)
+        case .string(let value): return JSONText.quote(value)
+        case .array(let values):
+            let scalars = values.allSatisfy {
+                switch $0 {
+                case .array, .object: return false
+                default: return true
+                }
+            }
+            if scalars && values.count <= 8 { return "[" + values.map(\.brief).joined(separator: ", ") + "]" }
+            return "an array of \(values.count) elements"
+        case .object: return "an object"
+        }
+    }
+
+    /// The value at `path` (object keys and array indices), if there is one.
+    public func value(at path: [any CodingKey]) -> JSONValue? {
+        var current = self
+        for key in path {
+            switch current {
+            case .object(let fields):
+                guard let next = fields[key.stringValue] else { return nil }
+                current = next
+            case .array(let elements):
+                guard let index = key.intValue, elements.indices.contains(index) else { return nil }
+                current = elements[index]
+            default:
+                return nil
+            }
+        }
+        return current
+    }
 }
 
-/// An ordered JSON object.
-struct JSONObject: Sendable {
-    var keys: [String] = []
-    var values: [JSONValue] = []
+extension JSONValue: Decodable {
+    private struct AnyKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
 
-    var count: Int { keys.count }
+    /// Decodes any JSON value from a Foundation decoder (for a field of free shape inside a
+    /// `Decodable` type). Object keys come in the decoder's order.
+    public init(from decoder: any Swift.Decoder) throws {
+        if let keyed = try? decoder.container(keyedBy: AnyKey.self) {
+            var object = JSONObject()
+            for key in keyed.allKeys {
+                object.keys.append(key.stringValue)
+                object.values.append(try keyed.decode(JSONValue.self, forKey: key))
+            }
+            self = .object(object)
+            return
+        }
+        if var unkeyed = try? decoder.unkeyedContainer() {
+            var array: [JSONValue] = []
+            while !unkeyed.isAtEnd { array.append(try unkeyed.decode(JSONValue.self)) }
+            self = .array(array)
+            return
+        }
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() {
+            self = .null
+        } else if let value = try? container.decode(Bool.self) {
+            self = .bool(value)
+        } else if let value = try? container.decode(Int.self) {
+            self = .integer(value)
+        } else if let value = try? container.decode(Double.self) {
+            self = .double(value)
+        } else {
+            self = .string(try container.decode(String.self))
+        }
+    }
+}
 
-    /// Looks a key up by exact scalars (linear: objects other than vocabularies are small, and
-    /// vocabularies are iterated, not searched).
-    subscript(key: String) -> JSONValue? {
+/// An ordered JSON object; a key written twice is kept twice (see `duplicateKey`).
+public struct JSONObject: Sendable, Equatable {
+    public var keys: [String] = []
+    public var values: [JSONValue] = []
+
+    public init() {}
+
+    public var count: Int { keys.count }
+    public var isEmpty: Bool { keys.isEmpty }
+
+    /// The entries in file order.
+    public var entries: Zip2Sequence<[String], [JSONValue]> { zip(keys, values) }
+
+    /// Looks a key up by exact scalars (the first occurrence; linear: objects other than
+    /// vocabularies are small, and vocabularies are iterated, not searched).
+    public subscript(key: String) -> JSONValue? {
         for (i, k) in keys.enumerated() where k.unicodeScalars.elementsEqual(key.unicodeScalars) {
             return values[i]
         }
         return nil
     }
+
+    /// The first key that occurs more than once (exact scalars), if any.
+    public var duplicateKey: String? {
+        var seen = Set<[UInt32]>()
+        for key in keys where !seen.insert(key.unicodeScalars.map(\.value)).inserted { return key }
+        return nil
+    }
+
+    public static func == (a: JSONObject, b: JSONObject) -> Bool {
+        a.keys.count == b.keys.count && a.values == b.values
+            && zip(a.keys, b.keys).allSatisfy { $0.unicodeScalars.elementsEqual($1.unicodeScalars) }
+    }
 }
 
-/// A strict JSON parser (RFC 8259) over UTF-8 bytes, with line/column error positions.
-struct JSONParser {
-    struct SyntaxError: Error {
-        let message: String
+/// A strict JSON parser (RFC 8259) over UTF-8 bytes, with line/column error positions and a
+/// nesting limit of 512.
+public struct JSONParser {
+    public struct SyntaxError: Error, CustomStringConvertible, Sendable {
+        public let message: String
+        public var description: String { message }
     }
 
     private let bytes: [UInt8]
     private var pos = 0
     private var depth = 0
 
-    static func parse(_ data: Data) throws(SyntaxError) -> JSONValue {
+    public static func parse(_ data: Data) throws(SyntaxError) -> JSONValue {
         var parser = JSONParser(bytes: [UInt8](data))
         return try parser.parseDocument()
     }

@@ -41,6 +41,8 @@ public final class Tokenizer: Sendable {
     /// The Jinja chat template: chat_template.jinja when given, else tokenizer_config.json's
     /// `chat_template` (a string, or the one named "default" of a list of named templates).
     public let chatTemplate: String?
+    /// `chatTemplate` parsed once, when the tokenizer was built, or the reason it does not parse.
+    private let parsedChatTemplate: Result<ChatTemplate, TokenizerError>?
 
     /// Loads `tokenizer.json`, and `tokenizer_config.json` and `chat_template.jinja` when present.
     public convenience init(directory: URL) throws {
@@ -65,7 +67,7 @@ public final class Tokenizer: Sendable {
             jinja = String(decoding: try read(jinjaURL), as: UTF8.self)
         }
         try self.init(tokenizerJSON: tokenizerData, tokenizerConfigJSON: configData,
-                      chatTemplateJinja: jinja, source: tokenizerURL.path)
+                      chatTemplateJinja: jinja, source: tokenizerURL.path, chatTemplateJinjaFile: jinjaURL.path)
     }
 
     /// Builds a tokenizer from the contents of tokenizer.json and tokenizer_config.json;
@@ -77,7 +79,18 @@ public final class Tokenizer: Sendable {
 
     /// As `init(tokenizerJSON:tokenizerConfigJSON:source:)`, with the contents of a
     /// chat_template.jinja file, which takes precedence over tokenizer_config.json's template.
+    ///
+    /// The chat template is parsed here: one with a syntax error or over the sandbox's limits
+    /// fails (naming chat_template.jinja or tokenizer_config.json), so that a broken template is
+    /// reported when the model is loaded, not at the first prompt. One that only uses a construct
+    /// the interpreter does not support loads; `checkedChatTemplate()` reports it.
     public convenience init(tokenizerJSON: Data, tokenizerConfigJSON: Data?, chatTemplateJinja: String?, source: String) throws {
+        try self.init(tokenizerJSON: tokenizerJSON, tokenizerConfigJSON: tokenizerConfigJSON, chatTemplateJinja: chatTemplateJinja,
+                      source: source, chatTemplateJinjaFile: nil)
+    }
+
+    convenience init(tokenizerJSON: Data, tokenizerConfigJSON: Data?, chatTemplateJinja: String?, source: String,
+                     chatTemplateJinjaFile: String?) throws {
         let root = try JSONParser.parse(tokenizerJSON, file: source)
         let top = JSONField(file: source, path: "", value: root)
         _ = try top.object()
@@ -92,10 +105,32 @@ public final class Tokenizer: Sendable {
         if !addedField.isNull {
             for item in try addedField.array() { added.append(try AddedToken(item)) }
         }
-        let config = try TokenizerConfig(json: tokenizerConfigJSON, file: Tokenizer.configName(for: source))
+        let configName = Tokenizer.configName(for: source)
+        let config = try TokenizerConfig(json: tokenizerConfigJSON, file: configName)
         self.init(source: source, format: .tokenizerJSON, normalizer: normalizer, preTokenizer: preTokenizer,
                   model: model, postProcessor: postProcessor, decoder: decoder, addedTokens: added,
                   bosToken: config.bos, eosToken: config.eos, chatTemplate: chatTemplateJinja ?? config.template)
+        try checkChatTemplateParses(file: chatTemplateJinja != nil
+            ? chatTemplateJinjaFile ?? Tokenizer.siblingName("chat_template.jinja", of: source)
+            : "\(configName): field 'chat_template'")
+    }
+
+    /// Throws when the chat template is broken (a syntax error, or over a sandbox limit),
+    /// naming `file`, where it was read from. A template that only uses an unsupported construct
+    /// passes (it fails when used, naming the construct).
+    func checkChatTemplateParses(file: String) throws(TokenizerError) {
+        guard case let .failure(error) = parsedChatTemplate else { return }
+        switch error {
+        case .templateUnsupported: return
+        default: throw TokenizerError.templateInFile(file: file, underlying: error)
+        }
+    }
+
+    /// The parsed chat template: `noChatTemplate` when there is none, the parse error when it
+    /// does not parse.
+    public func checkedChatTemplate() throws(TokenizerError) -> ChatTemplate {
+        guard let parsedChatTemplate else { throw TokenizerError.noChatTemplate(source: source) }
+        return try parsedChatTemplate.get()
     }
 
     /// Builds a tokenizer from its parts (tokenizer.json, SentencePiece and tiktoken loaders).
@@ -136,6 +171,9 @@ public final class Tokenizer: Sendable {
         bosToken = bos
         eosToken = eos
         self.chatTemplate = chatTemplate
+        parsedChatTemplate = chatTemplate.map { (text) -> Result<ChatTemplate, TokenizerError> in
+            Result { () throws(TokenizerError) -> ChatTemplate in try ChatTemplate(parsing: text) }
+        }
 
         var table: TokenByteTable? = nil
         if decoder?.isPureByteLevel == true {
@@ -152,10 +190,15 @@ public final class Tokenizer: Sendable {
     }
 
     static func configName(for source: String) -> String {
+        siblingName("tokenizer_config.json", of: source)
+    }
+
+    /// The path of `name` beside `source` (a tokenizer.json path), for messages.
+    static func siblingName(_ name: String, of source: String) -> String {
         if source.hasSuffix("tokenizer.json") {
-            return String(source.dropLast("tokenizer.json".count)) + "tokenizer_config.json"
+            return String(source.dropLast("tokenizer.json".count)) + name
         }
-        return "tokenizer_config.json (for \(source))"
+        return "\(name) (for \(source))"
     }
 
     /// A special-token field: a string, `{"content": "…"}` (an AddedToken), or null.
@@ -170,6 +213,9 @@ public final class Tokenizer: Sendable {
     static func chatTemplate(_ field: JSONField) throws(TokenizerError) -> String? {
         if field.isNull { return nil }
         if let value = field.value, case let .string(s) = value { return s }
+        guard let value = field.value, case .array = value else {
+            throw field.error("a string or a list of {\"name\": …, \"template\": …} objects")
+        }
         let list = try field.array()
         var first: String? = nil
         for item in list {
@@ -252,6 +298,50 @@ public final class Tokenizer: Sendable {
         return tokens.joined(separator: " ")
     }
 
+    /// As `decode`, but an id outside the vocabulary (negative, or not below `vocabSize`) is an
+    /// error naming it rather than skipped.
+    public func decodeChecked(_ ids: [Int], skipSpecialTokens: Bool = false) throws(TokenizerError) -> String {
+        if let bad = ids.first(where: { $0 < 0 || $0 >= vocabSize }) {
+            throw TokenizerError.tokenIdOutOfRange(id: bad, vocabSize: vocabSize)
+        }
+        return decode(ids, skipSpecialTokens: skipSpecialTokens)
+    }
+
+    /// Token ids written as text: a JSON array (`[1, 2]`) or integers separated by spaces or
+    /// commas (`1 2`, `1,2`, `1, 2`). Anything else — an unclosed bracket, an empty item
+    /// (`1,,2`), a number that is not an integer or does not fit in 64 bits — is an error naming it.
+    public static func parseTokenIds(_ text: String) throws(TokenizerError) -> [Int] {
+        var body = Substring(text.trimmingCharacters(in: .whitespacesAndNewlines))
+        if body.hasPrefix("[") || body.hasSuffix("]") {
+            guard body.hasPrefix("["), body.hasSuffix("]"), body.count >= 2 else {
+                throw TokenizerError.malformedTokenIds(detail: "an unbalanced bracket in \(JSONText.quote(String(body.prefix(80))))")
+            }
+            body = body.dropFirst().dropLast()
+        }
+        if body.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty { return [] }
+        var ids: [Int] = []
+        // Items are separated by one comma (with any spaces around it) or by spaces alone.
+        let usesCommas = body.contains(",")
+        let items: [Substring] = usesCommas
+            ? body.split(separator: ",", omittingEmptySubsequences: false)
+            : body.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" })
+        for (i, raw) in items.enumerated() {
+            let item = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+            if item.isEmpty {
+                throw TokenizerError.malformedTokenIds(detail: "item \(i + 1) is empty (two commas in a row, or a comma at an end)")
+            }
+            guard let id = Int(item) else {
+                let digits = item.hasPrefix("-") || item.hasPrefix("+") ? item.dropFirst() : Substring(item)
+                if !digits.isEmpty && digits.allSatisfy({ $0.isASCII && $0.isNumber }) {
+                    throw TokenizerError.malformedTokenIds(detail: "item \(i + 1), \(item.prefix(40)), is too large to be a token id")
+                }
+                throw TokenizerError.malformedTokenIds(detail: "item \(i + 1), \(JSONText.quote(String(item.prefix(40)))), is not an integer")
+            }
+            ids.append(id)
+        }
+        return ids
+    }
+
     /// What an added token contributes to decoding: its content, normalized when the token is
     /// matched against normalized text (as Hugging Face tokenizers decodes it).
     private func decodedContent(_ t: AddedToken) -> String {
@@ -280,8 +370,7 @@ public final class Tokenizer: Sendable {
 
     /// Renders `messages` with the tokenizer's chat template and its BOS/EOS token strings.
     public func applyChatTemplate(_ messages: [ChatMessage], addGenerationPrompt: Bool = true) throws -> String {
-        guard let chatTemplate else { throw TokenizerError.noChatTemplate(source: source) }
-        return try ChatTemplate(source: chatTemplate)
+        return try checkedChatTemplate()
             .render(messages: messages, addGenerationPrompt: addGenerationPrompt, bosToken: bosToken, eosToken: eosToken)
     }
 }
@@ -305,7 +394,7 @@ struct TokenByteTable: Sendable {
 
     @inline(__always)
     func append(_ id: Int, to out: inout [UInt8]) {
-        guard id >= 0 && id + 1 < offsets.count else { return }
+        guard id >= 0 && id < offsets.count - 1 else { return }
         let lo = Int(offsets[id])
         let hi = Int(offsets[id + 1])
         if lo < hi { out.append(contentsOf: bytes[lo..<hi]) }

@@ -22,6 +22,17 @@ public enum TokenizerError: Error, CustomStringConvertible, Equatable {
     case templateRender(message: String)
     /// The tokenizer has no chat template.
     case noChatTemplate(source: String)
+    /// A chat template went over one of the sandbox's limits (`ChatTemplateSandbox`,
+    /// docs/chat-template-sandbox.md); `what` names the limit, `limit` is its value, `line` the
+    /// template line (0 when not known).
+    case templateLimit(what: String, limit: Int, line: Int)
+    /// The chat template read from `file` (tokenizer_config.json or chat_template.jinja) does not
+    /// parse; `underlying` is the template error.
+    indirect case templateInFile(file: String, underlying: TokenizerError)
+    /// A token id outside the vocabulary (negative, or not below `vocabSize`).
+    case tokenIdOutOfRange(id: Int, vocabSize: Int)
+    /// A list of token ids that is not a list of integers; `detail` says where.
+    case malformedTokenIds(detail: String)
 
     public var description: String {
         switch self {
@@ -43,6 +54,14 @@ public enum TokenizerError: Error, CustomStringConvertible, Equatable {
             return "chat template rendering failed: \(message)"
         case let .noChatTemplate(source):
             return "\(source): the tokenizer has no chat template (no chat_template in tokenizer_config.json and no chat_template.jinja)"
+        case let .templateLimit(what, limit, line):
+            return "chat template\(line > 0 ? " line \(line)" : ""): \(what) exceeds the sandbox limit of \(limit)"
+        case let .templateInFile(file, underlying):
+            return "\(file): \(underlying.description)"
+        case let .tokenIdOutOfRange(id, vocabSize):
+            return "token id \(id) is outside the vocabulary (ids are 0 to \(vocabSize - 1); the vocabulary has \(vocabSize) tokens)"
+        case let .malformedTokenIds(detail):
+            return "not a list of token ids: \(detail)"
         }
     }
 }

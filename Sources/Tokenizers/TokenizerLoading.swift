@@ -45,12 +45,13 @@ extension Tokenizer {
             let config = url.lastPathComponent == "tokenizer.json" ? try? Data(contentsOf: configURL) : nil
             return try Tokenizer(tokenizerJSON: data, tokenizerConfigJSON: config, chatTemplateJinja: nil, source: url.path)
         }
-        let template = try? TokenizerConfig(
-            json: try? Data(contentsOf: directory.appendingPathComponent("tokenizer_config.json")),
-            file: directory.appendingPathComponent("tokenizer_config.json").path).template
-        if looksLikeTiktoken(data) {
-            return try Tokenizer(tiktokenData: data, spec: nil, source: url.path, chatTemplate: template ?? nil)
-        }
-        return try Tokenizer(sentencePieceData: data, source: url.path, chatTemplate: template ?? nil)
+        let configPath = directory.appendingPathComponent("tokenizer_config.json").path
+        let template = try? TokenizerConfig(json: try? Data(contentsOf: URL(fileURLWithPath: configPath)), file: configPath).template
+        let tokenizer = looksLikeTiktoken(data)
+            ? try Tokenizer(tiktokenData: data, spec: nil, source: url.path, chatTemplate: template ?? nil)
+            : try Tokenizer(sentencePieceData: data, source: url.path, chatTemplate: template ?? nil)
+        // A broken chat template fails here, at load, not at the first prompt.
+        try tokenizer.checkChatTemplateParses(file: "\(configPath): field 'chat_template'")
+        return tokenizer
     }
 }

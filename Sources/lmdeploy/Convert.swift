@@ -94,20 +94,31 @@ func peakResidentBytes() -> Int? {
     return nil
 }
 
+/// The first conversion-stopping signal received (0: none). Written only by `recordSignal`, a
+/// plain C signal handler (a store to a 32-bit global is async-signal-safe), read by polling.
+nonisolated(unsafe) private var receivedSignal: Int32 = 0
+
+private func recordSignal(_ number: Int32) {
+    if receivedSignal == 0 { receivedSignal = number }
+}
+
 /// Ctrl-C, SIGTERM or SIGHUP during a conversion: the signal only raises a flag. The converting
 /// thread polls it between 2 MiB blocks, stops writing, removes its temporary directory itself and
-/// then exits 128 + signal (`finish`), so no writer runs while the directory goes. A watchdog
-/// covers a converting thread stuck in a system call: after `watchdogSeconds` it removes the
-/// directory and exits from the signal's thread.
+/// then exits 128 + signal (`finish`), so no writer runs while the directory goes. The handler is a
+/// real sigaction handler installed before `init` returns (a DispatchSource registers
+/// asynchronously, and a signal arriving before it is armed was lost). A watchdog thread covers a
+/// converting thread stuck in a system call: `watchdogSeconds` after the signal it removes the
+/// directory and exits.
 final class InterruptCleanup: @unchecked Sendable {
     static let watchdogSeconds = 30.0
     private let lock = NSLock()
     private var current: URL?
-    private var received: Int32?
-    private var sources: [DispatchSourceSignal] = []
 
     /// The first signal received, nil until one arrives.
-    var signalNumber: Int32? { lock.lock(); defer { lock.unlock() }; return received }
+    var signalNumber: Int32? {
+        let number = receivedSignal
+        return number == 0 ? nil : number
+    }
 
     var directory: URL? {
         get { lock.lock(); defer { lock.unlock() }; return current }
@@ -115,24 +126,16 @@ final class InterruptCleanup: @unchecked Sendable {
     }
 
     init() {
-        for signalNumber in [SIGINT, SIGTERM, SIGHUP] {
-            signal(signalNumber, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-            source.setEventHandler { [weak self] in
-                guard let self else { return }
-                self.lock.lock()
-                let first = self.received == nil
-                if first { self.received = signalNumber }
-                self.lock.unlock()
-                guard first else { return }
-                DispatchQueue.global().asyncAfter(deadline: .now() + InterruptCleanup.watchdogSeconds) {
-                    if let dir = self.directory { try? FileManager.default.removeItem(at: dir) }
-                    self.finish(signalNumber)
-                }
-            }
-            source.resume()
-            sources.append(source)
+        for number in [SIGINT, SIGTERM, SIGHUP] {
+            signal(number) { recordSignal($0) }
         }
+        let watchdog = Thread { [self] in
+            while receivedSignal == 0 { usleep(20_000) }
+            Thread.sleep(forTimeInterval: InterruptCleanup.watchdogSeconds)
+            if let dir = directory { try? FileManager.default.removeItem(at: dir) }
+            finish(receivedSignal)
+        }
+        watchdog.start()
     }
 
     /// Reports the interrupt and exits 128 + signal.

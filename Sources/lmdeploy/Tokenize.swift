@@ -88,8 +88,7 @@ struct Tokenize: ParsableCommand {
                 return
             }
             let tokenizer = try Tokenizer.load(path: path)
-            guard let source = tokenizer.chatTemplate else { throw TokenizerError.noChatTemplate(source: tokenizer.source) }
-            let prompt = try ChatTemplate(source: source).render(
+            let prompt = try tokenizer.checkedChatTemplate().render(
                 conversationJSON: data, addGenerationPrompt: addGenerationPrompt,
                 bosToken: tokenizer.bosToken, eosToken: tokenizer.eosToken)
             FileHandle.standardOutput.write(Data(prompt.utf8))
@@ -104,11 +103,11 @@ struct Tokenize: ParsableCommand {
         if decode {
             if jsonl {
                 for line in text.split(separator: "\n", omittingEmptySubsequences: true) {
-                    let ids = try parseIDs(String(line))
-                    print(JSONText.quote(tokenizer.decode(ids, skipSpecialTokens: skipSpecialTokens)))
+                    let ids = try Tokenizer.parseTokenIds(String(line))
+                    print(JSONText.quote(try tokenizer.decodeChecked(ids, skipSpecialTokens: skipSpecialTokens)))
                 }
             } else {
-                print(tokenizer.decode(try parseIDs(text), skipSpecialTokens: skipSpecialTokens))
+                print(try tokenizer.decodeChecked(try Tokenizer.parseTokenIds(text), skipSpecialTokens: skipSpecialTokens))
             }
             return
         }
@@ -146,13 +145,4 @@ struct Tokenize: ParsableCommand {
         }
         print("{\"bench\":\"encode\",\"impl\":\"lmdeploy-swift\",\"bytes\":\(bytes),\"tokens\":\(tokens),\"seconds\":\(best),\"mb_per_s\":\(Double(bytes) / best / 1e6)}")
     }
-
-    private func parseIDs(_ text: String) throws -> [Int] {
-        let parts = text.split(whereSeparator: { " ,\n\t[]".contains($0) })
-        return try parts.map { p in
-            guard let i = Int(p) else { throw ValidationError("not a token id: '\(p)'") }
-            return i
-        }
-    }
-
 }

@@ -83,7 +83,8 @@ struct ModelConfigTests {
 
     @Test("eos_token_id as a list, and head_dim given explicitly")
     func eosListAndHeadDim() throws {
-        let config = try ModelConfigTests.decode(ModelConfigTests.llama(#""eos_token_id": [128001, 128008, 128009], "head_dim": 32, "dtype": "float16""#))
+        let config = try ModelConfigTests.decode(ModelConfigTests.llama(#""eos_token_id": [128001, 128008, 128009], "head_dim": 32, "dtype": "float16", "vocab_size": 128256"#,
+                                                                      removing: ["vocab_size"]))
         #expect(config.eosTokenIds == [128001, 128008, 128009])
         #expect(config.headDim == 32)
         #expect(config.qDim == 128)

@@ -264,8 +264,16 @@ enum WorkspaceTestSupport {
         #expect { try WorkspaceWriter.convert(source: hf, destination: ws, options: WorkspaceConvertOptions(modelName: "llama")) }
             throws: { "\($0)".contains(ws.path) && "\($0)".contains("--force") }
         #expect(FileManager.default.fileExists(atPath: ws.appendingPathComponent("mine").path))
-        try WorkspaceWriter.convert(source: hf, destination: ws, options: WorkspaceConvertOptions(modelName: "llama", force: true))
-        #expect(!FileManager.default.fileExists(atPath: ws.appendingPathComponent("mine").path))
+        // --force replaces only a previous workspace, never other data.
+        #expect { try WorkspaceWriter.convert(source: hf, destination: ws, options: WorkspaceConvertOptions(modelName: "llama", force: true)) }
+            throws: { "\($0)".contains(ws.path) && "\($0)".contains("not one") && "\($0)".contains("never replaces other data") }
+        #expect(FileManager.default.fileExists(atPath: ws.appendingPathComponent("mine").path))
+        try FileManager.default.removeItem(at: ws)
+        try WorkspaceWriter.convert(source: hf, destination: ws, options: WorkspaceConvertOptions(modelName: "llama"))
+        let firstINI = try Data(contentsOf: WorkspaceLayout(root: ws).configINI)
+        try WorkspaceWriter.convert(source: hf, destination: ws, options: WorkspaceConvertOptions(modelName: "internlm-chat-7b", force: true))
+        let secondINI = try Data(contentsOf: WorkspaceLayout(root: ws).configINI)
+        #expect(firstINI != secondINI, "--force did not replace the previous workspace")
         #expect(try ModelSource.load(path: ws.path).workspace != nil)
         #expect(try FileManager.default.contentsOfDirectory(atPath: root.path).sorted() == ["hf", "ws"])
     }

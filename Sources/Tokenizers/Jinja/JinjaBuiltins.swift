@@ -61,12 +61,15 @@ extension JinjaInterpreter {
             guard let i = v.integer else { throw TokenizerError.templateRender(message: "slice indices must be integers, got '\(v.typeName)'") }
             return i
         }
-        let st = try int(step) ?? 1
-        guard st != 0 else { throw TokenizerError.templateRender(message: "slice step cannot be zero") }
+        let rawStep = try int(step) ?? 1
+        guard rawStep != 0 else { throw TokenizerError.templateRender(message: "slice step cannot be zero") }
         func indices(_ n: Int) throws(TokenizerError) -> [Int] {
+            // A step longer than the sequence takes at most one item: clamping it keeps the
+            // index arithmetic far from overflow and changes nothing else.
+            let st = max(-(n + 1), min(n + 1, rawStep))
             func clamp(_ i: Int?, _ dflt: Int) -> Int {
                 guard let i else { return dflt }
-                let j = i < 0 ? i + n : i
+                let j = i < 0 ? max(i, -n - 1) + n : i
                 return st > 0 ? min(max(j, 0), n) : min(max(j, -1), n - 1)
             }
             let a = clamp(try int(start), st > 0 ? 0 : n - 1)
@@ -76,6 +79,15 @@ extension JinjaInterpreter {
         switch base {
         case let .array(items): return .array(try indices(items.count).map { items[$0] })
         case let .string(s):
+            if rawStep == 1 {
+                // Contiguous: walk to the bounds and copy the substring, not character by character.
+                let n = s.count
+                let range = try indices(n)
+                guard let first = range.first, let last = range.last else { return .string("") }
+                let lo = s.index(s.startIndex, offsetBy: first)
+                let hi = s.index(lo, offsetBy: last - first + 1)
+                return .string(String(s[lo..<hi]))
+            }
             let chars = Array(s)
             return .string(String(try indices(chars.count).map { chars[$0] }))
         default:
@@ -92,38 +104,51 @@ extension JinjaInterpreter {
         }
         switch name {
         case "trim":
-            return .string(v.text.trimmingCharacters(in: .whitespacesAndNewlines))
+            return .string(try text(v).trimmingCharacters(in: .whitespacesAndNewlines))
         case "length", "count":
             switch v {
             case let .array(a): return .int(a.count)
             case let .dict(d): return .int(d.keys.count)
-            case let .string(s): return .int(s.count)
+            case let .string(s):
+                try budget.scan(s.utf8.count)
+                return .int(s.count)
             case .undefined: return .int(0)
             default: throw TokenizerError.templateRender(message: "object of type '\(v.typeName)' has no len()")
             }
         case "tojson":
             var indent: Int? = nil
             if let i = kwargs["indent"] ?? args.first, case let .int(n) = i { indent = n }
-            return .string(JinjaInterpreter.toJSON(v, indent: indent, level: 0))
+            var out = ""
+            guard JinjaInterpreter.writeJSON(v, indent: indent.map { max(0, $0) }, level: 0, to: &out,
+                                             limit: ChatTemplateSandbox.maxStringBytes) else {
+                throw TokenizerError.templateLimit(what: "the length of a string in bytes", limit: ChatTemplateSandbox.maxStringBytes, line: 0)
+            }
+            return try built(out)
         case "default", "d":
             let fallback = args.first ?? .string("")
             let boolean = (args.count > 1 ? args[1] : kwargs["boolean"] ?? .bool(false)).isTruthy
             if v.isUndefined || (boolean && !v.isTruthy) { return fallback }
             return v
-        case "upper": return .string(v.text.uppercased())
-        case "lower": return .string(v.text.lowercased())
-        case "capitalize": return .string(v.text.prefix(1).uppercased() + v.text.dropFirst().lowercased())
-        case "title": return .string(v.text.capitalized)
+        case "upper": return try built(try text(v).uppercased())
+        case "lower": return try built(try text(v).lowercased())
+        case "capitalize":
+            let t = try text(v)
+            return try built(t.prefix(1).uppercased() + t.dropFirst().lowercased())
+        case "title": return try built(try text(v).capitalized)
         case "replace":
-            return .string(v.text.replacingOccurrences(of: try str(0), with: try str(1)))
+            return try replace(try text(v), try str(0), try str(1))
         case "items":
             guard case let .dict(d) = v else {
                 if v.isUndefined { return .array([]) }
                 throw TokenizerError.templateRender(message: "filter 'items' needs a mapping, got '\(v.typeName)'")
             }
+            try budget.checkDepth(of: [.array(d.values)])
+            try budget.list(items: 3 * d.keys.count)
             return .array(zip(d.keys, d.values).map { .array([.string($0), $1]) })
         case "dictsort":
             guard case let .dict(d) = v else { throw TokenizerError.templateRender(message: "filter 'dictsort' needs a mapping") }
+            try budget.checkDepth(of: [.array(d.values)])
+            try budget.list(items: 3 * d.keys.count)
             return .array(zip(d.keys, d.values).sorted { $0.0.lowercased() < $1.0.lowercased() }.map { .array([.string($0), $1]) })
         case "selectattr", "rejectattr", "select", "reject":
             let items = try iterate(v)
@@ -146,45 +171,65 @@ extension JinjaInterpreter {
                 let passed = try testName.map { (t) throws(TokenizerError) in try JinjaInterpreter.test(t, subject, rest) } ?? subject.isTruthy
                 if passed == name.hasPrefix("select") { out.append(item) }
             }
-            return .array(out)
+            return try built(out)
         case "map":
             let items = try iterate(v)
             if let a = kwargs["attribute"], case let .string(attr) = a {
-                return .array(try items.map { (i) throws(TokenizerError) in try self.item(of: i, key: .string(attr), description: attr) })
+                return try built(try items.map { (i) throws(TokenizerError) in try self.item(of: i, key: .string(attr), description: attr) })
             }
             if let f = args.first, case let .string(filter) = f {
-                return .array(try items.map { (i) throws(TokenizerError) in try applyFilter(filter, i, Array(args.dropFirst()), [:]) })
+                return try built(try items.map { (i) throws(TokenizerError) in try applyFilter(filter, i, Array(args.dropFirst()), [:]) })
             }
             throw TokenizerError.templateRender(message: "filter 'map' needs attribute= or a filter name")
         case "join":
-            let sep = args.first?.text ?? ""
-            return .string(try iterate(v).map(\.text).joined(separator: sep))
+            return try join(try iterate(v), separator: try args.first.map { (a) throws(TokenizerError) in try text(a) } ?? "")
         case "first":
             return try iterate(v).first ?? .undefined("first of an empty sequence")
         case "last":
             return try iterate(v).last ?? .undefined("last of an empty sequence")
         case "string", "safe":
-            return name == "safe" ? v : .string(v.text)
+            return name == "safe" ? v : .string(try text(v))
         case "int":
+            // jinja2's do_int: int(value), else int(float(value)), else the default 0; NaN
+            // gives 0, infinity and values outside 64 bits are errors (jinja2 raises
+            // OverflowError for infinity and has unbounded integers).
             if let i = v.integer { return .int(i) }
-            if case let .double(d) = v { return .int(Int(d)) }
-            if case let .string(s) = v { return .int(Int(s.trimmingCharacters(in: .whitespaces)) ?? 0) }
+            if case let .double(d) = v {
+                if d.isNaN { return .int(0) }
+                return .int(try JinjaInteger.fromDouble(d))
+            }
+            if case let .string(raw) = v {
+                let s = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+                if let i = Int(s) { return .int(i) }
+                let digits = s.hasPrefix("-") || s.hasPrefix("+") ? s.dropFirst() : Substring(s)
+                if !digits.isEmpty && digits.allSatisfy({ $0.isASCII && $0.isNumber }) {
+                    throw JinjaInteger.overflow("int(\(v.shortRepr()))")
+                }
+                if let d = Double(s), !d.isNaN { return .int(try JinjaInteger.fromDouble(d)) }
+            }
             return .int(0)
         case "float":
             if let d = v.numeric { return .double(d) }
             if case let .string(s) = v { return .double(Double(s) ?? 0) }
             return .double(0)
         case "list":
-            return .array(try iterate(v))
+            return try built(try iterate(v))
         case "reverse":
             if case let .string(s) = v { return .string(String(s.reversed())) }
-            return .array(try iterate(v).reversed())
+            return try built(try iterate(v).reversed())
         case "unique":
+            // Quadratic: the comparisons count as loop iterations.
             var out: [JinjaValue] = []
-            for i in try iterate(v) where !out.contains(where: { $0.isEqual(to: i) }) { out.append(i) }
-            return .array(out)
+            for i in try iterate(v) {
+                try budget.iterate(out.count)
+                if !out.contains(where: { $0.isEqual(to: i) }) { out.append(i) }
+            }
+            return try built(out)
         case "abs":
-            if case let .int(i) = v { return .int(abs(i)) }
+            if case let .int(i) = v {
+                guard i != .min else { throw JinjaInteger.overflow("abs(\(i))") }
+                return .int(abs(i))
+            }
             if case let .double(d) = v { return .double(abs(d)) }
             throw TokenizerError.templateRender(message: "bad operand type for abs(): '\(v.typeName)'")
         case "sum":
@@ -200,14 +245,14 @@ extension JinjaInterpreter {
             }
             return best
         case "wordcount":
-            return .int(v.text.split(whereSeparator: { $0.isWhitespace }).count)
+            return .int(try text(v).split(whereSeparator: { $0.isWhitespace }).count)
         default:
             throw TokenizerError.templateUnsupported(construct: "filter '|\(name)'", line: 0)
         }
     }
 
     private func sumValues(_ a: JinjaValue, _ b: JinjaValue) throws(TokenizerError) -> JinjaValue {
-        if let x = a.integer, let y = b.integer { return .int(x + y) }
+        if let x = a.integer, let y = b.integer { return .int(try JinjaInteger.add(x, y)) }
         if let x = a.numeric, let y = b.numeric { return .double(x + y) }
         throw TokenizerError.templateRender(message: "unsupported operand types for +: '\(a.typeName)' and '\(b.typeName)'")
     }
@@ -215,11 +260,13 @@ extension JinjaInterpreter {
     func callFunction(_ name: String, _ args: [JinjaValue], _ kwargs: [String: JinjaValue]) throws(TokenizerError) -> JinjaValue {
         switch name {
         case "raise_exception":
-            throw TokenizerError.templateRender(message: "raise_exception: \(args.first?.text ?? "")")
+            throw TokenizerError.templateRender(message: "raise_exception: \(args.first.map { (a) -> String in if case let .string(m) = a { return m } else { return a.shortRepr() } } ?? "")")
         case "namespace", "dict":
             var d = JinjaDict()
             if let first = args.first, case let .dict(base) = first { d = base }
             for k in kwargs.keys.sorted() { d[k] = kwargs[k] }
+            try budget.checkDepth(of: d.values)
+            try budget.list(items: d.keys.count)
             return .dict(d)
         case "range":
             let ints = args.compactMap(\.integer)
@@ -228,7 +275,13 @@ extension JinjaInterpreter {
             }
             let (a, b, s) = ints.count == 1 ? (0, ints[0], 1) : (ints[0], ints[1], ints.count == 3 ? ints[2] : 1)
             guard s != 0 else { throw TokenizerError.templateRender(message: "range() step must not be zero") }
-            return .array(stride(from: a, to: b, by: s).map { .int($0) })
+            guard JinjaInteger.rangeCount(a, b, s) <= Int128(ChatTemplateSandbox.maxRange) else {
+                throw TokenizerError.templateLimit(what: "the length of range()", limit: ChatTemplateSandbox.maxRange, line: 0)
+            }
+            // Built by counting, not by stride, whose last step may overflow near Int.max.
+            let count = Int(JinjaInteger.rangeCount(a, b, s))
+            try budget.list(items: count)
+            return .array((0..<count).map { .int(a &+ $0 &* s) })
         case "strftime_now":
             guard let f = args.first, case let .string(format) = f else {
                 throw TokenizerError.templateRender(message: "strftime_now() needs a format string")
@@ -249,6 +302,7 @@ extension JinjaInterpreter {
             guard i < args.count, case let .string(s) = args[i] else { return nil }
             return s
         }
+        try budget.scan(base)
         switch (base, method) {
         case let (.string(s), "strip"), let (.string(s), "lstrip"), let (.string(s), "rstrip"):
             let set = arg(0).map { CharacterSet(charactersIn: $0) } ?? .whitespacesAndNewlines
@@ -258,9 +312,10 @@ extension JinjaInterpreter {
             return .string(String(String.UnicodeScalarView(scalars)))
         case let (.string(s), "split"):
             if let sep = arg(0) {
-                return .array(s.components(separatedBy: sep).map { .string($0) })
+                guard !sep.isEmpty else { throw TokenizerError.templateRender(message: "split(): empty separator") }
+                return try built(s.components(separatedBy: sep).map { .string($0) })
             }
-            return .array(s.split(whereSeparator: { $0.isWhitespace }).map { .string(String($0)) })
+            return try built(s.split(whereSeparator: { $0.isWhitespace }).map { .string(String($0)) })
         case let (.string(s), "startswith"):
             return .bool(arg(0).map { s.unicodeScalars.starts(with: $0.unicodeScalars) } ?? false)
         case let (.string(s), "endswith"):
@@ -269,7 +324,7 @@ extension JinjaInterpreter {
             return try applyFilter(method, base, [], [:])
         case let (.string(s), "replace"):
             guard let a = arg(0), let b = arg(1) else { throw TokenizerError.templateRender(message: "replace() needs two strings") }
-            return .string(s.replacingOccurrences(of: a, with: b))
+            return try replace(s, a, b)
         case let (.string(s), "count"):
             guard let a = arg(0), !a.isEmpty else { throw TokenizerError.templateRender(message: "count() needs a string") }
             return .int(s.components(separatedBy: a).count - 1)
@@ -279,7 +334,7 @@ extension JinjaInterpreter {
             return .int(s.distance(from: s.startIndex, to: r.lowerBound))
         case let (.string(s), "join"):
             guard let list = args.first else { throw TokenizerError.templateRender(message: "join() needs a list") }
-            return .string(try iterate(list).map(\.text).joined(separator: s))
+            return try join(try iterate(list), separator: s)
         case (.dict, "items"):
             return try applyFilter("items", base, [], [:])
         case let (.dict(d), "keys"):
@@ -296,27 +351,116 @@ extension JinjaInterpreter {
 
     /// Python `json.dumps(value, ensure_ascii=False, indent=indent)` (what transformers' `tojson` does).
     static func toJSON(_ v: JinjaValue, indent: Int?, level: Int) -> String {
+        var out = ""
+        _ = writeJSON(v, indent: indent.map { max(0, $0) }, level: level, to: &out, limit: .max)
+        return out
+    }
+
+    /// Appends `toJSON` to `out`, stopping (and returning false) as soon as `out` would hold more
+    /// than `limit` UTF-8 bytes. `indent` is not negative.
+    static func writeJSON(_ v: JinjaValue, indent: Int?, level: Int, to out: inout String, limit: Int) -> Bool {
+        func put(_ s: String) -> Bool {
+            guard s.utf8.count <= limit - out.utf8.count else { return false }
+            out += s
+            return true
+        }
+        /// A newline and the indentation of `depth` levels (or ", " / ": " without indent).
+        func newline(_ depth: Int) -> Bool {
+            guard let indent else { return true }
+            let (spaces, overflow) = indent.multipliedReportingOverflow(by: depth)
+            guard !overflow, spaces < limit - out.utf8.count else { return false }
+            return put("\n" + String(repeating: " ", count: spaces))
+        }
+        func container<S: Sequence>(_ open: String, _ close: String, _ items: S, _ write: (S.Element) -> Bool) -> Bool {
+            guard put(open) else { return false }
+            var first = true
+            for item in items {
+                if !first { guard put(",") else { return false } }
+                if !first && indent == nil { guard put(" ") else { return false } }
+                first = false
+                guard newline(level + 1), write(item) else { return false }
+            }
+            return newline(level) && put(close)
+        }
         switch v {
-        case .undefined, .none: return "null"
-        case let .bool(b): return b ? "true" : "false"
-        case let .int(i): return String(i)
-        case let .double(d): return JinjaValue.pythonFloat(d)
-        case let .string(s): return jsonString(s)
+        case .undefined, .none: return put("null")
+        case let .bool(b): return put(b ? "true" : "false")
+        case let .int(i): return put(String(i))
+        case let .double(d): return put(JinjaValue.pythonFloat(d))
+        case let .string(s):
+            guard s.utf8.count <= limit - out.utf8.count else { return false }
+            return put(jsonString(s))
         case let .array(items):
-            if items.isEmpty { return "[]" }
-            let parts = items.map { toJSON($0, indent: indent, level: level + 1) }
-            guard let indent else { return "[" + parts.joined(separator: ", ") + "]" }
-            let pad = "\n" + String(repeating: " ", count: indent * (level + 1))
-            return "[" + pad + parts.joined(separator: "," + pad) + "\n" + String(repeating: " ", count: indent * level) + "]"
+            if items.isEmpty { return put("[]") }
+            return container("[", "]", items) { writeJSON($0, indent: indent, level: level + 1, to: &out, limit: limit) }
         case let .dict(d):
-            if d.keys.isEmpty { return "{}" }
-            let parts = zip(d.keys, d.values).map { jsonString($0) + ": " + toJSON($1, indent: indent, level: level + 1) }
-            guard let indent else { return "{" + parts.joined(separator: ", ") + "}" }
-            let pad = "\n" + String(repeating: " ", count: indent * (level + 1))
-            return "{" + pad + parts.joined(separator: "," + pad) + "\n" + String(repeating: " ", count: indent * level) + "}"
+            if d.keys.isEmpty { return put("{}") }
+            return container("{", "}", zip(d.keys, d.values)) { (k, value) in
+                k.utf8.count <= limit - out.utf8.count && put(jsonString(k)) && put(": ")
+                    && writeJSON(value, indent: indent, level: level + 1, to: &out, limit: limit)
+            }
         }
     }
 
-    static func jsonString(_ s: String) -> String { JSONText.quote(s) }
+    /// Python `s.replace(old, new)`, refused before it is built when the result would be over
+    /// the string limit.
+    func replace(_ s: String, _ old: String, _ new: String) throws(TokenizerError) -> JinjaValue {
+        if old.isEmpty {
+            // Python inserts `new` between every code point and at both ends.
+            let count = s.unicodeScalars.count + 1
+            let (grow, o) = new.utf8.count.multipliedReportingOverflow(by: count)
+            if o || grow > ChatTemplateSandbox.maxStringBytes - s.utf8.count {
+                throw TokenizerError.templateLimit(what: "the length of a string in bytes", limit: ChatTemplateSandbox.maxStringBytes, line: 0)
+            }
+            var out = new
+            for scalar in s.unicodeScalars {
+                out.unicodeScalars.append(scalar)
+                out += new
+            }
+            return try built(out)
+        }
+        // A search of the UTF-8 bytes (the same matches as of code points: UTF-8 is
+        // self-synchronizing), in linear time, then the result's size checked before it is built.
+        let h = Array(s.utf8), p = Array(old.utf8), r = Array(new.utf8)
+        let starts = JinjaInterpreter.occurrences(of: p, in: h)
+        let (grow, o) = (r.count - p.count).multipliedReportingOverflow(by: starts.count)
+        if o || grow > ChatTemplateSandbox.maxStringBytes - h.count {
+            throw TokenizerError.templateLimit(what: "the length of a string in bytes", limit: ChatTemplateSandbox.maxStringBytes, line: 0)
+        }
+        if starts.isEmpty { return .string(s) }
+        var out: [UInt8] = []
+        out.reserveCapacity(h.count + grow)
+        var at = 0
+        for start in starts {
+            out.append(contentsOf: h[at..<start])
+            out.append(contentsOf: r)
+            at = start + p.count
+        }
+        out.append(contentsOf: h[at...])
+        return try built(String(decoding: out, as: UTF8.self))
+    }
+
+    /// The items' text joined by `separator`, refused as soon as it would be over the string limit.
+    func join(_ items: [JinjaValue], separator: String) throws(TokenizerError) -> JinjaValue {
+        var out = ""
+        let limit = ChatTemplateSandbox.maxStringBytes
+        for (i, item) in items.enumerated() {
+            let t = try text(item)
+            guard (i > 0 ? separator.utf8.count : 0) + t.utf8.count <= limit - out.utf8.count else {
+                throw TokenizerError.templateLimit(what: "the length of a string in bytes", limit: limit, line: 0)
+            }
+            if i > 0 { out += separator }
+            out += t
+        }
+        return try built(out)
+    }
+
+    static func jsonString(_ s: String) -> String {
+        // Most strings need no escape: one scan of the bytes, then a copy (as JSONText.quote would give).
+        if !s.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+            return "\"" + s + "\""
+        }
+        return JSONText.quote(s)
+    }
 
 }

@@ -1,9 +1,13 @@
 import Foundation
 
 /// Evaluates a parsed Jinja template against variables.
+///
+/// Rendering stays within `ChatTemplateSandbox`'s limits: loop iterations, output, string and
+/// list sizes, value nesting, and 64-bit integers (see docs/chat-template-sandbox.md).
 struct JinjaInterpreter {
     private var scopes: [[String: JinjaValue]]
     private var output = ""
+    let budget = JinjaBudget()
 
     init(variables: [String: JinjaValue]) {
         scopes = [variables]
@@ -19,9 +23,9 @@ struct JinjaInterpreter {
         for node in nodes {
             switch node {
             case let .text(t):
-                output += t
+                try emit(t)
             case let .output(expr):
-                output += try evaluate(expr).text
+                try emit(try text(try evaluate(expr)))
             case let .set(name, expr):
                 let value = try evaluate(expr)
                 scopes[scopes.count - 1][name] = value
@@ -31,6 +35,7 @@ struct JinjaInterpreter {
                 guard let k = scopes.lastIndex(where: { $0[name] != nil }), case var .dict(d) = scopes[k][name]! else {
                     throw TokenizerError.templateRender(message: "cannot set attribute '\(attr)' of '\(name)', which is not a namespace")
                 }
+                try budget.checkDepth(of: [value])
                 d[attr] = value
                 scopes[k][name] = .dict(d)
             case let .conditional(branches, otherwise):
@@ -45,6 +50,8 @@ struct JinjaInterpreter {
                 if !taken { try run(otherwise) }
             case let .forLoop(variables, iterableExpr, filter, body, otherwise):
                 var items = try iterate(try evaluate(iterableExpr))
+                // A loop that would go over the iteration limit fails before it starts.
+                try budget.iterate(items.count)
                 if let filter {
                     var kept: [JinjaValue] = []
                     for item in items {
@@ -53,20 +60,21 @@ struct JinjaInterpreter {
                         if try evaluate(filter).isTruthy { kept.append(item) }
                     }
                     items = kept
+                    try budget.iterate(items.count)
                 }
                 if items.isEmpty {
                     try run(otherwise)
                     continue
                 }
+                let n = items.count
+                var loop = JinjaDict()
+                loop.keys = JinjaInterpreter.loopKeys
                 for (i, item) in items.enumerated() {
-                    let n = items.count
-                    let loop = JinjaDict([
-                        ("index", .int(i + 1)), ("index0", .int(i)),
-                        ("revindex", .int(n - i)), ("revindex0", .int(n - i - 1)),
-                        ("first", .bool(i == 0)), ("last", .bool(i == n - 1)), ("length", .int(n)),
-                        ("previtem", i > 0 ? items[i - 1] : .undefined("loop.previtem")),
-                        ("nextitem", i + 1 < n ? items[i + 1] : .undefined("loop.nextitem")),
-                    ])
+                    loop.values = [
+                        .int(i + 1), .int(i), .int(n - i), .int(n - i - 1), .bool(i == 0), .bool(i == n - 1), .int(n),
+                        i > 0 ? items[i - 1] : .undefined("loop.previtem"),
+                        i + 1 < n ? items[i + 1] : .undefined("loop.nextitem"),
+                    ]
                     var scope = try bind(variables, item)
                     scope["loop"] = .dict(loop)
                     scopes.append(scope)
@@ -75,6 +83,45 @@ struct JinjaInterpreter {
                 }
             }
         }
+    }
+
+    /// The keys of `loop`, in the order of its values.
+    static let loopKeys = ["index", "index0", "revindex", "revindex0", "first", "last", "length", "previtem", "nextitem"]
+
+    /// Appends to the output, within the sandbox's output limit.
+    private mutating func emit(_ s: String) throws(TokenizerError) {
+        let limit = ChatTemplateSandbox.maxOutputBytes
+        guard s.utf8.count <= limit - output.utf8.count else {
+            throw TokenizerError.templateLimit(what: "the size of the rendered prompt in bytes", limit: limit, line: 0)
+        }
+        output += s
+    }
+
+    /// Python `str()` of a value (what `{{ }}` and `~` print), within the string size limit.
+    func text(_ v: JinjaValue) throws(TokenizerError) -> String {
+        switch v {
+        case let .string(s): return s
+        case .array, .dict:
+            var out = ""
+            guard v.writeRepr(to: &out, limit: ChatTemplateSandbox.maxStringBytes) else {
+                throw TokenizerError.templateLimit(what: "the length of a string in bytes", limit: ChatTemplateSandbox.maxStringBytes, line: 0)
+            }
+            try budget.string(bytes: out.utf8.count)
+            return out
+        default: return v.text
+        }
+    }
+
+    /// A string just built, counted against the sandbox's string limits.
+    func built(_ s: String) throws(TokenizerError) -> JinjaValue {
+        try budget.string(bytes: s.utf8.count)
+        return .string(s)
+    }
+
+    /// A list just built, counted against the sandbox's list limits.
+    func built(_ items: [JinjaValue]) throws(TokenizerError) -> JinjaValue {
+        try budget.list(items: items.count)
+        return .array(items)
     }
 
     /// The loop variables bound to one item (unpacked when there are several).
@@ -93,7 +140,9 @@ struct JinjaInterpreter {
         case .undefined: return []
         case let .array(a): return a
         case let .dict(d): return d.keys.map { .string($0) }
-        case let .string(s): return s.map { .string(String($0)) }
+        case let .string(s):
+            try budget.list(items: s.utf8.count)
+            return s.map { .string(String($0)) }
         default: throw TokenizerError.templateRender(message: "'\(value.typeName)' object is not iterable")
         }
     }
@@ -114,20 +163,21 @@ struct JinjaInterpreter {
         case let .list(items):
             var values: [JinjaValue] = []
             for item in items { values.append(try evaluate(item)) }
-            return .array(values)
+            try budget.checkDepth(of: values)
+            return try built(values)
         case let .attribute(base, name):
             let b = try evaluate(base)
             return try item(of: b, key: .string(name), description: "\(b.isUndefined ? undefinedName(b) : "value").\(name)")
         case let .index(base, keyExpr):
             let b = try evaluate(base)
             let key = try evaluate(keyExpr)
-            return try item(of: b, key: key, description: "\(b.isUndefined ? undefinedName(b) : "value")[\(key.repr)]")
+            return try item(of: b, key: key, description: "\(b.isUndefined ? undefinedName(b) : "value")[\(key.shortRepr())]")
         case let .arithmetic(op, l, r):
             return try arithmetic(op, try evaluate(l), try evaluate(r))
         case let .negate(e):
             let v = try evaluate(e)
             switch v {
-            case let .int(i): return .int(-i)
+            case let .int(i): return .int(try JinjaInteger.negate(i))
             case let .double(d): return .double(-d)
             case let .bool(b): return .int(b ? -1 : 0)
             default: throw TokenizerError.templateRender(message: "bad operand type for unary -: '\(v.typeName)'")
@@ -168,8 +218,10 @@ struct JinjaInterpreter {
             default:
                 throw TokenizerError.templateRender(message: "call of an expression")
             }
-        case let .slice(base, start, stop, step):
-            return try JinjaInterpreter.slice(try evaluate(base), try start.map { (e) throws(TokenizerError) in try evaluate(e) },
+        case let .slice(baseExpr, start, stop, step):
+            let base = try evaluate(baseExpr)
+            try budget.scan(base)
+            return try JinjaInterpreter.slice(base, try start.map { (e) throws(TokenizerError) in try evaluate(e) },
                                               try stop.map { (e) throws(TokenizerError) in try evaluate(e) },
                                               try step.map { (e) throws(TokenizerError) in try evaluate(e) })
         case let .dict(pairs):
@@ -181,6 +233,8 @@ struct JinjaInterpreter {
                 }
                 d[ks] = try evaluate(v)
             }
+            try budget.checkDepth(of: d.values)
+            try budget.list(items: d.keys.count)
             return .dict(d)
         }
     }
@@ -212,10 +266,15 @@ struct JinjaInterpreter {
             }
             return .undefined(description)
         case let .string(s):
+            try budget.scan(s.utf8.count)
             if let i = key.integer {
-                let chars = Array(s)
-                let index = i < 0 ? chars.count + i : i
-                if index >= 0 && index < chars.count { return .string(String(chars[index])) }
+                // Walk |i| characters from the nearer end, without copying the string.
+                if i >= 0, let at = s.index(s.startIndex, offsetBy: i, limitedBy: s.endIndex), at < s.endIndex {
+                    return .string(String(s[at]))
+                }
+                if i < 0, i > Int.min, let at = s.index(s.endIndex, offsetBy: i, limitedBy: s.startIndex) {
+                    return .string(String(s[at]))
+                }
             }
             return .undefined(description)
         default:
@@ -224,40 +283,57 @@ struct JinjaInterpreter {
     }
 
     private func arithmetic(_ op: String, _ a: JinjaValue, _ b: JinjaValue) throws(TokenizerError) -> JinjaValue {
-        if op == "~" { return .string(a.text + b.text) }
+        if op == "~" {
+            let x = try text(a), y = try text(b)
+            try budget.string(bytes: x.utf8.count + y.utf8.count)
+            return .string(x + y)
+        }
         func typeError() -> TokenizerError {
             .templateRender(message: "unsupported operand types for \(op): '\(a.typeName)' and '\(b.typeName)'")
         }
+        /// `count` copies of something of `size` (bytes or items), or nil when over `limit`.
+        func repeated(_ size: Int, _ count: Int, limit: Int) -> Int? {
+            let n = max(0, count)
+            let (total, overflow) = size.multipliedReportingOverflow(by: n)
+            return overflow || total > limit ? nil : total
+        }
         switch (op, a, b) {
-        case let ("+", .string(x), .string(y)): return .string(x + y)
-        case let ("+", .array(x), .array(y)): return .array(x + y)
-        case let ("*", .string(x), _) where b.integer != nil: return .string(String(repeating: x, count: max(0, b.integer!)))
-        case let ("*", _, .string(y)) where a.integer != nil: return .string(String(repeating: y, count: max(0, a.integer!)))
-        case let ("*", .array(x), _) where b.integer != nil:
-            return .array(Array(repeatElement(x, count: max(0, b.integer!)).joined()))
+        case let ("+", .string(x), .string(y)):
+            try budget.string(bytes: x.utf8.count + y.utf8.count)
+            return .string(x + y)
+        case let ("+", .array(x), .array(y)):
+            try budget.list(items: x.count + y.count)
+            return .array(x + y)
+        case let ("*", .string(x), _) where b.integer != nil, let ("*", _, .string(x)) where a.integer != nil:
+            let count = b.integer ?? a.integer!
+            guard let bytes = repeated(x.utf8.count, count, limit: ChatTemplateSandbox.maxStringBytes) else {
+                throw TokenizerError.templateLimit(what: "the length of a string in bytes", limit: ChatTemplateSandbox.maxStringBytes, line: 0)
+            }
+            try budget.string(bytes: bytes)
+            return .string(String(repeating: x, count: max(0, count)))
+        case let ("*", .array(x), _) where b.integer != nil, let ("*", _, .array(x)) where a.integer != nil:
+            let count = b.integer ?? a.integer!
+            guard let items = repeated(x.count, count, limit: ChatTemplateSandbox.maxListItems) else {
+                throw TokenizerError.templateLimit(what: "the length of a list", limit: ChatTemplateSandbox.maxListItems, line: 0)
+            }
+            try budget.list(items: items)
+            return .array(Array(repeatElement(x, count: max(0, count)).joined()))
         default: break
         }
         if let x = a.integer, let y = b.integer {
             switch op {
-            case "+": return .int(x &+ y)
-            case "-": return .int(x &- y)
-            case "*": return .int(x &* y)
+            case "+": return .int(try JinjaInteger.add(x, y))
+            case "-": return .int(try JinjaInteger.subtract(x, y))
+            case "*": return .int(try JinjaInteger.multiply(x, y))
             case "/":
                 guard y != 0 else { throw TokenizerError.templateRender(message: "division by zero") }
                 return .double(Double(x) / Double(y))
-            case "//":
-                guard y != 0 else { throw TokenizerError.templateRender(message: "integer division by zero") }
-                let q = x / y
-                return .int((x % y != 0 && (x < 0) != (y < 0)) ? q - 1 : q)
-            case "%":
-                guard y != 0 else { throw TokenizerError.templateRender(message: "modulo by zero") }
-                let r = x % y
-                return .int(r != 0 && (r < 0) != (y < 0) ? r + y : r)
+            case "//": return .int(try JinjaInteger.floorDivide(x, y))
+            case "%": return .int(try JinjaInteger.modulo(x, y))
             case "**":
-                if y >= 0 {
-                    var result = 1
-                    for _ in 0..<y { result = result &* x }
-                    return .int(result)
+                if y >= 0 { return .int(try JinjaInteger.power(x, y)) }
+                guard x != 0 else {
+                    throw TokenizerError.templateRender(message: "0.0 cannot be raised to a negative power")
                 }
                 return .double(pow(Double(x), Double(y)))
             default: throw typeError()
@@ -286,6 +362,7 @@ struct JinjaInterpreter {
     }
 
     private func compare(_ op: String, _ a: JinjaValue, _ b: JinjaValue) throws(TokenizerError) -> Bool {
+        if op != "in" && op != "notin" { try budget.scan(a, b) }
         switch op {
         case "==": return a.isEqual(to: b)
         case "!=": return !a.isEqual(to: b)
@@ -296,8 +373,8 @@ struct JinjaInterpreter {
                 guard case let .string(needle) = a else {
                     throw TokenizerError.templateRender(message: "'in <string>' requires a string as left operand, not '\(a.typeName)'")
                 }
-                contained = needle.isEmpty || s.unicodeScalars.count >= needle.unicodeScalars.count
-                    && Array(s.unicodeScalars).containsSubsequence(Array(needle.unicodeScalars))
+                try budget.scan(s.utf8.count)
+                contained = JinjaInterpreter.contains(s, needle)
             case let .array(items): contained = items.contains { $0.isEqual(to: a) }
             case let .dict(d):
                 if case let .string(k) = a { contained = d[k] != nil } else { contained = false }
@@ -328,14 +405,38 @@ struct JinjaInterpreter {
     }
 }
 
-extension Array where Element: Equatable {
-    /// Whether `needle` occurs as a contiguous run.
-    func containsSubsequence(_ needle: [Element]) -> Bool {
+extension JinjaInterpreter {
+    /// Python `needle in s` (code points): a search of the UTF-8 bytes, which is equivalent
+    /// because UTF-8 is self-synchronizing; linear time (Knuth–Morris–Pratt), whatever the strings.
+    static func contains(_ s: String, _ needle: String) -> Bool {
         if needle.isEmpty { return true }
-        guard needle.count <= count else { return false }
-        for start in 0...(count - needle.count) where self[start..<(start + needle.count)].elementsEqual(needle) {
-            return true
+        return !occurrences(of: Array(needle.utf8), in: Array(s.utf8), first: true).isEmpty
+    }
+
+    /// The starts of the non-overlapping occurrences of `p` (not empty) in `h`, left to right
+    /// (Python's `str.replace` and `in`), by Knuth–Morris–Pratt: linear time. With `first`, only
+    /// the first.
+    static func occurrences(of p: [UInt8], in h: [UInt8], first: Bool = false) -> [Int] {
+        guard !p.isEmpty, p.count <= h.count else { return [] }
+        // failure[i]: the length of the longest proper border of p[0...i].
+        var failure = [Int32](repeating: 0, count: p.count)
+        var k = 0
+        for i in 1..<max(1, p.count) {
+            while k > 0 && p[i] != p[k] { k = Int(failure[k - 1]) }
+            if p[i] == p[k] { k += 1 }
+            failure[i] = Int32(k)
         }
-        return false
+        var starts: [Int] = []
+        k = 0
+        for (i, byte) in h.enumerated() {
+            while k > 0 && byte != p[k] { k = Int(failure[k - 1]) }
+            if byte == p[k] { k += 1 }
+            if k == p.count {
+                starts.append(i + 1 - p.count)
+                if first { break }
+                k = 0  // non-overlapping
+            }
+        }
+        return starts
     }
 }

@@ -245,6 +245,9 @@ struct JinjaLexer {
         let text = string(start..<pos).replacingOccurrences(of: "_", with: "")
         if isFloat, let d = Double(text) { return JinjaToken(kind: .float(d), line: line) }
         if let i = Int(text) { return JinjaToken(kind: .integer(i), line: line) }
+        if !isFloat {
+            throw TokenizerError.templateSyntax(message: "the integer \(text.prefix(40)) does not fit in the sandbox's 64-bit integers", line: line)
+        }
         throw TokenizerError.templateSyntax(message: "invalid number '\(text)'", line: line)
     }
 

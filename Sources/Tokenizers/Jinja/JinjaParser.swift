@@ -48,6 +48,8 @@ indirect enum JinjaNode: Sendable {
 struct JinjaParser {
     private let parts: [TemplatePart]
     private var index = 0
+    /// How many blocks enclose the part being parsed (bounded by the sandbox's depth limits).
+    private var depth = 0
 
     static let supportedTests: Set<String> = [
         "defined", "undefined", "none", "string", "number", "integer", "float", "mapping",
@@ -80,7 +82,7 @@ struct JinjaParser {
             case let .text(t):
                 nodes.append(.text(t))
             case let .expression(tokens, line):
-                var stream = TokenStream(tokens: tokens, line: line)
+                var stream = TokenStream(tokens: tokens, line: line, blockDepth: depth)
                 let expr = try stream.parseExpression()
                 try stream.expectEnd()
                 nodes.append(.output(expr))
@@ -91,12 +93,16 @@ struct JinjaParser {
                 if terminators.contains(tag) {
                     return (nodes, (tag, Array(tokens.dropFirst()), line))
                 }
-                var stream = TokenStream(tokens: Array(tokens.dropFirst()), line: line)
+                var stream = TokenStream(tokens: Array(tokens.dropFirst()), line: line, blockDepth: depth)
                 switch tag {
                 case "for":
+                    try enterBlock(line: line)
                     nodes.append(try parseFor(&stream, line: line))
+                    depth -= 1
                 case "if":
+                    try enterBlock(line: line)
                     nodes.append(try parseIf(&stream, line: line))
+                    depth -= 1
                 case "set":
                     guard let nameToken = stream.next(), case let .name(name) = nameToken.kind else {
                         throw TokenizerError.templateSyntax(message: "a variable name is expected after 'set'", line: line)
@@ -132,6 +138,15 @@ struct JinjaParser {
             }
         }
         return (nodes, nil)
+    }
+
+    /// One more level of block nesting, within the sandbox's parser and evaluation depths.
+    private mutating func enterBlock(line: Int) throws(TokenizerError) {
+        depth += 1
+        let limit = min(ChatTemplateSandbox.maxParserDepth, ChatTemplateSandbox.maxEvaluationDepth)
+        if depth > limit {
+            throw TokenizerError.templateLimit(what: "the nesting depth of blocks ({% if %}, {% for %})", limit: limit, line: line)
+        }
     }
 
     private mutating func parseFor(_ stream: inout TokenStream, line: Int) throws(TokenizerError) -> JinjaNode {
@@ -183,7 +198,7 @@ struct JinjaParser {
             }
             switch end.tag {
             case "elif":
-                var s = TokenStream(tokens: end.tokens, line: end.line)
+                var s = TokenStream(tokens: end.tokens, line: end.line, blockDepth: depth)
                 condition = try s.parseExpression()
                 try s.expectEnd()
             case "else":
@@ -203,14 +218,30 @@ struct JinjaParser {
 }
 
 /// Expression parsing over the tokens of one tag, with Jinja's precedence.
+/// Expression parsing over the tokens of one tag, with Jinja's precedence.
+///
+/// Within the sandbox (`ChatTemplateSandbox`): the parser's recursion, counted from the
+/// enclosing blocks' depth, stays under `maxParserDepth`, and the expression tree, added to the
+/// blocks' depth, under `maxEvaluationDepth` (checked as each node is built, so that no deeper
+/// tree ever exists).
 struct TokenStream {
     private let tokens: [JinjaToken]
     private var index = 0
     private let line: Int
+    /// The depth of the blocks around this tag (parser recursion and tree depth so far).
+    private let blockDepth: Int
+    private var recursion = 0
 
-    init(tokens: [JinjaToken], line: Int) {
+    init(tokens: [JinjaToken], line: Int, blockDepth: Int = 0) {
         self.tokens = tokens
         self.line = line
+        self.blockDepth = blockDepth
+    }
+
+    /// An expression node with the depth of its tree.
+    private struct Parsed {
+        let expr: JinjaExpr
+        let depth: Int
     }
 
     func peek() -> JinjaToken? { index < tokens.count ? tokens[index] : nil }
@@ -235,111 +266,155 @@ struct TokenStream {
         }
     }
 
+    /// One more level of parser recursion.
+    private mutating func enter() throws(TokenizerError) {
+        recursion += 1
+        if blockDepth + recursion > ChatTemplateSandbox.maxParserDepth {
+            throw TokenizerError.templateLimit(what: "the nesting depth of the parser (brackets, operators and blocks)",
+                                               limit: ChatTemplateSandbox.maxParserDepth, line: currentLine)
+        }
+    }
+
+    private mutating func leave() { recursion -= 1 }
+
+    /// A node over `children`: one level deeper than the deepest.
+    private func node(_ expr: JinjaExpr, _ children: [Parsed]) throws(TokenizerError) -> Parsed {
+        let depth = 1 + (children.map(\.depth).max() ?? 0)
+        if blockDepth + depth > ChatTemplateSandbox.maxEvaluationDepth {
+            throw TokenizerError.templateLimit(what: "the nesting depth of the template (blocks and expression tree)",
+                                               limit: ChatTemplateSandbox.maxEvaluationDepth, line: currentLine)
+        }
+        return Parsed(expr: expr, depth: depth)
+    }
+
+    private func leaf(_ expr: JinjaExpr) -> Parsed { Parsed(expr: expr, depth: 1) }
+
     mutating func parseExpression(allowConditional: Bool = true) throws(TokenizerError) -> JinjaExpr {
+        try expression(allowConditional: allowConditional).expr
+    }
+
+    private mutating func expression(allowConditional: Bool = true) throws(TokenizerError) -> Parsed {
+        try enter()
+        defer { leave() }
         var expr = try parseOr()
         while allowConditional && peek()?.isName("if") == true {
             _ = next()
             let condition = try parseOr()
-            var otherwise: JinjaExpr? = nil
+            var otherwise: Parsed? = nil
             if peek()?.isName("else") == true {
                 _ = next()
-                otherwise = try parseExpression()
+                otherwise = try expression()
             }
-            expr = .conditional(condition: condition, then: expr, otherwise: otherwise)
+            expr = try node(.conditional(condition: condition.expr, then: expr.expr, otherwise: otherwise?.expr),
+                            [condition, expr] + (otherwise.map { [$0] } ?? []))
         }
         return expr
     }
 
-    private mutating func parseOr() throws(TokenizerError) -> JinjaExpr {
+    private mutating func parseOr() throws(TokenizerError) -> Parsed {
         var left = try parseAnd()
         while peek()?.isName("or") == true {
             _ = next()
-            left = .or(left, try parseAnd())
+            let right = try parseAnd()
+            left = try node(.or(left.expr, right.expr), [left, right])
         }
         return left
     }
 
-    private mutating func parseAnd() throws(TokenizerError) -> JinjaExpr {
+    private mutating func parseAnd() throws(TokenizerError) -> Parsed {
         var left = try parseNot()
         while peek()?.isName("and") == true {
             _ = next()
-            left = .and(left, try parseNot())
+            let right = try parseNot()
+            left = try node(.and(left.expr, right.expr), [left, right])
         }
         return left
     }
 
-    private mutating func parseNot() throws(TokenizerError) -> JinjaExpr {
+    private mutating func parseNot() throws(TokenizerError) -> Parsed {
         if peek()?.isName("not") == true {
             _ = next()
-            return .not(try parseNot())
+            try enter()
+            defer { leave() }
+            let operand = try parseNot()
+            return try node(.not(operand.expr), [operand])
         }
         return try parseCompare()
     }
 
-    private mutating func parseCompare() throws(TokenizerError) -> JinjaExpr {
+    private mutating func parseCompare() throws(TokenizerError) -> Parsed {
         let first = try parseMath1()
         var rest: [(String, JinjaExpr)] = []
+        var children = [first]
         while let t = peek() {
+            var op: String
             if case let .op(o) = t.kind, ["==", "!=", "<", ">", "<=", ">="].contains(o) {
                 _ = next()
-                rest.append((o, try parseMath1()))
+                op = o
             } else if t.isName("in") {
                 _ = next()
-                rest.append(("in", try parseMath1()))
+                op = "in"
             } else if t.isName("not"), index + 1 < tokens.count, tokens[index + 1].isName("in") {
                 index += 2
-                rest.append(("notin", try parseMath1()))
+                op = "notin"
             } else {
                 break
             }
+            let operand = try parseMath1()
+            rest.append((op, operand.expr))
+            children.append(operand)
         }
-        return rest.isEmpty ? first : .compare(first, rest)
+        return rest.isEmpty ? first : try node(.compare(first.expr, rest), children)
     }
 
-    private mutating func parseMath1() throws(TokenizerError) -> JinjaExpr {
+    private mutating func parseMath1() throws(TokenizerError) -> Parsed {
         var left = try parseConcat()
         while let t = peek(), t.isOp("+") || t.isOp("-") {
             _ = next()
-            left = .arithmetic(t.isOp("+") ? "+" : "-", left, try parseConcat())
+            let right = try parseConcat()
+            left = try node(.arithmetic(t.isOp("+") ? "+" : "-", left.expr, right.expr), [left, right])
         }
         return left
     }
 
-    private mutating func parseConcat() throws(TokenizerError) -> JinjaExpr {
+    private mutating func parseConcat() throws(TokenizerError) -> Parsed {
         var left = try parseMath2()
         while peek()?.isOp("~") == true {
             _ = next()
-            left = .arithmetic("~", left, try parseMath2())
+            let right = try parseMath2()
+            left = try node(.arithmetic("~", left.expr, right.expr), [left, right])
         }
         return left
     }
 
-    private mutating func parseMath2() throws(TokenizerError) -> JinjaExpr {
+    private mutating func parseMath2() throws(TokenizerError) -> Parsed {
         var left = try parsePow()
         while let t = peek(), case let .op(o) = t.kind, ["*", "/", "//", "%"].contains(o) {
             _ = next()
-            left = .arithmetic(o, left, try parsePow())
+            let right = try parsePow()
+            left = try node(.arithmetic(o, left.expr, right.expr), [left, right])
         }
         return left
     }
 
-    private mutating func parsePow() throws(TokenizerError) -> JinjaExpr {
+    private mutating func parsePow() throws(TokenizerError) -> Parsed {
         var left = try parseUnary(withFilter: true)
         while peek()?.isOp("**") == true {
             _ = next()
-            left = .arithmetic("**", left, try parseUnary(withFilter: true))
+            let right = try parseUnary(withFilter: true)
+            left = try node(.arithmetic("**", left.expr, right.expr), [left, right])
         }
         return left
     }
 
-    private mutating func parseUnary(withFilter: Bool) throws(TokenizerError) -> JinjaExpr {
-        var expr: JinjaExpr
-        if peek()?.isOp("-") == true {
-            _ = next()
-            expr = .negate(try parseUnary(withFilter: false))
-        } else if peek()?.isOp("+") == true {
-            _ = next()
-            expr = try parseUnary(withFilter: false)
+    private mutating func parseUnary(withFilter: Bool) throws(TokenizerError) -> Parsed {
+        var expr: Parsed
+        if peek()?.isOp("-") == true || peek()?.isOp("+") == true {
+            let minus = next()!.isOp("-")
+            try enter()
+            let operand = try parseUnary(withFilter: false)
+            leave()
+            expr = minus ? try node(.negate(operand.expr), [operand]) : operand
         } else {
             expr = try parsePostfix(try parsePrimary())
         }
@@ -353,13 +428,14 @@ struct TokenStream {
                     guard JinjaBuiltins.filters.contains(name) else {
                         throw TokenizerError.templateUnsupported(construct: "filter '|\(name)'", line: t.line)
                     }
-                    var args: [JinjaExpr] = []
-                    var kwargs: [(String, JinjaExpr)] = []
+                    var args: [Parsed] = []
+                    var kwargs: [(String, Parsed)] = []
                     if peek()?.isOp("(") == true {
                         _ = next()
                         (args, kwargs) = try parseArguments()
                     }
-                    expr = .filter(expr, name: name, args: args, kwargs: kwargs)
+                    expr = try node(.filter(expr.expr, name: name, args: args.map(\.expr), kwargs: kwargs.map { ($0, $1.expr) }),
+                                    [expr] + args + kwargs.map(\.1))
                 } else if t.isName("is") {
                     _ = next()
                     var negated = false
@@ -376,10 +452,10 @@ struct TokenStream {
                     guard JinjaParser.supportedTests.contains(test) else {
                         throw TokenizerError.templateUnsupported(construct: "test 'is \(test)'", line: t.line)
                     }
-                        if peek()?.isOp("(") == true {
+                    if peek()?.isOp("(") == true {
                         throw TokenizerError.templateUnsupported(construct: "test 'is \(test)' with arguments", line: t.line)
                     }
-                    expr = .test(expr, name: test, negated: negated)
+                    expr = try node(.test(expr.expr, name: test, negated: negated), [expr])
                 } else {
                     break
                 }
@@ -388,17 +464,17 @@ struct TokenStream {
         return expr
     }
 
-    private mutating func parsePrimary() throws(TokenizerError) -> JinjaExpr {
+    private mutating func parsePrimary() throws(TokenizerError) -> Parsed {
         guard let t = next() else {
             throw TokenizerError.templateSyntax(message: "an expression is expected", line: line)
         }
         switch t.kind {
         case let .name(n):
             switch n {
-            case "true", "True": return .literal(.bool(true))
-            case "false", "False": return .literal(.bool(false))
-            case "none", "None": return .literal(.none)
-            default: return .name(n)
+            case "true", "True": return leaf(.literal(.bool(true)))
+            case "false", "False": return leaf(.literal(.bool(false)))
+            case "none", "None": return leaf(.literal(.none))
+            default: return leaf(.name(n))
             }
         case var .string(s):
             // Adjacent string literals concatenate.
@@ -406,50 +482,50 @@ struct TokenStream {
                 _ = next()
                 s += more
             }
-            return .literal(.string(s))
+            return leaf(.literal(.string(s)))
         case let .integer(i):
-            return .literal(.int(i))
+            return leaf(.literal(.int(i)))
         case let .float(d):
-            return .literal(.double(d))
+            return leaf(.literal(.double(d)))
         case let .op(o):
             switch o {
             case "(":
                 if peek()?.isOp(")") == true {
                     _ = next()
-                    return .list([])
+                    return leaf(.list([]))
                 }
-                let e = try parseExpression()
+                let e = try expression()
                 if peek()?.isOp(",") == true {
                     // A tuple: evaluated as a list.
                     var items = [e]
                     while peek()?.isOp(",") == true {
                         _ = next()
                         if peek()?.isOp(")") == true { break }
-                        items.append(try parseExpression())
+                        items.append(try expression())
                     }
                     try expectOp(")")
-                    return .list(items)
+                    return try node(.list(items.map(\.expr)), items)
                 }
                 try expectOp(")")
                 return e
             case "[":
-                var items: [JinjaExpr] = []
+                var items: [Parsed] = []
                 while peek()?.isOp("]") != true {
-                    items.append(try parseExpression())
+                    items.append(try expression())
                     if peek()?.isOp(",") == true { _ = next() } else { break }
                 }
                 try expectOp("]")
-                return .list(items)
+                return try node(.list(items.map(\.expr)), items)
             case "{":
-                var pairs: [(JinjaExpr, JinjaExpr)] = []
+                var pairs: [(Parsed, Parsed)] = []
                 while peek()?.isOp("}") != true {
-                    let key = try parseExpression()
+                    let key = try expression()
                     try expectOp(":")
-                    pairs.append((key, try parseExpression()))
+                    pairs.append((key, try expression()))
                     if peek()?.isOp(",") == true { _ = next() } else { break }
                 }
                 try expectOp("}")
-                return .dict(pairs)
+                return try node(.dict(pairs.map { ($0.expr, $1.expr) }), pairs.flatMap { [$0, $1] })
             default:
                 throw TokenizerError.templateSyntax(message: "unexpected \(t.display)", line: t.line)
             }
@@ -457,15 +533,15 @@ struct TokenStream {
     }
 
     /// Call arguments after '(' up to and including ')': positional, then `name=value`.
-    private mutating func parseArguments() throws(TokenizerError) -> ([JinjaExpr], [(String, JinjaExpr)]) {
-        var args: [JinjaExpr] = []
-        var kwargs: [(String, JinjaExpr)] = []
+    private mutating func parseArguments() throws(TokenizerError) -> ([Parsed], [(String, Parsed)]) {
+        var args: [Parsed] = []
+        var kwargs: [(String, Parsed)] = []
         while peek()?.isOp(")") != true {
             if let t = peek(), case let .name(n) = t.kind, index + 1 < tokens.count, tokens[index + 1].isOp("=") {
                 index += 2
-                kwargs.append((n, try parseExpression()))
+                kwargs.append((n, try expression()))
             } else {
-                args.append(try parseExpression())
+                args.append(try expression())
             }
             if peek()?.isOp(",") == true { _ = next() } else { break }
         }
@@ -473,7 +549,7 @@ struct TokenStream {
         return (args, kwargs)
     }
 
-    private mutating func parsePostfix(_ base: JinjaExpr) throws(TokenizerError) -> JinjaExpr {
+    private mutating func parsePostfix(_ base: Parsed) throws(TokenizerError) -> Parsed {
         var expr = base
         while let t = peek() {
             if t.isOp(".") {
@@ -483,27 +559,27 @@ struct TokenStream {
                 }
                 switch n.kind {
                 case let .name(attr):
-                    expr = .attribute(expr, attr)
+                    expr = try node(.attribute(expr.expr, attr), [expr])
                 case let .integer(i):
-                    expr = .index(expr, .literal(.int(i)))
+                    expr = try node(.index(expr.expr, .literal(.int(i))), [expr])
                 default:
                     throw TokenizerError.templateSyntax(message: "an attribute name is expected after '.'", line: t.line)
                 }
             } else if t.isOp("[") {
                 _ = next()
-                var key: JinjaExpr? = nil
-                if peek()?.isOp(":") != true { key = try parseExpression() }
+                var key: Parsed? = nil
+                if peek()?.isOp(":") != true { key = try expression() }
                 if peek()?.isOp(":") == true {
                     _ = next()
-                    var stop: JinjaExpr? = nil
-                    var step: JinjaExpr? = nil
-                    if let p = peek(), !p.isOp("]"), !p.isOp(":") { stop = try parseExpression() }
+                    var stop: Parsed? = nil
+                    var step: Parsed? = nil
+                    if let p = peek(), !p.isOp("]"), !p.isOp(":") { stop = try expression() }
                     if peek()?.isOp(":") == true {
                         _ = next()
-                        if peek()?.isOp("]") != true { step = try parseExpression() }
+                        if peek()?.isOp("]") != true { step = try expression() }
                     }
                     try expectOp("]")
-                    expr = .slice(expr, key, stop, step)
+                    expr = try node(.slice(expr.expr, key?.expr, stop?.expr, step?.expr), [expr] + [key, stop, step].compactMap { $0 })
                     continue
                 }
                 guard let key else { throw TokenizerError.templateSyntax(message: "an index is expected", line: t.line) }
@@ -511,9 +587,9 @@ struct TokenStream {
                     throw TokenizerError.templateUnsupported(construct: "tuple subscript", line: t.line)
                 }
                 try expectOp("]")
-                expr = .index(expr, key)
+                expr = try node(.index(expr.expr, key.expr), [expr, key])
             } else if t.isOp("(") {
-                switch expr {
+                switch expr.expr {
                 case let .name(n):
                     guard JinjaBuiltins.functions.contains(n) else {
                         throw TokenizerError.templateUnsupported(construct: "function call '\(n)(…)'", line: t.line)
@@ -527,7 +603,8 @@ struct TokenStream {
                 }
                 _ = next()
                 let (args, kwargs) = try parseArguments()
-                expr = .call(expr, args: args, kwargs: kwargs)
+                expr = try node(.call(expr.expr, args: args.map(\.expr), kwargs: kwargs.map { ($0, $1.expr) }),
+                                [expr] + args + kwargs.map(\.1))
             } else {
                 break
             }

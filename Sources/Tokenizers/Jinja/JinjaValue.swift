@@ -65,10 +65,49 @@ indirect enum JinjaValue: Sendable {
         case let .int(i): return String(i)
         case let .double(d): return JinjaValue.pythonFloat(d)
         case let .string(s): return JinjaValue.pythonRepr(s)
-        case let .array(a): return "[" + a.map(\.repr).joined(separator: ", ") + "]"
-        case let .dict(d):
-            return "{" + zip(d.keys, d.values).map { JinjaValue.pythonRepr($0) + ": " + $1.repr }.joined(separator: ", ") + "}"
+        case .array, .dict:
+            var out = ""
+            _ = writeRepr(to: &out, limit: .max)
+            return out
         }
+    }
+
+    /// Appends Python `repr()` to `out`, stopping (and returning false) as soon as `out` would
+    /// hold more than `limit` UTF-8 bytes.
+    func writeRepr(to out: inout String, limit: Int) -> Bool {
+        func put(_ s: String) -> Bool {
+            guard s.utf8.count <= limit - out.utf8.count else { return false }
+            out += s
+            return true
+        }
+        switch self {
+        case let .array(a):
+            guard put("[") else { return false }
+            for (i, item) in a.enumerated() {
+                if i > 0 { guard put(", ") else { return false } }
+                guard item.writeRepr(to: &out, limit: limit) else { return false }
+            }
+            return put("]")
+        case let .dict(d):
+            guard put("{") else { return false }
+            for (i, (k, v)) in zip(d.keys, d.values).enumerated() {
+                if i > 0 { guard put(", ") else { return false } }
+                guard k.utf8.count <= limit - out.utf8.count, put(JinjaValue.pythonRepr(k)), put(": "),
+                      v.writeRepr(to: &out, limit: limit) else { return false }
+            }
+            return put("}")
+        case let .string(s):
+            guard s.utf8.count <= limit - out.utf8.count else { return false }
+            return put(JinjaValue.pythonRepr(s))
+        default:
+            return put(repr)
+        }
+    }
+
+    /// `repr()` cut to about `maxBytes` bytes (with "…"), for error messages.
+    func shortRepr(maxBytes: Int = 80) -> String {
+        var out = ""
+        return writeRepr(to: &out, limit: maxBytes) ? out : out + "…"
     }
 
     static func pythonFloat(_ d: Double) -> String {
@@ -79,6 +118,10 @@ indirect enum JinjaValue: Sendable {
     }
 
     static func pythonRepr(_ s: String) -> String {
+        // Most strings need no escape: one scan of the bytes, then a copy.
+        if !s.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F || $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "'") }) {
+            return "'" + s + "'"
+        }
         let quote: Character = s.contains("'") && !s.contains("\"") ? "\"" : "'"
         var out = String(quote)
         for scalar in s.unicodeScalars {

@@ -7,6 +7,10 @@ public enum FormatError: Error, CustomStringConvertible, Equatable, Sendable {
     // MARK: Files and I/O
     /// A file (or directory) that must exist does not. `what` says what it was needed for.
     case fileNotFound(file: String, what: String)
+    /// A regular file (or other non-directory) where a directory was expected.
+    case notADirectory(file: String, expected: String)
+    /// A directory laid out as a TurboMind workspace lacks its config.ini.
+    case workspaceConfigMissing(workspace: String, file: String)
     /// A system call on `file` failed (`operation` is e.g. "open", "mmap", "write", "rename").
     case io(file: String, operation: String, message: String)
 
@@ -70,6 +74,11 @@ public enum FormatError: Error, CustomStringConvertible, Equatable, Sendable {
         switch self {
         case let .fileNotFound(file, what):
             return "\(file): no such file (needed for \(what))"
+        case let .notADirectory(file, expected):
+            return "\(file) is a file, expected \(expected)"
+        case let .workspaceConfigMissing(workspace, file):
+            return "\(workspace) is a TurboMind workspace, but the workspace's config.ini is missing (\(file)): "
+                + "it holds the model's dimensions; convert the model again (lmdeploy convert) or restore the file"
         case let .io(file, operation, message):
             return "\(file): \(operation) failed: \(message)"
         case let .fileTooShort(file, size):

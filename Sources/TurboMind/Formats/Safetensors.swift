@@ -6,6 +6,7 @@
 // file fails at open with the problem named, never with a crash or an out-of-bounds read.
 
 import Foundation
+import Tokenizers
 
 /// One safetensors file, mapped read-only.
 public struct SafetensorsFile: @unchecked Sendable {
@@ -105,15 +106,19 @@ public struct SafetensorsFile: @unchecked Sendable {
             throw FormatError.headerNotJSON(file: file, detail: "top level is \(root.brief), expected an object")
         }
 
+        // Keys are kept as written: a name given twice would make one tensor shadow the other.
+        if let duplicate = object.duplicateKey {
+            throw FormatError.duplicateTensor(file: file, tensor: duplicate)
+        }
         var metadata: [String: String] = [:]
         var entries: [Entry] = []
-        for (name, value) in object {
+        for (name, value) in object.entries {
             if name == "__metadata__" {
                 guard case .object(let fields) = value else {
                     throw FormatError.malformedHeader(file: file, tensor: name, field: name,
                                                       expected: "must be an object of strings, found \(value.brief)")
                 }
-                for (key, field) in fields {
+                for (key, field) in fields.entries {
                     guard case .string(let text) = field else {
                         throw FormatError.malformedHeader(file: file, tensor: name, field: key,
                                                           expected: "must be a string, found \(field.brief)")
@@ -200,7 +205,7 @@ public struct SafetensorsFile: @unchecked Sendable {
                                               expected: "must be an array of non-negative integers, found \(value.brief)")
         }
         return try elements.map { element in
-            guard case .int(let number) = element, number >= 0 else {
+            guard case .integer(let number) = element, number >= 0 else {
                 throw FormatError.malformedHeader(file: file, tensor: tensor, field: field,
                                                   expected: "must hold non-negative integers, found \(element.brief)")
             }

@@ -3,6 +3,7 @@
 // Like transformers, the single file wins when both are present.
 
 import Foundation
+import Tokenizers
 
 /// All safetensors files of a model directory, with tensor lookup by name.
 public struct SafetensorsCheckpoint: Sendable {
@@ -51,7 +52,7 @@ public struct SafetensorsCheckpoint: Sendable {
         do {
             data = try Data(contentsOf: index)
         } catch {
-            throw FormatError.io(file: index.path, operation: "read", message: "\(error)")
+            throw FormatError.io(file: index.path, operation: "read", message: systemMessage(error))
         }
         let root: JSONValue
         do {
@@ -72,7 +73,10 @@ public struct SafetensorsCheckpoint: Sendable {
         var shardNames: [String] = []
         var shardPosition: [String: Int] = [:]
         var mapped: [(tensor: String, shard: String)] = []
-        for (tensor, value) in weightMap {
+        if let duplicate = weightMap.duplicateKey {
+            throw FormatError.badIndex(file: index.path, detail: "weight_map names tensor '\(duplicate)' more than once")
+        }
+        for (tensor, value) in weightMap.entries {
             guard case .string(let shard) = value else {
                 throw FormatError.badIndex(file: index.path, detail: "weight_map['\(tensor)'] must be a file name, found \(value.brief)")
             }

@@ -11,6 +11,7 @@ import Musl
 import Darwin
 #endif
 import Foundation
+import Tokenizers
 
 /// Collects tensors in memory and writes them as one safetensors file.
 public struct SafetensorsWriter: Sendable {
@@ -44,7 +45,14 @@ public struct SafetensorsWriter: Sendable {
         guard shape.allSatisfy({ $0 >= 0 }) else {
             throw FormatError.invalid(file: "(safetensors writer)", field: name, expected: "non-negative dimensions, got \(shape)")
         }
-        let expected = shape.reduce(1, *) * dtype.byteSize
+        var expected = dtype.byteSize
+        for dimension in shape {
+            let (product, overflow) = expected.multipliedReportingOverflow(by: dimension)
+            guard !overflow else {
+                throw FormatError.invalid(file: "(safetensors writer)", field: name, expected: "a shape whose byte size fits in Int, got \(shape)")
+            }
+            expected = product
+        }
         guard expected == bytes.count else {
             throw FormatError.byteSizeMismatch(file: "(safetensors writer)", tensor: name, shape: shape, dtype: dtype,
                                                expectedBytes: expected, actualBytes: bytes.count)
@@ -58,9 +66,17 @@ public struct SafetensorsWriter: Sendable {
         guard dtype.isWeightType else {
             throw FormatError.unsupportedDType(file: "(safetensors writer)", tensor: name, dtype: dtype, supported: DType.weightTypes)
         }
-        guard values.count == shape.reduce(1, *) else {
+        var count = 1
+        for dimension in shape {
+            let (product, overflow) = count.multipliedReportingOverflow(by: dimension)
+            guard !overflow, dimension >= 0 else {
+                throw FormatError.invalid(file: "(safetensors writer)", field: name, expected: "non-negative dimensions whose product fits in Int, got \(shape)")
+            }
+            count = product
+        }
+        guard values.count == count else {
             throw FormatError.invalid(file: "(safetensors writer)", field: name,
-                                      expected: "\(shape.reduce(1, *)) values for shape \(shape), got \(values.count)")
+                                      expected: "\(count) values for shape \(shape), got \(values.count)")
         }
         try add(name: name, dtype: dtype, shape: shape, bytes: TensorView.bytes(of: values, as: dtype))
     }
@@ -74,14 +90,14 @@ public struct SafetensorsWriter: Sendable {
     func headerBytes() -> [UInt8] {
         var parts: [String] = []
         if !metadata.isEmpty {
-            let fields = metadata.keys.sorted().map { "\(JSONValue.quote($0)):\(JSONValue.quote(metadata[$0]!))" }
+            let fields = metadata.keys.sorted().map { "\(JSONText.quote($0)):\(JSONText.quote(metadata[$0]!))" }
             parts.append("\"__metadata__\":{" + fields.joined(separator: ",") + "}")
         }
         var offset = 0
         for tensor in pending {
             let end = offset + tensor.bytes.count
             let shape = tensor.shape.map(String.init).joined(separator: ",")
-            parts.append("\(JSONValue.quote(tensor.name)):{\"dtype\":\"\(tensor.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(end)]}")
+            parts.append("\(JSONText.quote(tensor.name)):{\"dtype\":\"\(tensor.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(end)]}")
             offset = end
         }
         var header = Array(("{" + parts.joined(separator: ",") + "}").utf8)

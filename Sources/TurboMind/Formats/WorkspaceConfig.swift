@@ -142,7 +142,9 @@ public struct WorkspaceConfig: Sendable, Equatable {
         let positive = "a positive integer"
         modelName = try r.string("model_name")
         tensorParaSize = try r.require("tensor_para_size", try r.int("tensor_para_size"), positive) { $0 > 0 }
-        let heads = try r.require("head_num", try r.int("head_num"), positive) { $0 > 0 }
+        let heads = try r.require("head_num", try r.int("head_num"), "a positive integer of at most \(ModelBounds.maxHeads)") {
+            $0 > 0 && $0 <= ModelBounds.maxHeads
+        }
         headNum = heads
         kvHeadNum = try r.require("kv_head_num", try r.int("kv_head_num", default: heads),
                                   "a positive divisor of head_num (\(heads))") { $0 > 0 && heads % $0 == 0 }
@@ -175,6 +177,8 @@ public struct WorkspaceConfig: Sendable, Equatable {
 
         // Plausibility, before anything is sized from these numbers: each dimension bounded, every
         // tensor size computed with overflow checks, ids inside the vocabulary.
+        _ = try ModelBounds.bounded(headNum, ModelBounds.maxHeads, file: file, key: "[llama] head_num", what: "attention heads")
+        _ = try ModelBounds.bounded(sizePerHead, ModelBounds.maxHeadDim, file: file, key: "[llama] size_per_head", what: "the head dimension")
         let hidden = try ModelBounds.product(headNum, sizePerHead, file: file, key: "[llama] size_per_head",
                                              what: "the hidden size (head_num × size_per_head)")
         try ModelBounds.check(hidden: hidden, inter: interSize, layers: numLayer, heads: headNum, kvHeads: kvHeadNum,

@@ -138,7 +138,7 @@ public enum WorkspaceWriter {
             try file.finish()
             bytes += tensorPlan.elementCount * 2
             for tensor in sources.compactMap({ $0 }) { WorkspaceTransform.releasePages(tensor) }
-            manifestTensors.append("{\"name\":\(JSONValue.quote(tensorPlan.name)),\"shape\":[\(tensorPlan.shape.map(String.init).joined(separator: ","))],\"dtype\":\"F16\"}")
+            manifestTensors.append("{\"name\":\(JSONText.quote(tensorPlan.name)),\"shape\":[\(tensorPlan.shape.map(String.init).joined(separator: ","))],\"dtype\":\"F16\"}")
             progress?(index + 1, tensors.count)
         }
 
@@ -298,11 +298,11 @@ public enum WorkspaceWriter {
         lines.append("\"format\": \"lmdeploy-workspace\"")
         lines.append("\"format_version\": \(WorkspaceLayout.formatVersion)")
         lines.append("\"writer\": \"lmdeploy-swift\"")
-        lines.append("\"source\": \(JSONValue.quote(source.standardizedFileURL.path))")
-        lines.append("\"source_architecture\": \(JSONValue.quote(config.architecture.rawValue))")
-        lines.append("\"source_dtype\": \(JSONValue.quote(config.torchDtype ?? "unknown"))")
+        lines.append("\"source\": \(JSONText.quote(source.standardizedFileURL.path))")
+        lines.append("\"source_architecture\": \(JSONText.quote(config.architecture.rawValue))")
+        lines.append("\"source_dtype\": \(JSONText.quote(config.torchDtype ?? "unknown"))")
         lines.append("\"source_config\": \"../tokenizer/config.json\"")
-        lines.append("\"model_name\": \(JSONValue.quote(options.modelName))")
+        lines.append("\"model_name\": \(JSONText.quote(options.modelName))")
         lines.append("\"tensor_para_size\": \(options.tensorParallel)")
         lines.append("\"tensors\": [\n    " + tensors.joined(separator: ",\n    ") + "\n  ]")
         try writeText("{\n  " + lines.joined(separator: ",\n  ") + "\n}\n", to: layout.manifest)

@@ -3,6 +3,7 @@
 // in `init(from:)`, so a bad config fails at load time with the file and the key named.
 
 import Foundation
+import Tokenizers
 
 /// The decoder-only model families the engine implements (HF `architectures[0]`).
 public enum Architecture: String, Sendable, CaseIterable, Codable {
@@ -149,7 +150,7 @@ public struct ModelConfig: Sendable, Decodable, Equatable {
         do {
             data = try Data(contentsOf: file)
         } catch {
-            throw FormatError.io(file: file.path, operation: "read", message: "\(error)")
+            throw FormatError.io(file: file.path, operation: "read", message: systemMessage(error))
         }
         return try decode(data, file: file.path)
     }
@@ -322,6 +323,14 @@ public struct ModelConfig: Sendable, Decodable, Equatable {
                              ("vocab_size", vocabSize)] where value <= 0 {
             throw invalid(key, value, "a positive integer")
         }
+        // Bounded first, so the divisibility checks below see plausible numbers.
+        for (key, value, limit, what) in [("hidden_size", hiddenSize, ModelBounds.maxHiddenSize, "the hidden size"),
+                                          ("intermediate_size", intermediateSize, ModelBounds.maxIntermediateSize, "the MLP width"),
+                                          ("num_hidden_layers", numHiddenLayers, ModelBounds.maxLayers, "decoder layers"),
+                                          ("num_attention_heads", numAttentionHeads, ModelBounds.maxHeads, "attention heads"),
+                                          ("vocab_size", vocabSize, ModelBounds.maxVocabSize, "tokens in the vocabulary")] {
+            _ = try ModelBounds.bounded(value, limit, file: file, key: key, what: what)
+        }
         numKeyValueHeads = try optionalInt(.numKeyValueHeads) ?? numAttentionHeads
         guard numKeyValueHeads > 0, numAttentionHeads % numKeyValueHeads == 0 else {
             throw invalid("num_key_value_heads", numKeyValueHeads,
@@ -455,7 +464,7 @@ public struct ModelConfig: Sendable, Decodable, Equatable {
         switch try c.decodeIfPresent(JSONValue.self, forKey: key) {
         case nil, .null?:
             return nil
-        case .int(let value)?:
+        case .integer(let value)?:
             return value
         case .double(let value)? where value.rounded() == value && abs(value) <= 0x1p53:
             return Int(value)

@@ -23,12 +23,10 @@ public struct ModelSource: @unchecked Sendable {
             throw FormatError.fileNotFound(file: url.path, what: expected)
         }
         guard isDirectory.boolValue else {
-            throw FormatError.invalid(file: url.path, field: "model path",
-                                      expected: "\(expected); \(url.path) is a file, expected a model directory")
+            throw FormatError.notADirectory(file: url.path, expected: expected)
         }
         if WorkspaceLayout.detect(path: url) == nil, let layout = WorkspaceLayout.detectIgnoringConfig(path: url) {
-            throw FormatError.fileNotFound(file: layout.configINI.path,
-                                           what: "the workspace \(layout.root.path): its config.ini is missing (lmdeploy convert writes it; the workspace is incomplete)")
+            throw FormatError.workspaceConfigMissing(workspace: layout.root.path, file: layout.configINI.path)
         }
         if let layout = WorkspaceLayout.detect(path: url) {
             let loaded = try WorkspaceReader.load(layout)
