@@ -126,6 +126,8 @@ struct SentencePieceModelProto {
                         case 2:
                             guard case let .fixed32(bits) = v else { throw fail("score is not a float") }
                             p.score = Float(bitPattern: bits)
+                            // NaN equals nothing, not even itself: no rank, no Viterbi order.
+                            guard !p.score.isNaN else { throw fail("pieces[\(pieces.count)].score is NaN") }
                         case 3:
                             let t = try int(v, "type")
                             guard let type = PieceType(rawValue: t) else { throw fail("piece type \(t)") }
