@@ -46,27 +46,28 @@ struct FamilyFixture: CustomStringConvertible {
 /// logits and `steps` greedy tokens. `recompute` runs every step on the whole sequence in a fresh cache
 /// (transformers' full-recompute semantics); otherwise the prompt is prefilled once and each token is
 /// decoded against the KV cache.
-func runGreedy(dir: URL, prompt: [Int32], steps: Int, recompute: Bool = false) throws -> (lastLogits: [Float], tokens: [Int32]) {
+func runGreedy(dir: URL, prompt: [Int32], steps: Int, recompute: Bool = false) async throws -> (lastLogits: [Float], tokens: [Int32]) {
     let config = try ModelConfig.load(directory: dir)
     let weights = try ModelWeights.load(directory: dir, config: config)
     let model = try LlamaModel(backend: CPUBackend(), config: config, weights: weights)
-    let capacity = prompt.count + steps
-    var cache = model.makeCache(capacity: capacity)
-    var logits = try model.forward(prompt, cache: cache, logits: .last)
-    let lastLogits = logits
+    // fp32 KV: the comparison is with a float64 forward.
+    let engine = try testEngine(model, sessionLen: prompt.count + steps + 1, chunk: 64, sessions: 1)
+    defer { engine.shutdown() }
+    if !recompute {   // the engine's own cached decode
+        let r = try await engine.run(session: 1, input: .full(prompt),
+                                     config: GenerationConfig(maxNewTokens: steps, sampling: .greedy, ignoreEOS: true, prompt: .lastLogits))
+        return (r.promptLogits ?? [], r.tokens)
+    }
+    // Full recompute: every step computes the whole sequence from an empty cache.
     var sequence = prompt
+    var lastLogits: [Float] = []
     var tokens: [Int32] = []
     for step in 0..<steps {
+        let logits = try await engine.lastLogits(sequence)
+        if step == 0 { lastLogits = logits }
         let next = Int32(Sampler.topIndices(logits, 1)[0])
         tokens.append(next)
         sequence.append(next)
-        guard step + 1 < steps else { break }
-        if recompute {
-            cache = model.makeCache(capacity: capacity)
-            logits = try model.forward(sequence, cache: cache, logits: .last)
-        } else {
-            logits = try model.forward([next], cache: cache, logits: .last)
-        }
     }
     return (lastLogits, tokens)
 }
@@ -111,13 +112,13 @@ func greedyAgreement(_ ours: [Int32], _ reference: [Int32], gaps: [Double]) -> (
     }
 
     @Test(arguments: names)
-    func matchesTransformers(name: String) throws {
+    func matchesTransformers(name: String) async throws {
         let f = try FamilyFixture(name: name)
         // The cached path, as the engine serves requests. Dynamic NTK recomputes the base for new
         // tokens only (cached keys keep their rotation), as transformers' cached path and lmdeploy do,
         // so its decode is checked against transformers' cached greedy run; every other family's
         // cached run equals its full recompute in transformers.
-        let cached = try runGreedy(dir: f.dir, prompt: f.prompt, steps: f.tokens.count)
+        let cached = try await runGreedy(dir: f.dir, prompt: f.prompt, steps: f.tokens.count)
         // fp32 against a float64 forward on weights of std 0.3 (logits of magnitude ~10): the
         // difference is ~1e-5; a wrong frequency, window or head layout moves logits by > 0.1.
         let diff = zip(cached.lastLogits, f.lastLogits).map { abs($0 - $1) }.max() ?? .infinity
@@ -137,7 +138,7 @@ func greedyAgreement(_ ours: [Int32], _ reference: [Int32], gaps: [Double]) -> (
 
         if isDynamic {
             // Full recompute: every position rotated with the base of the current length.
-            let full = try runGreedy(dir: f.dir, prompt: f.prompt, steps: f.tokens.count, recompute: true)
+            let full = try await runGreedy(dir: f.dir, prompt: f.prompt, steps: f.tokens.count, recompute: true)
             let a = greedyAgreement(full.tokens, f.tokens, gaps: f.gaps)
             #expect(a.matched == a.compared,
                     "\(name) (full recompute): \(a.matched) of \(a.compared) steps; ours \(full.tokens), transformers \(f.tokens)")
