@@ -116,7 +116,7 @@ CK_TARGET_AVX512 CK_INLINE __m512 kv_load16(const void *pool, size_t off, int f1
 // softmax uses the vector exp. Needs head_dim a multiple of 16, at most 256.
 CK_TARGET_AVX512 CK_INLINE void head_avx512_t(const float *q, const void *k_pool, const void *v_pool, int kv_stride,
                                               int block_size, const int32_t *blocks, int kv_offset, int p0, int n, int d,
-                                              float scale, float *scores, float *o, int f16) {
+                                              float scale, float *scores, float *o, int f16, float *ml) {
     const int nv = d / 16;
     __m512 qv[16], ov[16];
     for (int c = 0; c < nv; c++) {
@@ -138,14 +138,15 @@ CK_TARGET_AVX512 CK_INLINE void head_avx512_t(const float *q, const void *k_pool
         __m512 w = _mm512_set1_ps(scores[p - p0]);
         for (int c = 0; c < nv; c++) ov[c] = _mm512_fmadd_ps(w, kv_load16(v_pool, v + 16 * c, f16), ov[c]);
     }
-    float inv = 1.0f / sum;
+    float inv = ml ? 1.0f : 1.0f / sum;   // a partial (split context) keeps Σ p·V unnormalised, with its max and sum
+    if (ml) { ml[0] = mx; ml[1] = sum; }
     for (int c = 0; c < nv; c++) _mm512_storeu_ps(o + 16 * c, _mm512_mul_ps(ov[c], _mm512_set1_ps(inv)));
 }
 CK_TARGET_AVX512 static void head_avx512(const float *q, const void *k_pool, const void *v_pool, int kv_stride,
                                          int block_size, const int32_t *blocks, int kv_offset, int p0, int n, int d,
-                                         float scale, float *scores, float *o, int f16) {
-    if (f16) head_avx512_t(q, k_pool, v_pool, kv_stride, block_size, blocks, kv_offset, p0, n, d, scale, scores, o, 1);
-    else head_avx512_t(q, k_pool, v_pool, kv_stride, block_size, blocks, kv_offset, p0, n, d, scale, scores, o, 0);
+                                         float scale, float *scores, float *o, int f16, float *ml) {
+    if (f16) head_avx512_t(q, k_pool, v_pool, kv_stride, block_size, blocks, kv_offset, p0, n, d, scale, scores, o, 1, ml);
+    else head_avx512_t(q, k_pool, v_pool, kv_stride, block_size, blocks, kv_offset, p0, n, d, scale, scores, o, 0, ml);
 }
 #endif
 
@@ -156,7 +157,7 @@ CK_TARGET_AVX512 static void head_avx512(const float *q, const void *k_pool, con
 // Needs G × head_dim / 16 ≤ 12 (q and output of the whole group live in registers).
 CK_TARGET_AVX512 CK_INLINE void group_avx512_t(const float *q, int G, const void *k_pool, const void *v_pool, int kv_stride,
                                                int block_size, const int32_t *blocks, int kv_offset, int p0, int n, int d,
-                                               float scale, float *scores, float *o, int f16) {
+                                               float scale, float *scores, float *o, int f16, float *ml) {
     const int nv = d / 16, m = n - p0;
     __m512 qv[12], ov[12];
     for (int g = 0; g < G; g++)
@@ -178,7 +179,11 @@ CK_TARGET_AVX512 CK_INLINE void group_avx512_t(const float *q, int G, const void
         }
     }
     float inv[4];
-    for (int g = 0; g < G; g++) inv[g] = 1.0f / softmax_exp512(scores + g * m, m, mx[g]);
+    for (int g = 0; g < G; g++) {
+        float sum = softmax_exp512(scores + g * m, m, mx[g]);
+        inv[g] = ml ? 1.0f : 1.0f / sum;   // a partial keeps Σ p·V unnormalised, with its max and sum
+        if (ml) { ml[2 * g] = mx[g]; ml[2 * g + 1] = sum; }
+    }
     for (int p = p0; p < n; p++) {
         size_t v = ((size_t)blocks[p / block_size] * block_size + p % block_size) * kv_stride + kv_offset;
         for (int c = 0; c < nv; c++) {
@@ -191,9 +196,9 @@ CK_TARGET_AVX512 CK_INLINE void group_avx512_t(const float *q, int G, const void
 }
 CK_TARGET_AVX512 static void group_avx512(const float *q, int G, const void *k_pool, const void *v_pool, int kv_stride,
                                           int block_size, const int32_t *blocks, int kv_offset, int p0, int n, int d,
-                                          float scale, float *scores, float *o, int f16) {
-    if (f16) group_avx512_t(q, G, k_pool, v_pool, kv_stride, block_size, blocks, kv_offset, p0, n, d, scale, scores, o, 1);
-    else group_avx512_t(q, G, k_pool, v_pool, kv_stride, block_size, blocks, kv_offset, p0, n, d, scale, scores, o, 0);
+                                          float scale, float *scores, float *o, int f16, float *ml) {
+    if (f16) group_avx512_t(q, G, k_pool, v_pool, kv_stride, block_size, blocks, kv_offset, p0, n, d, scale, scores, o, 1, ml);
+    else group_avx512_t(q, G, k_pool, v_pool, kv_stride, block_size, blocks, kv_offset, p0, n, d, scale, scores, o, 0, ml);
 }
 #endif
 
@@ -209,7 +214,16 @@ typedef struct {
     void (*axpy)(float *, float, const float *, int);
     int fused;     // use head_avx512
     int group;     // query heads per task: heads / kv_heads with group_avx512, else 1
+    const int *chunks;   // per sequence: context pieces of its one query (1 = not split)
+    float *partials;     // per task of a split sequence: group × d unnormalised outputs, then (max, sum) per head
 } attn_job;
+
+// Split-context decode (flash-decoding): one query over a long context is cut into pieces of at
+// most SPLIT_CHUNK positions, each its own task, then merged in order. The cut depends only on the
+// sequence's own context length, so a sequence computes the same bits alone or in any batch; it
+// gives two threads work when a decode batch has fewer head groups than cores.
+#define SPLIT_MIN 512
+#define SPLIT_CHUNK 256
 
 static _Thread_local float *scratch;
 static _Thread_local size_t scratch_len;
@@ -228,11 +242,28 @@ static void attn_task(void *ctx, int task) {
     const ck_attn_seq *seq = &j->seqs[s];
     int local = task - j->task_base[s];
     int per_token = j->heads / j->group;
-    int t = local / per_token, h = (local % per_token) * j->group;
+    int C = j->chunks[s], t, h, c = 0;
+    if (C > 1) {   // one query token: tasks are (head group, piece)
+        t = 0;
+        h = (local / C) * j->group;
+        c = local % C;
+    } else {
+        t = local / per_token;
+        h = (local % per_token) * j->group;
+    }
     int kvh = h / (j->heads / j->kv_heads);
     int n = seq->start + t + 1;                                   // positions 0..n-1 precede and include the query
     int p0 = j->window > 0 && n > j->window ? n - j->window : 0;  // sliding window: the last `window` of them
-    size_t need = (size_t)(n - p0) * j->group + (size_t)j->d;
+    int lo = p0, hi = n;
+    float *o = j->out + (size_t)(seq->q_row + t) * j->out_stride + (size_t)h * j->d, *ml = NULL;
+    if (C > 1) {
+        int per = (n - p0 + C - 1) / C;
+        lo = p0 + c * per;
+        hi = lo + per < n ? lo + per : n;
+        o = j->partials + (size_t)task * j->group * (j->d + 2);
+        ml = o + (size_t)j->group * j->d;
+    }
+    size_t need = (size_t)(hi - lo) * j->group + (size_t)j->d;
     if (need > scratch_len) {
         free(scratch);
         scratch_len = need + 1024;
@@ -241,8 +272,7 @@ static void attn_task(void *ctx, int task) {
 #if CK_HAVE_X86
     if (j->group > 1) {
         group_avx512(j->q + (size_t)(seq->q_row + t) * j->q_stride + (size_t)h * j->d, j->group, j->k_pool, j->v_pool,
-                     j->kv_stride, j->block_size, seq->blocks, kvh * j->d, p0, n, j->d, j->scale, scratch,
-                     j->out + (size_t)(seq->q_row + t) * j->out_stride + (size_t)h * j->d, j->kv_f16);
+                     j->kv_stride, j->block_size, seq->blocks, kvh * j->d, lo, hi, j->d, j->scale, scratch, o, j->kv_f16, ml);
         return;
     }
 #endif
@@ -250,8 +280,8 @@ static void attn_task(void *ctx, int task) {
     const int bs = j->block_size;
 #if CK_HAVE_X86
     if (j->fused) {
-        head_avx512(q, j->k_pool, j->v_pool, j->kv_stride, bs, seq->blocks, kvh * j->d, p0, n, j->d, j->scale, scratch,
-                    j->out + (size_t)(seq->q_row + t) * j->out_stride + (size_t)h * j->d, j->kv_f16);
+        head_avx512(q, j->k_pool, j->v_pool, j->kv_stride, bs, seq->blocks, kvh * j->d, lo, hi, j->d, j->scale, scratch,
+                    o, j->kv_f16, ml);
         return;
     }
 #endif
@@ -268,8 +298,7 @@ static void attn_task(void *ctx, int task) {
         scores[p] = expf(scores[p] - mx);
         sum += scores[p];
     }
-    float *o = j->out + (size_t)(seq->q_row + t) * j->out_stride + (size_t)h * j->d;
-    for (int i = 0; i < j->d; i++) o[i] = 0;
+    for (int i = 0; i < j->d; i++) o[i] = 0;   // (never split: chunks > 1 only with the fused kernels)
     for (int p = p0; p < n; p++) {
         size_t off = ((size_t)seq->blocks[p / bs] * bs + p % bs) * j->kv_stride + (size_t)kvh * j->d;
         j->axpy(o, scores[p - p0], kv_row(j, j->v_pool, off, tmp), j->d);
@@ -283,7 +312,7 @@ void ck_attention_paged(const float *q, int q_stride, const void *k_pool, const 
                         float *out, int out_stride, int heads, int kv_heads, int d, float scale, int window) {
     if (nseq <= 0) return;
     attn_job j = {q, q_stride, k_pool, v_pool, kv_type == CK_F16, kv_stride, block_size, seqs, nseq, NULL, out, out_stride,
-                  heads, kv_heads, d, window, scale, dot_scalar, axpy_scalar, 0, 1};
+                  heads, kv_heads, d, window, scale, dot_scalar, axpy_scalar, 0, 1, NULL, NULL};
     switch (ck_isa_level()) {
 #if CK_HAVE_X86
     case CK_ISA_AVX512:
@@ -297,14 +326,47 @@ void ck_attention_paged(const float *q, int q_stride, const void *k_pool, const 
 #endif
     default: break;
     }
-    int base_small[64];
+    int base_small[64], chunks_small[64];
     int *task_base = nseq <= 64 ? base_small : malloc(sizeof(int) * (size_t)nseq);
-    int tasks = 0;
+    int *chunks = nseq <= 64 ? chunks_small : malloc(sizeof(int) * (size_t)nseq);
+    int tasks = 0, split = 0;
     for (int s = 0; s < nseq; s++) {
         task_base[s] = tasks;
-        tasks += seqs[s].tokens * (heads / j.group);
+        int n = seqs[s].start + 1, p0 = window > 0 && n > window ? n - window : 0;
+        chunks[s] = j.fused && seqs[s].tokens == 1 && n - p0 >= SPLIT_MIN ? (n - p0 + SPLIT_CHUNK - 1) / SPLIT_CHUNK : 1;
+        split |= chunks[s] > 1;
+        tasks += seqs[s].tokens * (heads / j.group) * chunks[s];
     }
     j.task_base = task_base;
+    j.chunks = chunks;
+    j.partials = split ? malloc(sizeof(float) * (size_t)tasks * j.group * (d + 2)) : NULL;
     ck_parallel(attn_task, &j, tasks);
+    // Merge each split query's pieces in order: out = Σ_c e^(m_c − M) o_c / Σ_c e^(m_c − M) l_c.
+    for (int s = 0; split && s < nseq; s++) {
+        int C = chunks[s];
+        if (C == 1) continue;
+        for (int hg = 0; hg < heads / j.group; hg++) {
+            for (int g = 0; g < j.group; g++) {
+                float M = -INFINITY, L = 0;
+                for (int c = 0; c < C; c++) {
+                    const float *part = j.partials + (size_t)(task_base[s] + hg * C + c) * j.group * (d + 2);
+                    float m = part[(size_t)j.group * d + 2 * g];
+                    if (m > M) M = m;
+                }
+                float *o = out + (size_t)seqs[s].q_row * out_stride + (size_t)(hg * j.group + g) * d;
+                for (int i = 0; i < d; i++) o[i] = 0;
+                for (int c = 0; c < C; c++) {
+                    const float *part = j.partials + (size_t)(task_base[s] + hg * C + c) * j.group * (d + 2);
+                    float w = expf(part[(size_t)j.group * d + 2 * g] - M);
+                    L += w * part[(size_t)j.group * d + 2 * g + 1];
+                    for (int i = 0; i < d; i++) o[i] += w * part[(size_t)g * d + i];
+                }
+                float inv = 1.0f / L;
+                for (int i = 0; i < d; i++) o[i] *= inv;
+            }
+        }
+    }
+    free(j.partials);
+    if (chunks != chunks_small) free(chunks);
     if (task_base != base_small) free(task_base);
 }

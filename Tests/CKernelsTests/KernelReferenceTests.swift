@@ -138,14 +138,15 @@ func close(_ a: Float, _ b: Float, scale: Float, tol: Float = 1e-5) -> Bool { ab
 
     /// Paged attention for a batch of sequences with shuffled block tables, against a plain
     /// softmax-attention reference over each sequence's contiguous K/V: fp32 and fp16 caches,
-    /// full attention and a sliding window.
-    @Test(arguments: [(4, 2, 64, 3), (6, 3, 19, 5), (4, 1, 80, 2), (9, 3, 64, 16)], [(CK_F32, 0), (CK_F16, 0), (CK_F32, 7), (CK_F16, 7)])
+    /// full attention and a sliding window (7, and 600 so that a split context is windowed too).
+    @Test(arguments: [(4, 2, 64, 3), (6, 3, 19, 5), (4, 1, 80, 2), (9, 3, 64, 16)], [(CK_F32, 0), (CK_F16, 0), (CK_F32, 7), (CK_F16, 7), (CK_F16, 600)])
     func pagedAttentionMatchesReference(p: (Int, Int, Int, Int), cache: (ck_dtype, Int)) {
         let (kvType, window) = cache
         let (heads, kvHeads, d, blockSize) = p
         var r = Rand(state: UInt64(heads * 31 + d + blockSize))
-        // (tokens, start) per sequence: decode rows, a prefill chunk, a chunk after a cached prefix.
-        let shapes = [(1, 0), (5, 0), (3, 9), (1, 40)]
+        // (tokens, start) per sequence: decode rows, a prefill chunk, a chunk after a cached prefix,
+        // and decode rows over contexts long enough to be split into pieces (≥ 512 positions).
+        let shapes = [(1, 0), (5, 0), (3, 9), (1, 40), (1, 700), (1, 1300)]
         let kvw = kvHeads * d, qw = heads * d
         let totalBlocks = shapes.reduce(0) { $0 + ($1.0 + $1.1 + blockSize - 1) / blockSize } + 3
         var free = Array(0..<Int32(totalBlocks)).shuffled(using: &r)
