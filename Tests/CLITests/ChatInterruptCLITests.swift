@@ -60,8 +60,10 @@ final class LiveProcess: @unchecked Sendable {
 }
 
 /// Runs lmdeploy on a pseudo-terminal (80 columns) through a small Python driver: `steps` are
-/// ["send", keys] or ["wait", text, minimum bytes from text on] (text looked for in what came
-/// after the last send). Returns the exit status and the raw terminal output.
+/// ["send", keys], ["wait", text, minimum bytes from text on] (text looked for in what came
+/// after the last send), ["signal", number] (sent to lmdeploy) or ["lflag"] (records the
+/// terminal's local mode flags; they are recorded once more after the exit). Returns the exit
+/// status (negative: killed by that signal), the raw terminal output and the flags.
 enum PTY {
     static var python: String {
         if let venv = ProcessInfo.processInfo.environment["LMDEPLOY_TEST_VENV"],
@@ -88,10 +90,15 @@ enum PTY {
             data = b""
         out.extend(data)
         return bool(data)
+    lflags = []
     for step in steps:
         if step[0] == "send":
             mark = len(out)
             os.write(fd, step[1].encode())
+        elif step[0] == "signal":
+            os.kill(pid, step[1])
+        elif step[0] == "lflag":
+            lflags.append(termios.tcgetattr(fd)[3])
         else:
             text, least, end, alive = step[1].encode(), step[2], time.time() + 60, True
             while True:
@@ -110,11 +117,20 @@ enum PTY {
     if error or time.time() >= end:
         os.kill(pid, 9)
     _, status = os.waitpid(pid, 0)
-    print(json.dumps({"status": os.waitstatus_to_exitcode(status), "error": error,
+    lflags.append(termios.tcgetattr(fd)[3])
+    print(json.dumps({"status": os.waitstatus_to_exitcode(status), "error": error, "lflags": lflags,
+                      "icanon": termios.ICANON, "echo": termios.ECHO, "isig": termios.ISIG,
                       "output": out.decode("utf-8", "replace")}))
     """#
 
-    struct Result { let status: Int; let error: String?; let output: String }
+    struct Result {
+        let status: Int
+        let error: String?
+        let output: String
+        var lflags: [Int] = []
+        /// ICANON | ECHO | ISIG: the line discipline's normal (cooked) mode bits.
+        var cookedBits = 0
+    }
 
     static func run(_ arguments: [String], steps: [[Any]]) throws -> Result {
         let script = FileManager.default.temporaryDirectory.appendingPathComponent("pty-driver-\(UUID().uuidString).py")
@@ -130,8 +146,10 @@ enum PTY {
         let data = outPipe.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         let object = try JSONSerialization.jsonObject(with: data) as? [String: Any] ?? [:]
+        let bits = [object["icanon"], object["echo"], object["isig"]].compactMap { $0 as? Int }.reduce(0, |)
         return Result(status: object["status"] as? Int ?? -1, error: object["error"] as? String,
-                      output: object["output"] as? String ?? String(decoding: data, as: UTF8.self))
+                      output: object["output"] as? String ?? String(decoding: data, as: UTF8.self),
+                      lflags: object["lflags"] as? [Int] ?? [], cookedBits: bits)
     }
 
     /// The terminal output without escape sequences and carriage returns (the line editor
@@ -262,5 +280,33 @@ private let left = "\u{1B}[D", up = "\u{1B}[A", home = "\u{1B}[H", end = "\u{1B}
         let reply = screen[asked.upperBound...].components(separatedBy: "\n\n" + prompt).first ?? ""
         #expect(reply.contains("Berlin"), "the second turn must see the first: \(reply)")
         #expect(!screen.contains("new session"))
+    }
+
+    /// A signal that ends the process while the editor holds the terminal in raw mode leaves
+    /// the terminal as it found it (cooked mode, echo on); so does a normal exit.
+    @Test(arguments: [SIGTERM, SIGHUP])
+    func terminalIsRestoredWhenASignalEndsTheChat(signal: Int32) throws {
+        let r = try PTY.run(["chat", "turbomind", CLI.model], steps: [
+            ["wait", prompt, 0],
+            ["lflag"],
+            ["signal", Int(signal)],
+        ])
+        #expect(r.lflags.count == 2 && r.cookedBits != 0, "driver: \(r.error ?? "") \(r.lflags)")
+        guard r.lflags.count == 2 else { return }
+        #expect(r.lflags[0] & r.cookedBits == 0, "raw mode was not on at the prompt")
+        #expect(r.lflags[1] & r.cookedBits == r.cookedBits, "terminal left in raw mode after signal \(signal)")
+        #expect(r.status == -Int(signal), "the process must still die of the signal: status \(r.status)")
+    }
+
+    @Test func terminalIsRestoredAtExit() throws {
+        let r = try PTY.run(["chat", "turbomind", CLI.model], steps: [
+            ["wait", prompt, 0],
+            ["lflag"],
+            ["send", "exit\r"],
+        ])
+        #expect(r.status == 0 && r.lflags.count == 2, "\(r.error ?? "") \(r.status)")
+        guard r.lflags.count == 2 else { return }
+        #expect(r.lflags[0] & r.cookedBits == 0)
+        #expect(r.lflags[1] & r.cookedBits == r.cookedBits)
     }
 }
