@@ -3,6 +3,7 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import Tokenizers
+import TerminalUI
 import TurboMind
 
 enum ModelFormat: String, ExpressibleByArgument, CaseIterable {
@@ -83,21 +84,12 @@ struct Convert: ParsableCommand {
         let megabytes = Double(report.weightBytes) / 1_048_576
         var summary = String(format: "converted %@ → %@: %d weight files, %.1f MiB in %.2f s",
                              modelPath, report.destination.path, report.weightFiles, megabytes, report.seconds)
-        if let peak = peakResidentBytes() { summary += String(format: ", peak memory %.1f MiB", Double(peak) / 1_048_576) }
+        if let peak = ProcessMemory.peakResidentBytes() { summary += String(format: ", peak memory %.1f MiB", Double(peak) / 1_048_576) }
         if interrupt.signalNumber != nil { summary += " (the interrupt came after the workspace was complete)" }
         FileHandle.standardError.write(Data((summary + "\n").utf8))
     }
 }
 
-/// The process's peak resident set (VmHWM of /proc/self/status), in bytes; nil where unavailable.
-func peakResidentBytes() -> Int? {
-    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return nil }
-    for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
-        let fields = line.split(separator: " ", omittingEmptySubsequences: true)
-        if fields.count >= 2, let kilobytes = Int(fields[1]) { return kilobytes * 1024 }
-    }
-    return nil
-}
 
 /// The first conversion-stopping signal received (0: none). Written only by `recordSignal`, a
 /// plain C signal handler (a store to a 32-bit global is async-signal-safe), read by polling.
@@ -151,29 +143,3 @@ final class InterruptCleanup: @unchecked Sendable {
     }
 }
 
-/// A one-line progress bar on stderr, drawn only when stderr is a terminal.
-final class ProgressBar {
-    private let label: String
-    private let enabled = isatty(STDERR_FILENO) != 0
-    private let started = Date()
-    private var lastDraw = Date.distantPast
-
-    init(label: String) { self.label = label }
-
-    func update(_ done: Int, _ total: Int) {
-        guard enabled, total > 0 else { return }
-        let now = Date()
-        guard done == total || now.timeIntervalSince(lastDraw) > 0.1 else { return }
-        lastDraw = now
-        let width = 30
-        let filled = width * done / total
-        let bar = String(repeating: "█", count: filled) + String(repeating: " ", count: width - filled)
-        let line = String(format: "\r%@: %3d%% |%@| %d/%d [%.1fs]", label, 100 * done / total, bar, done, total,
-                          now.timeIntervalSince(started))
-        FileHandle.standardError.write(Data(line.utf8))
-    }
-
-    func finish() {
-        if enabled { FileHandle.standardError.write(Data("\n".utf8)) }
-    }
-}
