@@ -303,10 +303,15 @@ private struct RegexParser {
         case "+": lo = 1; i += 1
         case "{":
             var j = i + 1
+            // Counts are capped as Oniguruma caps them (ONIG_MAX_REPEAT_NUM): a longer digit run
+            // would overflow Int, and a larger count is no tokenizer's.
+            let maxRepeat = 100_000
+            var tooLarge = false
             func number(_ j: inout Int) -> Int? {
                 var v: Int? = nil
                 while j < s.count, let d = Int(String(s[j])), s[j].value < 128 {
-                    v = (v ?? 0) * 10 + d
+                    v = min((v ?? 0) * 10 + d, maxRepeat + 1)
+                    tooLarge = tooLarge || v! > maxRepeat
                     j += 1
                 }
                 return v
@@ -319,6 +324,7 @@ private struct RegexParser {
                 hi = number(&j) ?? Int.max
             }
             guard j < s.count && s[j] == "}" else { throw fail("malformed {n,m} quantifier") }
+            guard !tooLarge else { throw fail("a {n,m} quantifier count above \(maxRepeat)") }
             guard hi >= lo else { throw fail("{n,m} quantifier with m < n") }
             i = j + 1
         default:

@@ -36,4 +36,14 @@ struct FuzzRegressionTests {
         let tokenizer = try Tokenizer(sentencePieceData: Data(good), source: "/m/tokenizer.model")
         #expect(tokenizer.idToToken(3) == "ab")
     }
+
+    @Test("tokenizer_json: a Split regex quantifier {n} with a 20-digit count is an error (was an Int overflow trap)")
+    func hugeQuantifierCount() throws {
+        for pattern in ["a{99999999999999999999}", "a{1,99999999999999999999}", "a{100001}"] {
+            #expect(throws: ScalarRegex.SyntaxError.self, "\(pattern)") { _ = try ScalarRegex(pattern) }
+        }
+        // Counts up to Oniguruma's cap still compile and match.
+        let r = try ScalarRegex("a{2,100000}")
+        _ = r
+    }
 }
