@@ -8,28 +8,20 @@ struct ErrorTests {
         try Tokenizer(tokenizerJSON: Data(json.utf8), tokenizerConfigJSON: nil, source: source)
     }
 
-    func message(_ body: () throws -> Void) -> String {
-        do {
-            try body()
-            return "no error"
-        } catch {
-            return "\(error)"
-        }
-    }
 
     @Test("a tokenizer.json that is not JSON names the file")
     func notJSON() {
-        let m = message { _ = try load("<html>not json</html>") }
+        let m = errorMessage { _ = try load("<html>not json</html>") }
         #expect(m.contains("/models/x/tokenizer.json"))
         #expect(m.contains("not valid JSON"))
-        let truncated = message { _ = try load("{\"model\": {\"vocab\": {\"a\": 1,") }
+        let truncated = errorMessage { _ = try load("{\"model\": {\"vocab\": {\"a\": 1,") }
         #expect(truncated.contains("/models/x/tokenizer.json") && truncated.contains("line 1"))
     }
 
     @Test("a tokenizer_config.json that is not JSON names that file")
     func configNotJSON() throws {
         let json = HandMadeTokenizerTests.byteLevelJSON()
-        let m = message {
+        let m = errorMessage {
             _ = try Tokenizer(tokenizerJSON: Data(json.utf8), tokenizerConfigJSON: Data("{bos_token: 1}".utf8),
                               source: "/models/x/tokenizer.json")
         }
@@ -39,7 +31,7 @@ struct ErrorTests {
     @Test("a missing tokenizer.json is reported with its path")
     func missingFile() {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("no-such-model-\(UUID().uuidString)")
-        let m = message { _ = try Tokenizer(directory: dir) }
+        let m = errorMessage { _ = try Tokenizer(directory: dir) }
         #expect(m.contains("missing file") && m.contains("tokenizer.json"))
     }
 
@@ -47,7 +39,7 @@ struct ErrorTests {
     func unsupportedPreTokenizer() {
         let json = HandMadeTokenizerTests.byteLevelJSON().replacingOccurrences(
             of: "\"pre_tokenizer\": {\"type\": \"ByteLevel\"", with: "\"pre_tokenizer\": {\"type\": \"BertPreTokenizer\"")
-        let m = message { _ = try load(json) }
+        let m = errorMessage { _ = try load(json) }
         #expect(m.contains("pre-tokenizer") && m.contains("BertPreTokenizer"))
     }
 
@@ -57,7 +49,7 @@ struct ErrorTests {
             let json = HandMadeTokenizerTests.byteLevelJSON().replacingOccurrences(
                 of: "\"pre_tokenizer\": {\"type\": \"ByteLevel\"",
                 with: "\"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"\(regex)\"}, \"behavior\": \"Isolated\", \"invert\": false")
-            let m = message { _ = try load(json) }
+            let m = errorMessage { _ = try load(json) }
             #expect(m.contains("Split") && m.contains(construct), "\(m)")
         }
     }
@@ -75,7 +67,7 @@ struct ErrorTests {
         for (old, new, name) in cases {
             let json = base.replacingOccurrences(of: old, with: new)
             #expect(json != base, "the test did not change \(old)")
-            let m = message { _ = try load(json) }
+            let m = errorMessage { _ = try load(json) }
             #expect(m.contains(name) && m.contains("unsupported"), "\(m)")
         }
     }
@@ -83,10 +75,10 @@ struct ErrorTests {
     @Test("wrong field types name the field")
     func wrongField() {
         let json = HandMadeTokenizerTests.byteLevelJSON().replacingOccurrences(of: "\"h\": 0,", with: "\"h\": \"zero\",")
-        let m = message { _ = try load(json) }
+        let m = errorMessage { _ = try load(json) }
         #expect(m.contains("model.vocab.h") && m.contains("integer"))
         let badMerge = HandMadeTokenizerTests.byteLevelJSON().replacingOccurrences(of: "[\"o\", \"w\"]", with: "[\"o\", \"zz\"]")
-        let m2 = message { _ = try load(badMerge) }
+        let m2 = errorMessage { _ = try load(badMerge) }
         #expect(m2.contains("model.merges[10]") && m2.contains("zz"))
     }
 
@@ -102,22 +94,22 @@ struct ErrorTests {
             ("{% filter upper %}x{% endfilter %}", "tag '{% filter %}'"),
         ]
         for (source, construct) in cases {
-            let m = message { _ = try ChatTemplate(source: source) }
+            let m = errorMessage { _ = try ChatTemplate(source: source) }
             #expect(m.contains("unsupported Jinja construct") && m.contains(construct), "\(source): \(m)")
         }
     }
 
     @Test("template syntax and rendering errors are reported")
     func templateErrors() {
-        #expect(message { _ = try ChatTemplate(source: "{% if x %}no end") }.contains("endif"))
-        #expect(message { _ = try ChatTemplate(source: "{{ 'unterminated }}") }.contains("unterminated"))
-        #expect(message { _ = try ChatTemplate(source: "{% endfor %}") }.contains("endfor"))
-        let m = message {
+        #expect(errorMessage { _ = try ChatTemplate(source: "{% if x %}no end") }.contains("endif"))
+        #expect(errorMessage { _ = try ChatTemplate(source: "{{ 'unterminated }}") }.contains("unterminated"))
+        #expect(errorMessage { _ = try ChatTemplate(source: "{% endfor %}") }.contains("endfor"))
+        let m = errorMessage {
             _ = try ChatTemplate(source: "{{ nothing.here }}")
                 .render(messages: [], addGenerationPrompt: false, bosToken: nil, eosToken: nil)
         }
         #expect(m.contains("'nothing' is undefined"))
-        let m2 = message {
+        let m2 = errorMessage {
             _ = try ChatTemplate(source: "{{ 'a' + 1 }}")
                 .render(messages: [], addGenerationPrompt: false, bosToken: nil, eosToken: nil)
         }
@@ -127,7 +119,7 @@ struct ErrorTests {
     @Test("a tokenizer without a chat template says so")
     func noTemplate() throws {
         let tokenizer = try load(HandMadeTokenizerTests.byteLevelJSON())
-        let m = message { _ = try tokenizer.applyChatTemplate([ChatMessage(role: "user", content: "hi")]) }
+        let m = errorMessage { _ = try tokenizer.applyChatTemplate([ChatMessage(role: "user", content: "hi")]) }
         #expect(m.contains("no chat template"))
     }
 }

@@ -7,14 +7,6 @@ import Testing
 /// are checked against the vocabulary.
 @Suite("tokenizer loading and decoding hardening")
 struct TokenizerHardeningTests {
-    func message(_ body: () throws -> Void) -> String {
-        do {
-            try body()
-            return "no error"
-        } catch {
-            return "\(error)"
-        }
-    }
 
     /// A model directory with the hand-made tokenizer.json and the given files.
     func directory(config: String? = nil, jinja: String? = nil) throws -> URL {
@@ -35,7 +27,7 @@ struct TokenizerHardeningTests {
         for (value, found) in [("12345", "a number"), ("true", "a boolean"), ("{\"a\": 1}", "an object")] {
             let dir = try directory(config: "{\"chat_template\": \(value)}")
             defer { try? FileManager.default.removeItem(at: dir) }
-            let m = message { _ = try Tokenizer(directory: dir) }
+            let m = errorMessage { _ = try Tokenizer(directory: dir) }
             #expect(m.contains("tokenizer_config.json") && m.contains("chat_template")
                     && m.contains("expected a string or a list of {\"name\": …, \"template\": …} objects, found \(found)"), "\(m)")
         }
@@ -46,7 +38,7 @@ struct TokenizerHardeningTests {
         let dir = try directory(config: configJSON(template: "{% for m in messages %}{{ m.content }}"))
         defer { try? FileManager.default.removeItem(at: dir) }
         for load in [{ _ = try Tokenizer(directory: dir) }, { _ = try Tokenizer.load(path: dir.path) }] as [() throws -> Void] {
-            let m = message(load)
+            let m = errorMessage(load)
             #expect(m.contains(dir.appendingPathComponent("tokenizer_config.json").path) && m.contains("field 'chat_template'")
                     && m.contains("syntax error") && m.contains("endfor"), "\(m)")
         }
@@ -57,11 +49,11 @@ struct TokenizerHardeningTests {
         let deep = "{{ " + String(repeating: "(", count: 5000) + "1" + String(repeating: ")", count: 5000) + " }}"
         let dir = try directory(config: configJSON(template: "{{ 'fine' }}"), jinja: deep)
         defer { try? FileManager.default.removeItem(at: dir) }
-        let m = message { _ = try Tokenizer(directory: dir) }
+        let m = errorMessage { _ = try Tokenizer(directory: dir) }
         #expect(m.contains(dir.appendingPathComponent("chat_template.jinja").path)
                 && m.contains("exceeds the sandbox limit of \(ChatTemplateSandbox.maxParserDepth)"), "\(m)")
         // The same through the in-memory initializer: named beside the tokenizer.json source.
-        let m2 = message {
+        let m2 = errorMessage {
             _ = try Tokenizer(tokenizerJSON: Data(HandMadeTokenizerTests.byteLevelJSON().utf8), tokenizerConfigJSON: nil,
                               chatTemplateJinja: "{% if %}", source: "/models/x/tokenizer.json")
         }
@@ -74,7 +66,7 @@ struct TokenizerHardeningTests {
         defer { try? FileManager.default.removeItem(at: dir) }
         let tokenizer = try Tokenizer(directory: dir)
         #expect(tokenizer.encode("hello", addSpecialTokens: false).isEmpty == false)
-        let m = message { _ = try tokenizer.applyChatTemplate([ChatMessage(role: "user", content: "hi")]) }
+        let m = errorMessage { _ = try tokenizer.applyChatTemplate([ChatMessage(role: "user", content: "hi")]) }
         #expect(m.contains("unsupported Jinja construct") && m.contains("macro"), "\(m)")
     }
 
@@ -112,7 +104,7 @@ struct TokenizerHardeningTests {
             ("99999999999999999999999999", "too large to be a token id"), ("-9223372036854775809", "too large"),
         ]
         for (text, expected) in cases {
-            let m = message { _ = try Tokenizer.parseTokenIds(text) }
+            let m = errorMessage { _ = try Tokenizer.parseTokenIds(text) }
             #expect(m.contains("not a list of token ids") && m.contains(expected), "\(text): \(m)")
         }
     }
@@ -123,7 +115,7 @@ struct TokenizerHardeningTests {
                                       source: "/models/x/tokenizer.json")
         let n = tokenizer.vocabSize
         for id in [n, -1, Int.max, Int.min, n + 1000] {
-            let m = message { _ = try tokenizer.decodeChecked([0, id]) }
+            let m = errorMessage { _ = try tokenizer.decodeChecked([0, id]) }
             #expect(m.contains("token id \(id) is outside the vocabulary") && m.contains("\(n) tokens"), "\(id): \(m)")
             // The unchecked decode skips it (and does not trap on Int.max).
             #expect(tokenizer.decode([0, id]) == tokenizer.decode([0]))
