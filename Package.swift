@@ -1,6 +1,7 @@
 // swift-tools-version: 6.0
 // lmdeploy-swift: one `lmdeploy` executable over a core library. Arrows point down:
-// lmdeploy (CLI) → Lite (quantization, evaluation) → TurboMind (engine) → Tokenizers, CKernels, CBLAS.
+// lmdeploy (CLI) → Serve (HTTP server, client) / Lite (quantization, evaluation) → TurboMind (engine)
+// → Tokenizers, CKernels, CBLAS.
 import PackageDescription
 
 let package = Package(
@@ -14,6 +15,10 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.20.0"),
     ],
     targets: [
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
@@ -30,12 +35,25 @@ let package = Package(
             path: "Sources/TurboMind"
         ),
         .target(name: "Lite", dependencies: ["TurboMind", "Tokenizers"], path: "Sources/Lite"),
+        // The OpenAI-compatible HTTP server (Hummingbird) and its terminal client: no kernels, no model code.
+        .target(
+            name: "Serve",
+            dependencies: [
+                "TurboMind", "Tokenizers",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/Serve"
+        ),
         // Generic terminal input (line editor, message reading, Ctrl-C): no engine code.
         .target(name: "TerminalUI", path: "Sources/TerminalUI"),
         .executableTarget(
             name: "lmdeploy",
             dependencies: [
-                "Lite", "TurboMind", "Tokenizers", "TerminalUI",
+                "Lite", "Serve", "TurboMind", "Tokenizers", "TerminalUI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -45,6 +63,11 @@ let package = Package(
         .testTarget(name: "CKernelsTests", dependencies: ["CKernels"], path: "Tests/CKernelsTests"),
         .testTarget(name: "TurboMindTests", dependencies: ["TurboMind", "Tokenizers"], path: "Tests/TurboMindTests"),
         .testTarget(name: "LiteTests", dependencies: ["Lite", "TurboMind", "Tokenizers"], path: "Tests/LiteTests"),
+        .testTarget(
+            name: "ServeTests",
+            dependencies: ["Serve", "TurboMind", "Tokenizers", .product(name: "AsyncHTTPClient", package: "async-http-client")],
+            path: "Tests/ServeTests"
+        ),
         .testTarget(name: "CLITests", dependencies: ["TurboMind"], path: "Tests/CLITests"),
         .testTarget(name: "TerminalUITests", dependencies: ["TerminalUI"], path: "Tests/TerminalUITests"),
     ]

@@ -10,10 +10,11 @@ struct LMDeploy: AsyncParsableCommand {
         abstract: "Compress, deploy and serve large language models (a Swift LMDeploy).",
         discussion: """
         Chat with a local model:      lmdeploy chat turbomind ./hf_model_dir
+        Serve an OpenAI-compatible API: lmdeploy serve api_server ./hf_model_dir --server-port 23333
         Measure speed:                lmdeploy bench ./hf_model_dir
         Check the environment:        lmdeploy check-env
         """,
         version: LMDeployVersion.string,
-        subcommands: [Chat.self, Convert.self, Bench.self, CheckEnv.self, Tokenize.self, List.self]
+        subcommands: [Chat.self, Convert.self, ServeCommand.self, Bench.self, CheckEnv.self, Tokenize.self, List.self]
     )
 }

@@ -346,7 +346,7 @@ public final class Engine<B: Backend>: InferenceEngine, @unchecked Sendable {
             r.finish = .length
             return
         }
-        let token = r.sampler.sample(logits, context: s.tokens)
+        let token = r.sampler.sample(logits, context: s.tokens, generated: s.tokens.suffix(r.generated))
         if !r.config.ignoreEOS, r.config.stopTokenIds.contains(token) {
             r.finish = .stop
             return
@@ -354,7 +354,8 @@ public final class Engine<B: Backend>: InferenceEngine, @unchecked Sendable {
         s.tokens.append(token)
         r.generated += 1
         let logprob = r.config.logprobs ? Float(LogSoftmax.value(logits[...], at: Int(token))) : nil
-        let stoppedByWord = r.push(token: token, logprob: logprob)
+        let top = r.config.logprobs && r.config.topLogprobs > 0 ? LogSoftmax.top(logits, count: r.config.topLogprobs) : nil
+        let stoppedByWord = r.push(token: token, logprob: logprob, top: top)
         if stoppedByWord && !r.config.ignoreEOS {
             r.finish = .stop
         } else if r.generated >= r.config.maxNewTokens {
@@ -397,5 +398,16 @@ public enum LogSoftmax {
         var sum: Double = 0
         for v in logits { sum += Double(expf(v - m)) }
         return Double(logits[logits.startIndex + index] - m) - log(sum)
+    }
+
+    /// The `count` most likely tokens of `logits` with their log-probabilities, best first.
+    public static func top(_ logits: [Float], count: Int) -> [TokenLogprob] {
+        let m = logits.max()!
+        var sum: Double = 0
+        for v in logits { sum += Double(expf(v - m)) }
+        let logSum = log(sum)
+        return Sampler.topIndices(logits, min(count, logits.count)).map {
+            TokenLogprob(token: Int32($0), logprob: Float(Double(logits[$0] - m) - logSum))
+        }
     }
 }

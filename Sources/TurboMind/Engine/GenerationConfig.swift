@@ -12,19 +12,26 @@ public struct GenerationConfig: Sendable, Equatable {
     public var stopWords: [String]
     /// Report the log-probability of each generated token.
     public var logprobs: Bool
+    /// With `logprobs`, also report the this many most likely tokens at each step (0 = none; at most 20).
+    public var topLogprobs: Int
     /// What the request returns about its prompt (perplexity, golden comparisons).
     public var prompt: PromptOutput
 
     public init(maxNewTokens: Int = 512, sampling: SamplingParams = SamplingParams(), stopTokenIds: Set<Int32> = [],
-                ignoreEOS: Bool = false, stopWords: [String] = [], logprobs: Bool = false, prompt: PromptOutput = .none) {
+                ignoreEOS: Bool = false, stopWords: [String] = [], logprobs: Bool = false, topLogprobs: Int = 0,
+                prompt: PromptOutput = .none) {
         self.maxNewTokens = maxNewTokens
         self.sampling = sampling
         self.stopTokenIds = stopTokenIds
         self.ignoreEOS = ignoreEOS
         self.stopWords = stopWords
         self.logprobs = logprobs
+        self.topLogprobs = topLogprobs
         self.prompt = prompt
     }
+
+    /// OpenAI's limit on `top_logprobs`.
+    public static let maxTopLogprobs = 20
 
     /// Checks the limits a request must respect; `maxNewTokens` 0 scores the prompt and generates nothing.
     func validate() throws {
@@ -35,6 +42,12 @@ public struct GenerationConfig: Sendable, Equatable {
         guard s.topK >= 0 else { throw EngineError.invalidConfig("top_k must be ≥ 0, got \(s.topK)") }
         guard s.repetitionPenalty > 0, s.repetitionPenalty.isFinite else {
             throw EngineError.invalidConfig("repetition_penalty must be > 0, got \(s.repetitionPenalty)")
+        }
+        guard s.presencePenalty.isFinite, s.frequencyPenalty.isFinite else {
+            throw EngineError.invalidConfig("presence_penalty and frequency_penalty must be finite")
+        }
+        guard (0...GenerationConfig.maxTopLogprobs).contains(topLogprobs) else {
+            throw EngineError.invalidConfig("top_logprobs must be in 0...\(GenerationConfig.maxTopLogprobs), got \(topLogprobs)")
         }
     }
 }

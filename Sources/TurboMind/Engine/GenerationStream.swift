@@ -14,6 +14,8 @@ public struct GenerationOutput: Sendable {
     public var text: String
     /// Log-probabilities of `tokens`, when the request asked for them.
     public var logprobs: [Float]?
+    /// With `topLogprobs` > 0: for each of `tokens`, the most likely tokens at that step, best first.
+    public var topLogprobs: [[TokenLogprob]]?
     /// Set on the last update.
     public var finishReason: FinishReason?
     /// Prompt tokens of the request, and tokens generated so far.
@@ -26,6 +28,16 @@ public struct GenerationOutput: Sendable {
     public var promptLogits: [Float]?
     /// With `PromptOutput.logprobs`, on the first update: log P(prompt[p] | prompt[..<p]) for p ≥ 1.
     public var promptLogprobs: [Double]?
+}
+
+/// A token and its log-probability under the model (before sampling's penalties and temperature).
+public struct TokenLogprob: Sendable, Equatable {
+    public var token: Int32
+    public var logprob: Float
+    public init(token: Int32, logprob: Float) {
+        self.token = token
+        self.logprob = logprob
+    }
 }
 
 /// The updates of one request, with its id (for `cancel(request:)`). Iterating it is iterating
@@ -45,6 +57,7 @@ public struct GenerationResult: Sendable {
     public var tokens: [Int32] = []
     public var text = ""
     public var logprobs: [Float] = []
+    public var topLogprobs: [[TokenLogprob]] = []
     public var finishReason: FinishReason?
     public var promptLogits: [Float]?
     public var promptLogprobs: [Double]?
@@ -96,6 +109,7 @@ extension InferenceEngine {
             result.tokens += out.tokens
             result.text += out.text
             result.logprobs += out.logprobs ?? []
+            result.topLogprobs += out.topLogprobs ?? []
             result.finishReason = out.finishReason ?? result.finishReason
             result.promptLogits = out.promptLogits ?? result.promptLogits
             result.promptLogprobs = out.promptLogprobs ?? result.promptLogprobs

@@ -24,6 +24,7 @@ final class Request {
     private var detokenizer: StreamingDetokenizer?
     private var pendingTokens: [Int32] = []
     private var pendingLogprobs: [Float] = []
+    private var pendingTop: [[TokenLogprob]] = []
     private var heldText = ""
 
     init(id: RequestID, session: UInt64, input: GenerationInput, config: GenerationConfig, interactive: Bool,
@@ -40,9 +41,10 @@ final class Request {
 
     /// Adds a generated token; true when the reply's text now contains a stop word (the text
     /// from the stop word on is dropped).
-    func push(token: Int32, logprob: Float?) -> Bool {
+    func push(token: Int32, logprob: Float?, top: [TokenLogprob]? = nil) -> Bool {
         pendingTokens.append(token)
         if let logprob { pendingLogprobs.append(logprob) }
+        if let top { pendingTop.append(top) }
         guard var detok = detokenizer else { return false }
         heldText += detok.append(Int(token))
         detokenizer = detok
@@ -76,13 +78,16 @@ final class Request {
 
     private func send(text: String, finish: FinishReason?, historyTokens: Int) {
         continuation.yield(GenerationOutput(tokens: pendingTokens, text: text,
-                                            logprobs: config.logprobs ? pendingLogprobs : nil, finishReason: finish,
+                                            logprobs: config.logprobs ? pendingLogprobs : nil,
+                                            topLogprobs: config.logprobs && config.topLogprobs > 0 ? pendingTop : nil,
+                                            finishReason: finish,
                                             inputTokens: promptLength, generatedTokens: generated, historyTokens: historyTokens,
                                             promptLogits: promptLogits, promptLogprobs: promptLogprobs))
         promptLogits = nil
         promptLogprobs = nil
         pendingTokens.removeAll()
         pendingLogprobs.removeAll()
+        pendingTop.removeAll()
     }
 
     /// Splits off the held text that no stop word can still start in.

@@ -12,14 +12,21 @@ public struct SamplingParams: Sendable, Equatable {
     public var topK: Int
     /// > 1 discourages tokens already in the context (HF's CTRL-style penalty; 1 = off).
     public var repetitionPenalty: Float
+    /// OpenAI's additive penalties over the tokens generated so far: every generated token's logit
+    /// loses `presencePenalty` once and `frequencyPenalty` per occurrence (0 = off; in [-2, 2]).
+    public var presencePenalty: Float
+    public var frequencyPenalty: Float
     /// Seed of the random generator; nil draws one from the system.
     public var seed: UInt64?
 
-    public init(temperature: Float = 0.8, topP: Float = 0.8, topK: Int = 40, repetitionPenalty: Float = 1.0, seed: UInt64? = nil) {
+    public init(temperature: Float = 0.8, topP: Float = 0.8, topK: Int = 40, repetitionPenalty: Float = 1.0,
+                presencePenalty: Float = 0, frequencyPenalty: Float = 0, seed: UInt64? = nil) {
         self.temperature = temperature
         self.topP = topP
         self.topK = topK
         self.repetitionPenalty = repetitionPenalty
+        self.presencePenalty = presencePenalty
+        self.frequencyPenalty = frequencyPenalty
         self.seed = seed
     }
 
@@ -67,13 +74,21 @@ public struct Sampler: Sendable {
         rng = SeededGenerator(seed: params.seed ?? UInt64.random(in: .min ... .max))
     }
 
-    /// Picks the next token. `context` holds the tokens the repetition penalty applies to.
-    public mutating func sample(_ logits: [Float], context: [Int32]) -> Int32 {
+    /// Picks the next token. `context` holds the tokens the repetition penalty applies to;
+    /// `generated` (its tail of generated tokens) those the presence and frequency penalties apply to.
+    public mutating func sample(_ logits: [Float], context: [Int32], generated: ArraySlice<Int32> = []) -> Int32 {
         var logits = logits
         if params.repetitionPenalty != 1 {
             for id in Set(context) where Int(id) < logits.count {
                 let l = logits[Int(id)]
                 logits[Int(id)] = l > 0 ? l / params.repetitionPenalty : l * params.repetitionPenalty
+            }
+        }
+        if params.presencePenalty != 0 || params.frequencyPenalty != 0 {
+            var counts: [Int32: Int] = [:]
+            for id in generated { counts[id, default: 0] += 1 }
+            for (id, n) in counts where Int(id) < logits.count && id >= 0 {
+                logits[Int(id)] -= params.presencePenalty + params.frequencyPenalty * Float(n)
             }
         }
         if params.isGreedy { return Int32(Sampler.argmax(logits)) }
