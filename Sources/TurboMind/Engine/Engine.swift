@@ -127,6 +127,9 @@ public final class Engine<B: Backend>: InferenceEngine, @unchecked Sendable {
 
     public func end(session: UInt64) {
         lock.lock()
+        // Requests of the session already sent go with it; one sent after this call starts the
+        // session afresh (the engine thread applies ends before it takes in new requests).
+        for r in inbox where r.session == session { cancels.insert(r.id) }
         ends.insert(session)
         lock.signal()
         lock.unlock()
@@ -166,16 +169,18 @@ public final class Engine<B: Backend>: InferenceEngine, @unchecked Sendable {
                 finished.signal()
                 return
             }
-            // Requests first, then cancellations: a cancel names one request, so a session's new
-            // request sent in the same instant as the cancel of its previous one is not touched.
+            // Session ends apply to what came before them (a request sent right after an end starts
+            // the session afresh); cancellations after the new requests are taken in, since a
+            // cancel names one request and may follow it in the same instant.
             let newRequests = inbox, newCancels = cancels, newEnds = ends
             inbox.removeAll()
             cancels.removeAll()
             ends.removeAll()
             lock.unlock()
 
+            handle(cancels: [], ends: newEnds)
             waiting += newRequests
-            handle(cancels: newCancels, ends: newEnds)
+            handle(cancels: newCancels, ends: [])
             admit()
             step()
             publishStats()
