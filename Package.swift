@@ -66,7 +66,8 @@ let package = Package(
         .testTarget(
             name: "ServeTests",
             dependencies: ["Serve", "TurboMind", "Tokenizers", .product(name: "AsyncHTTPClient", package: "async-http-client")],
-            path: "Tests/ServeTests"
+            path: "Tests/ServeTests",
+            exclude: ["Python"]
         ),
         .testTarget(name: "CLITests", dependencies: ["TurboMind"], path: "Tests/CLITests"),
         .testTarget(name: "TerminalUITests", dependencies: ["TerminalUI"], path: "Tests/TerminalUITests"),

@@ -45,7 +45,9 @@ public final class InteractiveClient: Sendable {
         baseURL = base
         self.sessionID = sessionID
         self.apiKey = apiKey
-        http = HTTPClient(eventLoopGroupProvider: .singleton)
+        var configuration = HTTPClient.Configuration()
+        configuration.timeout = .init(connect: .seconds(3))
+        http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 
     public func shutdown() async { try? await http.shutdown() }

@@ -41,7 +41,7 @@ struct APIServer: AsyncParsableCommand {
     @Option(name: [.customLong("server-name"), .customLong("server_name")], help: "Address to listen on.")
     var serverName = "0.0.0.0"
 
-    @Option(name: [.customLong("server-port"), .customLong("server_port")], help: "Port to listen on.")
+    @Option(name: [.customLong("server-port"), .customLong("server_port")], help: "Port to listen on (0 = any free port; the port is printed).")
     var serverPort = 23333
 
     @Option(name: [.customLong("instance-num"), .customLong("instance_num")],
@@ -91,7 +91,7 @@ struct APIServer: AsyncParsableCommand {
     @OptionGroup var engineOptions: EngineOptions
 
     func validate() throws {
-        guard (1...65535).contains(serverPort) else { throw ValidationError("--server-port must be in 1…65535, got \(serverPort)") }
+        guard (0...65535).contains(serverPort) else { throw ValidationError("--server-port must be in 0…65535 (0 = any free port), got \(serverPort)") }
         guard tp == 1 else { throw ValidationError("--tp \(tp): tensor parallelism over several GPUs is not supported yet; use --tp 1") }
         if let instanceNum, instanceNum < 1 { throw ValidationError("--instance-num must be at least 1, got \(instanceNum)") }
         guard logLevelValue != nil else { throw ValidationError("--log-level must be CRITICAL, ERROR, WARNING, INFO or DEBUG, got \(logLevel)") }
