@@ -9,10 +9,16 @@ enum APIPage {
         "/v1/chat/interactive": #"{"prompt": "Hello! Who are you?", "session_id": 1, "interactive_mode": true, "stream": true, "request_output_len": 64}"#,
     ]
 
-    static var html: String {
+    static let html = page
+
+    /// The page's script, served from /api-page.js so that the page's policy can forbid inline scripts.
+    static var script: String {
         let examplesJSON = "{" + examples.sorted { $0.key < $1.key }.map { "\"\($0.key)\": \($0.value)" }.joined(separator: ", ") + "}"
-        return page.replacingOccurrences(of: "__EXAMPLES__", with: examplesJSON)
+        return scriptSource.replacingOccurrences(of: "__EXAMPLES__", with: examplesJSON)
     }
+
+    /// No inline script or style may run, nothing may load from elsewhere.
+    static let contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
     private static let page = #"""
 <!doctype html>
@@ -38,7 +44,12 @@ details summary { cursor: pointer; color: #555; }
 <p id="intro">Loading <a href="/openapi.json">/openapi.json</a>…</p>
 <p><label>API key (if the server needs one): <input id="key" type="password" size="40" autocomplete="off"></label></p>
 <div id="routes"></div>
-<script>
+<script src="/api-page.js"></script>
+</body>
+</html>
+"""#
+
+    private static let scriptSource = #"""
 "use strict";
 const examples = __EXAMPLES__;
 function el(tag, props, ...children) {
@@ -105,8 +116,5 @@ async function load() {
 }
 document.getElementById("key").addEventListener("change", load);
 load();
-</script>
-</body>
-</html>
 """#
 }

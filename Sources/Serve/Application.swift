@@ -7,7 +7,7 @@ import TurboMind
 /// Every route, with its methods: the router, the 405 answers and /openapi.json agree on it.
 enum Routes {
     static let table: [String: [HTTPRequest.Method]] = [
-        "/": [.get], "/health": [.get], "/metrics": [.get], "/openapi.json": [.get], "/v1/models": [.get],
+        "/": [.get], "/api-page.js": [.get], "/health": [.get], "/metrics": [.get], "/openapi.json": [.get], "/v1/models": [.get],
         "/v1/chat/completions": [.post], "/v1/completions": [.post], "/v1/chat/interactive": [.post],
     ]
 }
@@ -36,8 +36,15 @@ public func buildApplication(context: ServeContext, logger: Logger? = nil,
     router.get("/") { _, _ in
         var headers = HTTPFields()
         headers[.contentType] = "text/html; charset=utf-8"
-        headers[.contentSecurityPolicy] = "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'"
+        headers[.contentSecurityPolicy] = APIPage.contentSecurityPolicy
+        headers[.xContentTypeOptions] = "nosniff"
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: APIPage.html)))
+    }
+    router.get("/api-page.js") { _, _ in
+        var headers = HTTPFields()
+        headers[.contentType] = "text/javascript; charset=utf-8"
+        headers[.xContentTypeOptions] = "nosniff"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: APIPage.script)))
     }
     router.post("/v1/chat/completions") { request, _ in try await context.chatCompletions(request) }
     router.post("/v1/completions") { request, _ in try await context.completions(request) }

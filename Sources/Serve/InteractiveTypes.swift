@@ -22,17 +22,17 @@ struct InteractiveRequest: Decodable, Sendable, SchemaDescribed {
 
     init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        prompt = try c.decodeIfPresent(String.self, forKey: .prompt) ?? ""
-        sessionID = try c.decodeIfPresent(Int.self, forKey: .sessionID) ?? -1
-        interactiveMode = try c.decodeIfPresent(Bool.self, forKey: .interactiveMode) ?? false
-        stream = try c.decodeIfPresent(Bool.self, forKey: .stream) ?? false
-        stop = try c.decodeIfPresent(Bool.self, forKey: .stop) ?? false
-        requestOutputLen = try c.decodeIfPresent(Int.self, forKey: .requestOutputLen) ?? 512
-        topP = try c.decodeIfPresent(Double.self, forKey: .topP) ?? 0.8
-        topK = try c.decodeIfPresent(Int.self, forKey: .topK) ?? 40
-        temperature = try c.decodeIfPresent(Double.self, forKey: .temperature) ?? 0.8
-        repetitionPenalty = try c.decodeIfPresent(Double.self, forKey: .repetitionPenalty) ?? 1
-        ignoreEOS = try c.decodeIfPresent(Bool.self, forKey: .ignoreEOS) ?? false
+        prompt = try c.field(String.self, .prompt, default: "")
+        sessionID = try c.field(Int.self, .sessionID, default: -1)
+        interactiveMode = try c.field(Bool.self, .interactiveMode, default: false)
+        stream = try c.field(Bool.self, .stream, default: false)
+        stop = try c.field(Bool.self, .stop, default: false)
+        requestOutputLen = try c.field(Int.self, .requestOutputLen, default: 512)
+        topP = try c.field(Double.self, .topP, default: 0.8)
+        topK = try c.field(Int.self, .topK, default: 40)
+        temperature = try c.field(Double.self, .temperature, default: 0.8)
+        repetitionPenalty = try c.field(Double.self, .repetitionPenalty, default: 1)
+        ignoreEOS = try c.field(Bool.self, .ignoreEOS, default: false)
     }
 
     static var fieldNames: [String] { CodingKeys.allCases.map(\.stringValue) }
@@ -58,6 +58,13 @@ struct InteractiveRequest: Decodable, Sendable, SchemaDescribed {
         try require(topK >= 0, "top_k", "must be ≥ 0, got \(topK)")
         try require(temperature.isFinite && temperature >= 0 && temperature <= 2, "temperature", "must be in [0, 2], got \(temperature)")
         try require(repetitionPenalty > 0 && repetitionPenalty <= 10, "repetition_penalty", "must be in (0, 10], got \(repetitionPenalty)")
+    }
+}
+
+extension KeyedDecodingContainer {
+    /// `key`'s value, or `defaultValue` when it is absent; null is an error (the schema says the type).
+    func field<T: Decodable>(_ type: T.Type, _ key: Key, default defaultValue: T) throws -> T {
+        contains(key) ? try decode(type, forKey: key) : defaultValue
     }
 }
 

@@ -112,6 +112,7 @@ enum OpenAPIDocument {
             ("/metrics", get("Prometheus metrics.", response("Text exposition format.", [("text/plain", Schema.string("Prometheus text."))]), secured: secured)),
             ("/openapi.json", get("This document.", response("OpenAPI 3.1.", [("application/json", .object([("type", .string("object"))]))]), secured: secured)),
             ("/", get("The interactive API page.", response("HTML.", [("text/html", Schema.string("The page."))]), secured: secured)),
+            ("/api-page.js", get("The API page's script.", response("JavaScript.", [("text/javascript", Schema.string("The script."))]), secured: secured)),
         ]
     }
 }
