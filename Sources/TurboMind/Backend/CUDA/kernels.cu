@@ -1,0 +1,224 @@
+// The CUDA backend's kernels, compiled at first use by NVRTC for the device's architecture (no
+// CUDA headers: fp16 conversions are inline PTX). Activations are fp32 [rows][width] as on the
+// CPU; weights, the embedding table and the KV cache are fp16. Every kernel mirrors one CKernels
+// routine and is tested against it (`lmdeploy selftest --device cuda`).
+typedef unsigned short half_t;
+#define NEG_INF __int_as_float(0xff800000)
+
+__device__ __forceinline__ float h2f(half_t h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+__device__ __forceinline__ half_t f2h(float f) {
+    half_t h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));   // round to nearest even, as ck_f32_to_f16
+    return h;
+}
+__device__ __forceinline__ float bf2f(unsigned short b) { return __int_as_float((int)b << 16); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// ---- conversions ------------------------------------------------------------------------------
+/// dst[i] = fp16(src[i]); dtype 0 = fp32, 1 = fp16, 2 = bf16 (weights at load).
+extern "C" __global__ void to_f16(const void *src, int dtype, half_t *dst, long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        float v;
+        if (dtype == 0) v = ((const float *)src)[i];
+        else if (dtype == 1) { dst[i] = ((const half_t *)src)[i]; continue; }
+        else v = bf2f(((const unsigned short *)src)[i]);
+        dst[i] = f2h(v);
+    }
+}
+
+/// Activations to fp16 for a GEMM: x [n] fp32 → y [n] fp16.
+extern "C" __global__ void f32_to_f16(const float *x, half_t *y, long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+        y[i] = f2h(x[i]);
+}
+
+// ---- embedding, norms, elementwise ---------------------------------------------------------------
+/// out[r] = table[ids[r]] widened; grid.x = rows.
+extern "C" __global__ void embed(const half_t *table, int cols, const int *ids, float *out) {
+    const half_t *src = table + (long long)ids[blockIdx.x] * cols;
+    float *dst = out + (long long)blockIdx.x * cols;
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) dst[i] = h2f(src[i]);
+}
+
+/// out[r] = x[r] / rms(x[r]) * w; grid.x = rows, blockDim 256. out may be x.
+extern "C" __global__ void rmsnorm(const float *x, const float *w, float *out, int dim, float eps) {
+    const float *xr = x + (long long)blockIdx.x * dim;
+    float *o = out + (long long)blockIdx.x * dim;
+    float ss = 0;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
+    __shared__ float part[32];
+    ss = warp_sum(ss);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        float v = threadIdx.x < (blockDim.x >> 5) ? part[threadIdx.x] : 0;
+        v = warp_sum(v);
+        if (threadIdx.x == 0) part[0] = v;
+    }
+    __syncthreads();
+    float inv = 1.0f / sqrtf(part[0] / dim + eps);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) o[i] = (xr[i] * inv) * w[i];
+}
+
+/// out[r][i] = silu(gu[r][i]) * gu[r][inter + i]; grid over rows*inter.
+extern "C" __global__ void silu_mul(const float *gu, float *out, int rows, int inter) {
+    long long n = (long long)rows * inter;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        long long r = i / inter, c = i - r * inter;
+        float g = gu[r * 2 * inter + c], u = gu[r * 2 * inter + inter + c];
+        out[i] = g / (1.0f + expf(-g)) * u;
+    }
+}
+
+/// y += x.
+extern "C" __global__ void add(float *y, const float *x, long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+        y[i] += x[i];
+}
+
+/// out[r][c] += bias[c].
+extern "C" __global__ void add_bias(float *out, const float *bias, int rows, int cols) {
+    long long n = (long long)rows * cols;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+        out[i] += bias[i % cols];
+}
+
+/// out[i] = x[rows[i]] for rows of `width`; grid.x = count.
+extern "C" __global__ void gather_rows(const float *x, const int *rows, int width, float *out) {
+    const float *src = x + (long long)rows[blockIdx.x] * width;
+    float *dst = out + (long long)blockIdx.x * width;
+    for (int i = threadIdx.x; i < width; i += blockDim.x) dst[i] = src[i];
+}
+
+// ---- rotary embedding + KV store -----------------------------------------------------------------
+/// Rotate-half RoPE (HF Llama) of q and k at the row's position, then K and V to the cache slot
+/// (fp16). grid.x = rows; each thread takes (head, i) pairs of the q and k heads, then V elements.
+extern "C" __global__ void rope_store_kv(float *qkv, int stride, int heads, int kv_heads, int d, const int *pos,
+                                         const float *inv_freq, const int *freq_set, half_t *k_pool, half_t *v_pool,
+                                         const int *slots) {
+    int r = blockIdx.x, half = d / 2, kvw = kv_heads * d;
+    float *row = qkv + (long long)r * stride;
+    const float *freq = inv_freq + (freq_set ? (long long)freq_set[r] * half : 0);
+    float p = (float)pos[r];
+    long long slot = (long long)slots[r] * kvw;
+    int pairs = (heads + kv_heads) * half;
+    for (int t = threadIdx.x; t < pairs; t += blockDim.x) {
+        int h = t / half, i = t - h * half;
+        float angle = p * freq[i];   // fp32 product, as HF and the CPU compute it
+        float s, c;
+        sincosf(angle, &s, &c);
+        float *v = row + (long long)h * d;
+        float a = v[i], b = v[i + half];
+        float ra = a * c - b * s, rb = b * c + a * s;
+        v[i] = ra;
+        v[i + half] = rb;
+        if (h >= heads) {
+            int kh = h - heads;
+            k_pool[slot + kh * d + i] = f2h(ra);
+            k_pool[slot + kh * d + i + half] = f2h(rb);
+        }
+    }
+    const float *vsrc = row + (long long)(heads + kv_heads) * d;
+    for (int t = threadIdx.x; t < kvw; t += blockDim.x) v_pool[slot + t] = f2h(vsrc[t]);
+}
+
+// ---- paged attention -----------------------------------------------------------------------------
+#define ATT_WARPS 4
+#define ATT_MAX_D 256
+
+/// Causal GQA over the paged fp16 cache, one block per (query head, query row). The block's warps
+/// split the row's keys into 32-key tiles: each lane scores one key (q in shared memory), the warp
+/// keeps an online softmax and accumulates V with lanes over the head dimension; the warps' partial
+/// results merge at the end. row_table[r] = offset of row r's block table in `tables`.
+extern "C" __global__ void attention(const float *qkv, int q_stride, const half_t *k_pool, const half_t *v_pool,
+                                     int kv_stride, int block_size, const int *pos, const int *row_table,
+                                     const int *tables, float *out, int out_stride, int heads, int kv_heads, int d,
+                                     float scale, int window) {
+    int h = blockIdx.x, r = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int kvh = h / (heads / kv_heads);
+    __shared__ float q[ATT_MAX_D];
+    __shared__ float wm[ATT_WARPS], wl[ATT_WARPS];
+    __shared__ float wacc[ATT_WARPS][ATT_MAX_D];
+    const float *qr = qkv + (long long)r * q_stride + (long long)h * d;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) q[i] = qr[i] * scale;
+    __syncthreads();
+    int n = pos[r] + 1;
+    int lo = window > 0 && n > window ? n - window : 0;
+    const int *table = tables + row_table[r];
+    float m = NEG_INF, l = 0;
+    float acc[ATT_MAX_D / 32];
+#pragma unroll
+    for (int c = 0; c < ATT_MAX_D / 32; c++) acc[c] = 0;
+    int chunks = (d + 31) / 32;
+    for (int base = lo + warp * 32; base < n; base += ATT_WARPS * 32) {
+        int j = base + lane;
+        float s = NEG_INF;
+        long long off = 0;
+        if (j < n) {
+            off = ((long long)table[j / block_size] * block_size + j % block_size) * kv_stride + (long long)kvh * d;
+            const half_t *k = k_pool + off;
+            float dot = 0;
+            if ((d & 7) == 0) {
+                for (int i = 0; i < d; i += 8) {
+                    uint4 raw = *(const uint4 *)(k + i);
+                    const half_t *hv = (const half_t *)&raw;
+#pragma unroll
+                    for (int e = 0; e < 8; e++) dot += q[i + e] * h2f(hv[e]);
+                }
+            } else {
+                for (int i = 0; i < d; i++) dot += q[i] * h2f(k[i]);
+            }
+            s = dot;
+        }
+        float tile_max = warp_max(s);
+        float m_new = fmaxf(m, tile_max);
+        float corr = expf(m - m_new);   // 0 on the first tile (m = -inf)
+        float p = j < n ? expf(s - m_new) : 0;
+        l = l * corr + warp_sum(p);
+        for (int c = 0; c < chunks; c++) acc[c] *= corr;
+        int count = min(32, n - base);
+        for (int t = 0; t < count; t++) {
+            float pt = __shfl_sync(0xffffffffu, p, t);
+            long long vo = __shfl_sync(0xffffffffu, off, t);
+            const half_t *v = v_pool + vo;
+#pragma unroll
+            for (int c = 0; c < ATT_MAX_D / 32; c++) {
+                int i = c * 32 + lane;
+                if (c < chunks && i < d) acc[c] += pt * h2f(v[i]);
+            }
+        }
+        m = m_new;
+    }
+    if (lane == 0) {
+        wm[warp] = m;
+        wl[warp] = l;
+    }
+    for (int c = 0; c < chunks; c++) {
+        int i = c * 32 + lane;
+        if (i < d) wacc[warp][i] = acc[c];
+    }
+    __syncthreads();
+    float M = NEG_INF;
+    for (int w = 0; w < ATT_WARPS; w++) M = fmaxf(M, wm[w]);
+    float L = 0;
+    for (int w = 0; w < ATT_WARPS; w++) L += wm[w] == NEG_INF ? 0 : expf(wm[w] - M) * wl[w];
+    float *o = out + (long long)r * out_stride + (long long)h * d;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+        float sum = 0;
+        for (int w = 0; w < ATT_WARPS; w++)
+            if (wm[w] != NEG_INF) sum += expf(wm[w] - M) * wacc[w][i];
+        o[i] = sum / L;
+    }
+}
