@@ -101,6 +101,8 @@ public final class CUDABackend: Backend, @unchecked Sendable {
 
     public let device: CUDARuntime.Device
     let kernels: CUDAKernels
+    /// The per-step kernels, resolved once.
+    private let fEmbed, fRMSNorm, fRope, fAttention, fSiluMul, fAdd, fAddBias, fGather, fToHalf: UnsafeMutableRawPointer
     /// Serialises what shares the backend's scratch (the fp16 copy of a GEMM's input, the pinned
     /// download buffer): engines sharing one model may call from several threads.
     private let lock = NSLock()
@@ -113,6 +115,15 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     public init() throws {
         device = try CUDARuntime.openCompute()
         kernels = try CUDARuntime.kernels(arch: device.computeCapability)
+        fEmbed = try kernels.function("embed")
+        fRMSNorm = try kernels.function("rmsnorm")
+        fRope = try kernels.function("rope_store_kv")
+        fAttention = try kernels.function("attention")
+        fSiluMul = try kernels.function("silu_mul")
+        fAdd = try kernels.function("add")
+        fAddBias = try kernels.function("add_bias")
+        fGather = try kernels.function("gather_rows")
+        fToHalf = try kernels.function("f32_to_f16")
     }
 
     deinit {
@@ -219,7 +230,7 @@ public final class CUDABackend: Backend, @unchecked Sendable {
 
     public func embed(_ table: CUDALinear, step: CUDAStep, out: CUDABuffer) throws {
         precondition(step.plan.rows * table.columns <= out.count)
-        try kernels.launch("embed", grid: (step.plan.rows, 1, 1), threads: 256,
+        try kernels.launch(fEmbed, name: "embed", grid: (step.plan.rows, 1, 1), threads: 256,
                            [.pointer(table.weight.address), .int(Int32(table.columns)), .pointer(step.tokens), .pointer(out.address)])
     }
 
@@ -233,17 +244,17 @@ public final class CUDABackend: Backend, @unchecked Sendable {
             halfScratch = try CUDABuffer(type: .f16, count: n, zeroed: false)
         }
         let xh = halfScratch!.address
-        try kernels.launch("f32_to_f16", grid: (blocks(n), 1, 1), threads: 256, [.pointer(x.address), .pointer(xh), .long(Int64(n))])
+        try kernels.launch(fToHalf, name: "f32_to_f16", grid: (blocks(n), 1, 1), threads: 256, [.pointer(x.address), .pointer(xh), .long(Int64(n))])
         try cudaCheck(ccuda_gemm_f16(weight.weight.address, xh, out.address, Int32(rows), Int32(weight.rows), Int32(weight.columns)),
                       "linear \(weight.name)")
         if let bias {
-            try kernels.launch("add_bias", grid: (blocks(rows * weight.rows), 1, 1), threads: 256,
+            try kernels.launch(fAddBias, name: "add_bias", grid: (blocks(rows * weight.rows), 1, 1), threads: 256,
                                [.pointer(out.address), .pointer(bias.address), .int(Int32(rows)), .int(Int32(weight.rows))])
         }
     }
 
     public func rmsNorm(_ x: CUDABuffer, weight: CUDABuffer, out: CUDABuffer, rows: Int, dim: Int, eps: Float) throws {
-        try kernels.launch("rmsnorm", grid: (rows, 1, 1), threads: 256,
+        try kernels.launch(fRMSNorm, name: "rmsnorm", grid: (rows, 1, 1), threads: 256,
                            [.pointer(x.address), .pointer(weight.address), .pointer(out.address), .int(Int32(dim)), .float(eps)])
     }
 
@@ -252,7 +263,7 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         guard headDim % 2 == 0 else { throw BackendError.unsupported("RoPE needs an even head dimension, got \(headDim)") }
         let stride = (heads + 2 * kvHeads) * headDim
         precondition(step.plan.rows * stride <= qkv.count)
-        try kernels.launch("rope_store_kv", grid: (step.plan.rows, 1, 1), threads: 256,
+        try kernels.launch(fRope, name: "rope_store_kv", grid: (step.plan.rows, 1, 1), threads: 256,
                            [.pointer(qkv.address), .int(Int32(stride)), .int(Int32(heads)), .int(Int32(kvHeads)), .int(Int32(headDim)),
                             .pointer(step.positions), .pointer(step.frequencies), .pointer(step.frequencySet),
                             .pointer(cache.keys[layer].address), .pointer(cache.values[layer].address), .pointer(step.slots)])
@@ -263,7 +274,7 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         guard headDim <= 256 else { throw BackendError.unsupported("CUDA attention supports head dimensions up to 256, got \(headDim)") }
         guard heads % kvHeads == 0 else { throw BackendError.unsupported("\(heads) query heads are not a multiple of \(kvHeads) KV heads") }
         let stride = (heads + 2 * kvHeads) * headDim
-        try kernels.launch("attention", grid: (heads, step.plan.rows, 1), threads: 128,
+        try kernels.launch(fAttention, name: "attention", grid: (heads, step.plan.rows, 1), threads: 128,
                            [.pointer(qkv.address), .int(Int32(stride)), .pointer(cache.keys[layer].address),
                             .pointer(cache.values[layer].address), .int(Int32(kvHeads * headDim)), .int(Int32(step.plan.blockSize)),
                             .pointer(step.positions), .pointer(step.rowTables), .pointer(step.tables), .pointer(out.address),
@@ -272,16 +283,16 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     }
 
     public func siluMul(_ gateUp: CUDABuffer, rows: Int, inter: Int, out: CUDABuffer) throws {
-        try kernels.launch("silu_mul", grid: (blocks(rows * inter), 1, 1), threads: 256,
+        try kernels.launch(fSiluMul, name: "silu_mul", grid: (blocks(rows * inter), 1, 1), threads: 256,
                            [.pointer(gateUp.address), .pointer(out.address), .int(Int32(rows)), .int(Int32(inter))])
     }
 
     public func add(_ y: CUDABuffer, _ x: CUDABuffer, count: Int) throws {
-        try kernels.launch("add", grid: (blocks(count), 1, 1), threads: 256, [.pointer(y.address), .pointer(x.address), .long(Int64(count))])
+        try kernels.launch(fAdd, name: "add", grid: (blocks(count), 1, 1), threads: 256, [.pointer(y.address), .pointer(x.address), .long(Int64(count))])
     }
 
     public func gatherLogitRows(_ x: CUDABuffer, step: CUDAStep, width: Int, out: CUDABuffer) throws {
-        try kernels.launch("gather_rows", grid: (step.plan.logitRows.count, 1, 1), threads: 256,
+        try kernels.launch(fGather, name: "gather_rows", grid: (step.plan.logitRows.count, 1, 1), threads: 256,
                            [.pointer(x.address), .pointer(step.logitRows), .int(Int32(width)), .pointer(out.address)])
     }
 }

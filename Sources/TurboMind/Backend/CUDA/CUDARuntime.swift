@@ -94,24 +94,31 @@ final class CUDAKernels: @unchecked Sendable {
 
     /// Enqueues `name` on the stream with grid (x, y, z) of blocks of `threads`.
     func launch(_ name: String, grid: (Int, Int, Int), threads: Int, shared: Int = 0, _ args: [KernelArgument]) throws {
-        let f = try function(name)
-        let storage = UnsafeMutableRawPointer.allocate(byteCount: 8 * max(args.count, 1), alignment: 8)
-        defer { storage.deallocate() }
-        var pointers: [UnsafeMutableRawPointer?] = []
-        for (i, a) in args.enumerated() {
-            let p = storage + 8 * i
-            switch a {
-            case let .pointer(v): p.storeBytes(of: v, as: UInt64.self)
-            case let .int(v): p.storeBytes(of: v, as: Int32.self)
-            case let .long(v): p.storeBytes(of: v, as: Int64.self)
-            case let .float(v): p.storeBytes(of: v, as: Float.self)
+        try launch(function(name), name: name, grid: grid, threads: threads, shared: shared, args)
+    }
+
+    /// Enqueues a resolved kernel. The arguments are packed on the stack: a decode step launches
+    /// hundreds of kernels, and the host must stay ahead of the GPU.
+    func launch(_ f: UnsafeMutableRawPointer, name: @autoclosure () -> String, grid: (Int, Int, Int), threads: Int, shared: Int = 0,
+                _ args: [KernelArgument]) throws {
+        let rc = withUnsafeTemporaryAllocation(byteCount: 8 * max(args.count, 1), alignment: 8) { storage -> Int32 in
+            withUnsafeTemporaryAllocation(of: UnsafeMutableRawPointer?.self, capacity: max(args.count, 1)) { params -> Int32 in
+                let base = storage.baseAddress!
+                for (i, a) in args.enumerated() {
+                    let p = base + 8 * i
+                    switch a {
+                    case let .pointer(v): p.storeBytes(of: v, as: UInt64.self)
+                    case let .int(v): p.storeBytes(of: v, as: Int32.self)
+                    case let .long(v): p.storeBytes(of: v, as: Int64.self)
+                    case let .float(v): p.storeBytes(of: v, as: Float.self)
+                    }
+                    params[i] = p
+                }
+                return ccuda_launch(f, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2), UInt32(threads), 1, 1, UInt32(shared),
+                                    params.baseAddress)
             }
-            pointers.append(p)
         }
-        try pointers.withUnsafeMutableBufferPointer { params in
-            try cudaCheck(ccuda_launch(f, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2), UInt32(threads), 1, 1, UInt32(shared),
-                                       params.baseAddress), "launching \(name)")
-        }
+        try cudaCheck(rc, "launching \(name())")
     }
 }
 
