@@ -62,6 +62,11 @@ public final class CUDAStep: @unchecked Sendable {
     let buffer: CUDABuffer
     let tokens, positions, slots, tables, rowTables, logitRows, frequencies: ccuda_ptr
     let frequencySet: ccuda_ptr   // 0 when every row uses set 0
+    /// Attention's work split: rows of one-token sequences (one block per row and head, keys split
+    /// across warps), and tiles of up to 16 consecutive rows of longer ones (K/V shared per tile).
+    let decodeRows, tileFirst, tileCount: ccuda_ptr
+    let decodeRowCount, tileTotal: Int
+    static let tileRows = 16
 
     init(plan: BatchPlan) throws {
         self.plan = plan
@@ -84,12 +89,29 @@ public final class CUDAStep: @unchecked Sendable {
         append(plan.logitRows)
         append(plan.frequencies.map { Int32(bitPattern: $0.bitPattern) })
         append(plan.frequencySet ?? [])
+        var decode: [Int32] = [], firsts: [Int32] = [], counts: [Int32] = []
+        for s in plan.sequences {
+            if s.tokens == 1 {
+                decode.append(Int32(s.queryRow))
+                continue
+            }
+            for start in stride(from: 0, to: s.tokens, by: Self.tileRows) {
+                firsts.append(Int32(s.queryRow + start))
+                counts.append(Int32(min(Self.tileRows, s.tokens - start)))
+            }
+        }
+        append(decode)
+        append(firsts)
+        append(counts)
+        decodeRowCount = decode.count
+        tileTotal = firsts.count
         let buffer = try CUDABuffer(type: .i32, count: packed.count, zeroed: false)
         try packed.withUnsafeBytes { try cudaCheck(ccuda_upload(buffer.address, $0.baseAddress, $0.count), "uploading a step plan") }
         self.buffer = buffer
         let a = offsets.map { buffer.address + ccuda_ptr($0 * 4) }
         tokens = a[0]; positions = a[1]; slots = a[2]; tables = a[3]; rowTables = a[4]; logitRows = a[5]; frequencies = a[6]
         frequencySet = plan.frequencySet == nil ? 0 : a[7]
+        decodeRows = a[8]; tileFirst = a[9]; tileCount = a[10]
     }
 }
 
@@ -102,7 +124,7 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     public let device: CUDARuntime.Device
     let kernels: CUDAKernels
     /// The per-step kernels, resolved once.
-    private let fEmbed, fRMSNorm, fRope, fAttention, fSiluMul, fAdd, fAddBias, fGather, fToHalf: UnsafeMutableRawPointer
+    private let fEmbed, fRMSNorm, fRope, fAttention, fAttention64, fAttention128, fTiles64, fTiles128, fSiluMul, fAdd, fAddBias, fGather, fToHalf: UnsafeMutableRawPointer
     /// Serialises what shares the backend's scratch (the fp16 copy of a GEMM's input, the pinned
     /// download buffer): engines sharing one model may call from several threads.
     private let lock = NSLock()
@@ -119,6 +141,10 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         fRMSNorm = try kernels.function("rmsnorm")
         fRope = try kernels.function("rope_store_kv")
         fAttention = try kernels.function("attention")
+        fAttention64 = try kernels.function("attention_d64")
+        fAttention128 = try kernels.function("attention_d128")
+        fTiles64 = try kernels.function("attention_tiles_d64")
+        fTiles128 = try kernels.function("attention_tiles_d128")
         fSiluMul = try kernels.function("silu_mul")
         fAdd = try kernels.function("add")
         fAddBias = try kernels.function("add_bias")
@@ -274,12 +300,26 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         guard headDim <= 256 else { throw BackendError.unsupported("CUDA attention supports head dimensions up to 256, got \(headDim)") }
         guard heads % kvHeads == 0 else { throw BackendError.unsupported("\(heads) query heads are not a multiple of \(kvHeads) KV heads") }
         let stride = (heads + 2 * kvHeads) * headDim
-        try kernels.launch(fAttention, name: "attention", grid: (heads, step.plan.rows, 1), threads: 128,
-                           [.pointer(qkv.address), .int(Int32(stride)), .pointer(cache.keys[layer].address),
-                            .pointer(cache.values[layer].address), .int(Int32(kvHeads * headDim)), .int(Int32(step.plan.blockSize)),
-                            .pointer(step.positions), .pointer(step.rowTables), .pointer(step.tables), .pointer(out.address),
-                            .int(Int32(heads * headDim)), .int(Int32(heads)), .int(Int32(kvHeads)), .int(Int32(headDim)),
-                            .float(scale), .int(Int32(window))])
+        let common: [KernelArgument] = [
+            .pointer(qkv.address), .int(Int32(stride)), .pointer(cache.keys[layer].address), .pointer(cache.values[layer].address),
+            .int(Int32(kvHeads * headDim)), .int(Int32(step.plan.blockSize)), .pointer(step.positions), .pointer(step.rowTables),
+            .pointer(step.tables), .pointer(out.address), .int(Int32(heads * headDim)), .int(Int32(heads)), .int(Int32(kvHeads)),
+            .int(Int32(headDim)), .float(scale), .int(Int32(window)),
+        ]
+        guard headDim == 64 || headDim == 128 else {
+            // Other head sizes: the generic kernel, one block per row and head.
+            try kernels.launch(fAttention, name: "attention", grid: (heads, step.plan.rows, 1), threads: 128, common)
+            return
+        }
+        let wide = headDim == 128
+        if step.decodeRowCount > 0 {
+            try kernels.launch(wide ? fAttention128 : fAttention64, name: "attention_d\(headDim)",
+                               grid: (heads, step.decodeRowCount, 1), threads: 128, common + [.pointer(step.decodeRows)])
+        }
+        if step.tileTotal > 0 {
+            try kernels.launch(wide ? fTiles128 : fTiles64, name: "attention_tiles_d\(headDim)",
+                               grid: (heads, step.tileTotal, 1), threads: 128, common + [.pointer(step.tileFirst), .pointer(step.tileCount)])
+        }
     }
 
     public func siluMul(_ gateUp: CUDABuffer, rows: Int, inter: Int, out: CUDABuffer) throws {

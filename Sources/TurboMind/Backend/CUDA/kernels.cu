@@ -222,3 +222,224 @@ extern "C" __global__ void attention(const float *qkv, int q_stride, const half_
         o[i] = sum / L;
     }
 }
+
+// ---- paged attention, head dimension known at compile time ----------------------------------------
+/// The same computation as `attention`, for D = 64 or 128 (the common head sizes), written so each
+/// lane has all its loads in flight at once: its key row as D/8 16-byte loads, then V rows eight keys
+/// at a time with each lane owning D/32 contiguous dimensions. The generic kernel issues one load
+/// per iteration and waits on each, which made decode latency-bound.
+template <int D>
+__device__ __forceinline__ void attention_fixed(const float *qkv, int q_stride, const half_t *k_pool, const half_t *v_pool,
+                                                int kv_stride, int block_size, const int *pos, const int *row_table,
+                                                const int *tables, float *out, int out_stride, int heads, int kv_heads,
+                                                float scale, int window, const int *row_list) {
+    constexpr int C = D / 32;   // dimensions per lane: 2 or 4
+    int h = blockIdx.x, r = row_list ? row_list[blockIdx.y] : blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int kvh = h / (heads / kv_heads);
+    __shared__ float q[D];
+    __shared__ float wm[ATT_WARPS], wl[ATT_WARPS];
+    __shared__ float wacc[ATT_WARPS][D];
+    const float *qr = qkv + (long long)r * q_stride + (long long)h * D;
+    for (int i = threadIdx.x; i < D; i += blockDim.x) q[i] = qr[i] * scale;
+    __syncthreads();
+    int n = pos[r] + 1;
+    int lo = window > 0 && n > window ? n - window : 0;
+    const int *table = tables + row_table[r];
+    float m = NEG_INF, l = 0;
+    float acc[C];
+#pragma unroll
+    for (int c = 0; c < C; c++) acc[c] = 0;
+    for (int base = lo + warp * 32; base < n; base += ATT_WARPS * 32) {
+        int j = base + lane;
+        float s = NEG_INF;
+        long long off = 0;
+        if (j < n) {
+            off = ((long long)table[j / block_size] * block_size + j % block_size) * kv_stride + (long long)kvh * D;
+            uint4 raw[D / 8];
+#pragma unroll
+            for (int u = 0; u < D / 8; u++) raw[u] = ((const uint4 *)(k_pool + off))[u];
+            float dot = 0;
+#pragma unroll
+            for (int u = 0; u < D / 8; u++) {
+                const half_t *hv = (const half_t *)&raw[u];
+#pragma unroll
+                for (int e = 0; e < 8; e++) dot += q[u * 8 + e] * h2f(hv[e]);
+            }
+            s = dot;
+        }
+        float m_new = fmaxf(m, warp_max(s));
+        float corr = expf(m - m_new);
+        float p = j < n ? expf(s - m_new) : 0;
+        l = l * corr + warp_sum(p);
+#pragma unroll
+        for (int c = 0; c < C; c++) acc[c] *= corr;
+        int count = min(32, n - base);
+        for (int t0 = 0; t0 < count; t0 += 8) {
+            half_t vv[8][C];
+            float pt[8];
+#pragma unroll
+            for (int t = 0; t < 8; t++) {
+                pt[t] = __shfl_sync(0xffffffffu, p, t0 + t);
+                long long vo = __shfl_sync(0xffffffffu, off, t0 + t);
+                if (t0 + t < count) {
+                    const half_t *v = v_pool + vo + lane * C;
+#pragma unroll
+                    for (int c = 0; c < C; c++) vv[t][c] = v[c];
+                } else {
+#pragma unroll
+                    for (int c = 0; c < C; c++) vv[t][c] = 0;
+                    pt[t] = 0;
+                }
+            }
+#pragma unroll
+            for (int t = 0; t < 8; t++)
+#pragma unroll
+                for (int c = 0; c < C; c++) acc[c] += pt[t] * h2f(vv[t][c]);
+        }
+        m = m_new;
+    }
+    if (lane == 0) {
+        wm[warp] = m;
+        wl[warp] = l;
+    }
+#pragma unroll
+    for (int c = 0; c < C; c++) wacc[warp][lane * C + c] = acc[c];
+    __syncthreads();
+    float M = NEG_INF;
+    for (int w = 0; w < ATT_WARPS; w++) M = fmaxf(M, wm[w]);
+    float L = 0;
+    for (int w = 0; w < ATT_WARPS; w++) L += wm[w] == NEG_INF ? 0 : expf(wm[w] - M) * wl[w];
+    float *o = out + (long long)r * out_stride + (long long)h * D;
+    for (int i = threadIdx.x; i < D; i += blockDim.x) {
+        float sum = 0;
+        for (int w = 0; w < ATT_WARPS; w++)
+            if (wm[w] != NEG_INF) sum += expf(wm[w] - M) * wacc[w][i];
+        o[i] = sum / L;
+    }
+}
+
+extern "C" __global__ void attention_d64(const float *qkv, int q_stride, const half_t *k_pool, const half_t *v_pool, int kv_stride,
+                                         int block_size, const int *pos, const int *row_table, const int *tables, float *out,
+                                         int out_stride, int heads, int kv_heads, int d, float scale, int window, const int *row_list) {
+    attention_fixed<64>(qkv, q_stride, k_pool, v_pool, kv_stride, block_size, pos, row_table, tables, out, out_stride, heads,
+                        kv_heads, scale, window, row_list);
+}
+
+extern "C" __global__ void attention_d128(const float *qkv, int q_stride, const half_t *k_pool, const half_t *v_pool, int kv_stride,
+                                          int block_size, const int *pos, const int *row_table, const int *tables, float *out,
+                                          int out_stride, int heads, int kv_heads, int d, float scale, int window, const int *row_list) {
+    attention_fixed<128>(qkv, q_stride, k_pool, v_pool, kv_stride, block_size, pos, row_table, tables, out, out_stride, heads,
+                         kv_heads, scale, window, row_list);
+}
+
+// ---- prefill attention: query tiles sharing K/V tiles in shared memory -------------------------------
+#define TILE_ROWS 16
+
+/// Causal attention for prefill chunks: one block per (query head, tile of up to 16 consecutive rows
+/// of one sequence). The block stages 32-key tiles of K and V in shared memory (fp32; K rows padded
+/// so lanes reading different keys hit different banks), and each warp runs the online softmax of
+/// its four query rows against them, lane = key for scores and lane = dimension for V. Every K/V
+/// byte is read from memory once per tile of queries instead of once per query.
+template <int D>
+__device__ __forceinline__ void attention_tiles_fixed(const float *qkv, int q_stride, const half_t *k_pool, const half_t *v_pool,
+                                                      int kv_stride, int block_size, const int *pos, const int *row_table,
+                                                      const int *tables, float *out, int out_stride, int heads, int kv_heads,
+                                                      float scale, int window, const int *tile_first, const int *tile_count) {
+    constexpr int C = D / 32;
+    constexpr int PER_WARP = TILE_ROWS / ATT_WARPS;
+    int h = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int first = tile_first[blockIdx.y], count = tile_count[blockIdx.y];
+    int kvh = h / (heads / kv_heads);
+    __shared__ float qs[TILE_ROWS][D];
+    __shared__ float ks[32][D + 1];
+    __shared__ float vs[32][D];
+    for (int i = threadIdx.x; i < TILE_ROWS * D; i += blockDim.x) {
+        int rr = i / D, e = i - rr * D;
+        qs[rr][e] = rr < count ? qkv[(long long)(first + rr) * q_stride + (long long)h * D + e] * scale : 0;
+    }
+    const int *table = tables + row_table[first];
+    int p0 = pos[first];
+    int hi = pos[first + count - 1] + 1;
+    int lo = window > 0 && p0 + 1 > window ? p0 + 1 - window : 0;
+    float m[PER_WARP], l[PER_WARP], acc[PER_WARP][C];
+#pragma unroll
+    for (int w = 0; w < PER_WARP; w++) {
+        m[w] = NEG_INF;
+        l[w] = 0;
+#pragma unroll
+        for (int c = 0; c < C; c++) acc[w][c] = 0;
+    }
+    for (int base = lo; base < hi; base += 32) {
+        __syncthreads();   // the previous tile is consumed (and, the first time, qs is written)
+        for (int u = threadIdx.x; u < 32 * D / 8; u += blockDim.x) {
+            int t = u / (D / 8), e = (u - t * (D / 8)) * 8, j = base + t;
+            uint4 kr = make_uint4(0, 0, 0, 0), vr = make_uint4(0, 0, 0, 0);
+            if (j < hi) {
+                long long off = ((long long)table[j / block_size] * block_size + j % block_size) * kv_stride + (long long)kvh * D + e;
+                kr = *(const uint4 *)(k_pool + off);
+                vr = *(const uint4 *)(v_pool + off);
+            }
+            const half_t *kh = (const half_t *)&kr, *vh = (const half_t *)&vr;
+#pragma unroll
+            for (int x = 0; x < 8; x++) {
+                ks[t][e + x] = h2f(kh[x]);
+                vs[t][e + x] = h2f(vh[x]);
+            }
+        }
+        __syncthreads();
+#pragma unroll
+        for (int w = 0; w < PER_WARP; w++) {
+            int rr = warp * PER_WARP + w;
+            if (rr >= count) break;
+            int p = p0 + rr, j = base + lane;
+            int rlo = window > 0 && p + 1 > window ? p + 1 - window : 0;
+            bool valid = j <= p && j >= rlo && j < hi;
+            float s = NEG_INF;
+            if (valid) {
+                float dot = 0;
+#pragma unroll 16
+                for (int i = 0; i < D; i++) dot += qs[rr][i] * ks[lane][i];
+                s = dot;
+            }
+            float tile_max = warp_max(s);
+            if (tile_max == NEG_INF) continue;   // no key of this tile is visible to this row
+            float m_new = fmaxf(m[w], tile_max);
+            float corr = expf(m[w] - m_new);
+            float pj = valid ? expf(s - m_new) : 0;
+            l[w] = l[w] * corr + warp_sum(pj);
+#pragma unroll
+            for (int c = 0; c < C; c++) acc[w][c] *= corr;
+#pragma unroll 8
+            for (int t = 0; t < 32; t++) {
+                float pt = __shfl_sync(0xffffffffu, pj, t);
+#pragma unroll
+                for (int c = 0; c < C; c++) acc[w][c] += pt * vs[t][c * 32 + lane];
+            }
+            m[w] = m_new;
+        }
+    }
+#pragma unroll
+    for (int w = 0; w < PER_WARP; w++) {
+        int rr = warp * PER_WARP + w;
+        if (rr >= count) break;
+        float *o = out + (long long)(first + rr) * out_stride + (long long)h * D;
+#pragma unroll
+        for (int c = 0; c < C; c++) o[c * 32 + lane] = acc[w][c] / l[w];
+    }
+}
+
+extern "C" __global__ void attention_tiles_d64(const float *qkv, int q_stride, const half_t *k_pool, const half_t *v_pool,
+                                               int kv_stride, int block_size, const int *pos, const int *row_table,
+                                               const int *tables, float *out, int out_stride, int heads, int kv_heads, int d,
+                                               float scale, int window, const int *tile_first, const int *tile_count) {
+    attention_tiles_fixed<64>(qkv, q_stride, k_pool, v_pool, kv_stride, block_size, pos, row_table, tables, out, out_stride, heads,
+                              kv_heads, scale, window, tile_first, tile_count);
+}
+
+extern "C" __global__ void attention_tiles_d128(const float *qkv, int q_stride, const half_t *k_pool, const half_t *v_pool,
+                                                int kv_stride, int block_size, const int *pos, const int *row_table,
+                                                const int *tables, float *out, int out_stride, int heads, int kv_heads, int d,
+                                                float scale, int window, const int *tile_first, const int *tile_count) {
+    attention_tiles_fixed<128>(qkv, q_stride, k_pool, v_pool, kv_stride, block_size, pos, row_table, tables, out, out_stride, heads,
+                               kv_heads, scale, window, tile_first, tile_count);
+}
