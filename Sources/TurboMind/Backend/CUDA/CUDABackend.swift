@@ -124,7 +124,7 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     public let device: CUDARuntime.Device
     let kernels: CUDAKernels
     /// The per-step kernels, resolved once.
-    private let fEmbed, fRMSNorm, fRope, fAttention, fAttention64, fAttention128, fTiles64, fTiles128, fSiluMul, fAdd, fAddBias, fGather, fToHalf: UnsafeMutableRawPointer
+    private let fEmbed, fRMSNorm, fRope, fAttention, fAttention64, fAttention128, fTiles64, fTiles128, fGemv, fSiluMul, fAdd, fAddBias, fGather, fToHalf: UnsafeMutableRawPointer
     /// Serialises what shares the backend's scratch (the fp16 copy of a GEMM's input, the pinned
     /// download buffer): engines sharing one model may call from several threads.
     private let lock = NSLock()
@@ -145,6 +145,7 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         fAttention128 = try kernels.function("attention_d128")
         fTiles64 = try kernels.function("attention_tiles_d64")
         fTiles128 = try kernels.function("attention_tiles_d128")
+        fGemv = try kernels.function("gemv_f16")
         fSiluMul = try kernels.function("silu_mul")
         fAdd = try kernels.function("add")
         fAddBias = try kernels.function("add_bias")
@@ -262,6 +263,13 @@ public final class CUDABackend: Backend, @unchecked Sendable {
 
     public func linear(_ x: CUDABuffer, rows: Int, weight: CUDALinear, bias: CUDABuffer?, out: CUDABuffer, mode: LinearMode) throws {
         precondition(rows * weight.columns <= x.count && rows * weight.rows <= out.count, "linear \(weight.name): buffers too small")
+        if mode == .decode && rows <= 4 {
+            // Decode at small batch: memory-bound, our GEMV streams the weights once (fused bias).
+            try kernels.launch(fGemv, name: "gemv_f16", grid: ((weight.rows + 7) / 8, 1, 1), threads: 256,
+                               [.pointer(weight.weight.address), .pointer(x.address), .pointer(out.address),
+                                .pointer(bias?.address ?? 0), .int(Int32(rows)), .int(Int32(weight.rows)), .int(Int32(weight.columns))])
+            return
+        }
         let n = rows * weight.columns
         lock.lock()
         defer { lock.unlock() }

@@ -111,7 +111,8 @@ public final class CUDASelfTest: @unchecked Sendable {
         }
 
         for (rows, n, k, dtype, withBias) in [(1, 97, 131, DType.bf16, false), (5, 257, 64, .bf16, true), (33, 130, 515, .bf16, false),
-                                               (3, 61, 77, .f16, true), (17, 45, 203, .f32, false)] {
+                                               (3, 61, 77, .f16, true), (17, 45, 203, .f32, false),
+                                               (2, 301, 256, .bf16, true), (4, 67, 1024, .f16, false)] {
             let name = "linear \(rows)×\(k) · \(n)×\(k)ᵀ \(dtype.rawValue)\(withBias ? " +bias" : "")"
             await guarded(name) {
                 let w = rng.floats(n * k), x = rng.floats(rows * k, scale: 3), bias = rng.floats(n)
@@ -120,7 +121,7 @@ public final class CUDASelfTest: @unchecked Sendable {
                 let (cx, gx) = try both(cpu, gpu, x)
                 let (cb, gb) = try both(cpu, gpu, bias)
                 let (co, go) = (try cpu.allocate(.f32, count: rows * n), try gpu.allocate(.f32, count: rows * n))
-                let mode: LinearMode = rows < 8 ? .decode : .prefill
+                let mode: LinearMode = rows < 8 ? .decode : .prefill   // ≤ 4 decode rows: the GEMV kernel; else cuBLAS
                 try cpu.linear(cx, rows: rows, weight: cl, bias: withBias ? cb : nil, out: co, mode: mode)
                 try gpu.linear(gx, rows: rows, weight: gl, bias: withBias ? gb : nil, out: go, mode: mode)
                 let a = try cpu.download(co, count: rows * n), b = try gpu.download(go, count: rows * n)

@@ -443,3 +443,62 @@ extern "C" __global__ void attention_tiles_d128(const float *qkv, int q_stride, 
     attention_tiles_fixed<128>(qkv, q_stride, k_pool, v_pool, kv_stride, block_size, pos, row_table, tables, out, out_stride, heads,
                                kv_heads, scale, window, tile_first, tile_count);
 }
+
+// ---- decode GEMV ------------------------------------------------------------------------------
+#define GEMV_MAX_ROWS 4
+
+__device__ __forceinline__ float round_f16(float v) { return h2f(f2h(v)); }
+
+/// out[r][o] = x[r] · W[o] (+ bias[o]) for m ≤ 4 rows (decode), W fp16 [n][k]: one warp per output,
+/// each lane with four 16-byte weight loads in flight; x is rounded to fp16 as the GEMM path rounds
+/// it, and each output's summation order is fixed (independent of m). blockDim 256 = 8 outputs.
+extern "C" __global__ void gemv_f16(const half_t *w, const float *x, float *out, const float *bias, int m, int n, int k) {
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int o = blockIdx.x * 8 + warp;
+    if (o >= n) return;
+    const half_t *wr = w + (long long)o * k;
+    float acc[GEMV_MAX_ROWS];
+#pragma unroll
+    for (int r = 0; r < GEMV_MAX_ROWS; r++) acc[r] = 0;
+    if ((k & 7) == 0) {
+        int chunks = k / 8;
+        for (int c0 = lane; c0 < chunks; c0 += 128) {
+            uint4 raw[4];
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                int c = c0 + u * 32;
+                raw[u] = c < chunks ? ((const uint4 *)wr)[c] : make_uint4(0, 0, 0, 0);
+            }
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                int c = c0 + u * 32;
+                if (c >= chunks) break;
+                const half_t *hv = (const half_t *)&raw[u];
+                float wf[8];
+#pragma unroll
+                for (int e = 0; e < 8; e++) wf[e] = h2f(hv[e]);
+#pragma unroll
+                for (int r = 0; r < GEMV_MAX_ROWS; r++) {
+                    if (r >= m) break;
+                    const float4 *xp = (const float4 *)(x + (long long)r * k + (long long)c * 8);
+                    float4 a = xp[0], b = xp[1];
+                    acc[r] += wf[0] * round_f16(a.x) + wf[1] * round_f16(a.y) + wf[2] * round_f16(a.z) + wf[3] * round_f16(a.w)
+                            + wf[4] * round_f16(b.x) + wf[5] * round_f16(b.y) + wf[6] * round_f16(b.z) + wf[7] * round_f16(b.w);
+                }
+            }
+        }
+    } else {
+        for (int i = lane; i < k; i += 32) {
+            float wf = h2f(wr[i]);
+#pragma unroll
+            for (int r = 0; r < GEMV_MAX_ROWS; r++)
+                if (r < m) acc[r] += wf * round_f16(x[(long long)r * k + i]);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < GEMV_MAX_ROWS; r++) {
+        if (r >= m) break;
+        float s = warp_sum(acc[r]);
+        if (lane == 0) out[(long long)r * n + o] = s + (bias ? bias[o] : 0.0f);
+    }
+}
