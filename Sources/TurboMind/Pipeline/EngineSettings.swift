@@ -52,9 +52,11 @@ public struct EngineSettings: Sendable, Equatable {
         case let .cuda(backend):
             let model = try LlamaModel(backend: backend, config: source.config, weights: source.weights)
             return try Engine(model: model, tokenizer: source.tokenizer, config: config)
-        case .cpu:
+        case let .cpu(note):
             let model = try LlamaModel(backend: CPUBackend(threads: threads), config: source.config, weights: source.weights)
-            return try Engine(model: model, tokenizer: source.tokenizer, config: config)
+            // `auto` on a machine with a driver but something missing says why it is on the CPU.
+            let explain = note.flatMap { CUDARuntime.driverPresent ? [$0] : nil } ?? []
+            return try Engine(model: model, tokenizer: source.tokenizer, config: config, notices: explain)
         }
     }
 }

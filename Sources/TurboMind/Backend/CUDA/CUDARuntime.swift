@@ -169,6 +169,13 @@ public enum CUDARuntime {
         return d
     }
 
+    /// Whether an NVIDIA driver is installed (libcuda.so.1 loads), usable or not: `auto` falling back
+    /// to the CPU is worth a notice only then.
+    public static var driverPresent: Bool {
+        if case let .failure(error) = device(), case let .unavailable(why) = error, why.contains("libcuda.so.1") { return false }
+        return true
+    }
+
     /// Libraries found, one per line (check-env).
     public static var libraries: String { String(cString: ccuda_libraries()) }
     public static var nvrtcVersion: Int { Int(ccuda_nvrtc_version()) }
