@@ -261,29 +261,35 @@ static void *find_library(const char *const *names, char *found, size_t found_si
     return NULL;
 }
 
-static int open_compute_locked(void) {
+static int load_nvrtc_locked(void) {
     static const char *const nvrtc_names[] = {"libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so.11.2", "libnvrtc.so", NULL};
+    char found[4096];
+    if (libnvrtc) return 0;
+    void *nvrtc_library = find_library(nvrtc_names, found, sizeof found, 1);
+    if (!nvrtc_library)
+        return fail("NVRTC (libnvrtc.so) not found: install pip's nvidia-cuda-nvrtc or a CUDA toolkit, or set "
+                    "LMDEPLOY_CUDA_LIBS to the folder holding it");
+    SYM(nvrtc_library, nv, Version, "nvrtcVersion");
+    SYM(nvrtc_library, nv, CreateProgram, "nvrtcCreateProgram");
+    SYM(nvrtc_library, nv, CompileProgram, "nvrtcCompileProgram");
+    SYM(nvrtc_library, nv, GetProgramLogSize, "nvrtcGetProgramLogSize");
+    SYM(nvrtc_library, nv, GetProgramLog, "nvrtcGetProgramLog");
+    SYM(nvrtc_library, nv, GetCUBINSize, "nvrtcGetCUBINSize");
+    SYM(nvrtc_library, nv, GetCUBIN, "nvrtcGetCUBIN");
+    SYM(nvrtc_library, nv, DestroyProgram, "nvrtcDestroyProgram");
+    SYM(nvrtc_library, nv, GetErrorString, "nvrtcGetErrorString");
+    int a = 0, b = 0;
+    nv.Version(&a, &b);
+    nvrtc_version = a * 1000 + b * 10;
+    note("NVRTC: %s\n", found);
+    libnvrtc = nvrtc_library;
+    return 0;
+}
+
+static int open_compute_locked(void) {
     static const char *const cublas_names[] = {"libcublas.so.13", "libcublas.so.12", "libcublas.so.11", "libcublas.so", NULL};
     char found[4096];
-    if (!libnvrtc) {
-        libnvrtc = find_library(nvrtc_names, found, sizeof found, 1);
-        if (!libnvrtc)
-            return fail("NVRTC (libnvrtc.so) not found: install pip's nvidia-cuda-nvrtc or a CUDA toolkit, or set "
-                        "LMDEPLOY_CUDA_LIBS to the folder holding it");
-        note("NVRTC: %s\n", found);
-        SYM(libnvrtc, nv, Version, "nvrtcVersion");
-        SYM(libnvrtc, nv, CreateProgram, "nvrtcCreateProgram");
-        SYM(libnvrtc, nv, CompileProgram, "nvrtcCompileProgram");
-        SYM(libnvrtc, nv, GetProgramLogSize, "nvrtcGetProgramLogSize");
-        SYM(libnvrtc, nv, GetProgramLog, "nvrtcGetProgramLog");
-        SYM(libnvrtc, nv, GetCUBINSize, "nvrtcGetCUBINSize");
-        SYM(libnvrtc, nv, GetCUBIN, "nvrtcGetCUBIN");
-        SYM(libnvrtc, nv, DestroyProgram, "nvrtcDestroyProgram");
-        SYM(libnvrtc, nv, GetErrorString, "nvrtcGetErrorString");
-        int a = 0, b = 0;
-        nv.Version(&a, &b);
-        nvrtc_version = a * 1000 + b * 10;
-    }
+    if (load_nvrtc_locked()) return -1;
     if (!libcublas) {
         libcublas = find_library(cublas_names, found, sizeof found, 0);
         if (!libcublas)
@@ -302,6 +308,13 @@ static int open_compute_locked(void) {
     }
     compute_opened = 1;
     return 0;
+}
+
+int ccuda_open_nvrtc(void) {
+    pthread_mutex_lock(&lock);
+    int rc = load_nvrtc_locked();
+    pthread_mutex_unlock(&lock);
+    return rc;
 }
 
 int ccuda_open_compute(void) {
@@ -370,7 +383,7 @@ int ccuda_sync(void) {
 }
 
 int ccuda_compile(const char *source, const char *name, int arch, void **cubin, size_t *size) {
-    if (!compute_opened) return fail("NVRTC is not loaded (ccuda_open_compute was not called or failed)");
+    if (!libnvrtc) return fail("NVRTC is not loaded (ccuda_open_nvrtc was not called or failed)");
     nvrtcProgram prog;
     nvrtcResult r = nv.CreateProgram(&prog, source, name, 0, NULL, NULL);
     if (r) return fail("nvrtcCreateProgram: %s", nv.GetErrorString(r));

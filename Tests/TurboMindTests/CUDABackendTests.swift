@@ -35,6 +35,15 @@ let cudaUsable: Bool = (try? CUDABackend()) != nil
         }
     }
 
+    /// kernels.cu compiles for Ampere and Hopper wherever NVRTC is found, GPU or not (locally:
+    /// `pip install --target DIR nvidia-cuda-nvrtc` and LMDEPLOY_CUDA_LIBS=DIR/nvidia/cu13/lib).
+    @Test(.enabled(if: CUDARuntime.nvrtcPresent, "NVRTC not found (set LMDEPLOY_CUDA_LIBS): kernels.cu compile check skipped"),
+          arguments: [80, 90])
+    func kernelsCompileWithNVRTC(arch: Int) throws {
+        let size = try CUDARuntime.compileKernels(arch: arch)
+        #expect(size > 10_000, "a \(size)-byte cubin for sm_\(arch)")
+    }
+
     @Test(.enabled(if: cudaUsable, "no usable GPU (driver, NVRTC or cuBLAS missing): CUDA kernel checks skipped"))
     func cudaOpsMatchTheCPUBackend() async throws {
         let lines = LineLog()

@@ -20,6 +20,8 @@ int ccuda_open(int ordinal);
 /// Loads NVRTC and cuBLAS (searched in LD_LIBRARY_PATH, LMDEPLOY_CUDA_LIBS, CUDA_HOME,
 /// /usr/local/cuda and pip's nvidia-* wheels) and creates the cuBLAS handle. 0 or -1.
 int ccuda_open_compute(void);
+/// Loads NVRTC alone (no driver or GPU needed): enough to compile kernels. 0 or -1.
+int ccuda_open_nvrtc(void);
 /// The last error of this thread, or "".
 const char *ccuda_error(void);
 /// Where each library was found (or why not), one per line, for check-env.

@@ -176,6 +176,20 @@ public enum CUDARuntime {
         return true
     }
 
+    /// Compiles the embedded kernels for sm_`arch` with NVRTC alone (no GPU needed) and returns the
+    /// cubin's size, or why not: lets machines without a GPU check that kernels.cu compiles.
+    public static func compileKernels(arch: Int) throws -> Int {
+        guard ccuda_open_nvrtc() == 0 else { throw CUDAError.unavailable(String(cString: ccuda_error())) }
+        var cubin: UnsafeMutableRawPointer?
+        var size = 0
+        try cudaCheck(ccuda_compile(kernelSource, "kernels.cu", Int32(arch), &cubin, &size))
+        free(cubin)
+        return size
+    }
+
+    /// Whether NVRTC can be loaded here (with or without a GPU).
+    public static var nvrtcPresent: Bool { ccuda_open_nvrtc() == 0 }
+
     /// Libraries found, one per line (check-env).
     public static var libraries: String { String(cString: ccuda_libraries()) }
     public static var nvrtcVersion: Int { Int(ccuda_nvrtc_version()) }
