@@ -28,11 +28,15 @@ let package = Package(
             cSettings: [.unsafeFlags(["-O3", "-fno-math-errno"])],
             linkerSettings: [.linkedLibrary("openblas"), .linkedLibrary("pthread"), .linkedLibrary("m")]
         ),
+        // CUDA through dlopen (libcuda, NVRTC, cuBLAS): builds and runs with no CUDA installed.
+        .target(name: "CCUDA", path: "Sources/CCUDA", linkerSettings: [.linkedLibrary("dl"), .linkedLibrary("pthread")]),
         .target(name: "Tokenizers", path: "Sources/Tokenizers"),
         .target(
             name: "TurboMind",
-            dependencies: ["CKernels", "CBLAS", "Tokenizers", .product(name: "Logging", package: "swift-log")],
-            path: "Sources/TurboMind"
+            dependencies: ["CKernels", "CBLAS", "CCUDA", "Tokenizers", .product(name: "Logging", package: "swift-log")],
+            path: "Sources/TurboMind",
+            // The CUDA kernels' source, compiled by NVRTC at run time.
+            resources: [.embedInCode("Backend/CUDA/kernels.cu")]
         ),
         .target(name: "Lite", dependencies: ["TurboMind", "Tokenizers"], path: "Sources/Lite"),
         // The OpenAI-compatible HTTP server (Hummingbird) and its terminal client: no kernels, no model code.

@@ -32,6 +32,10 @@ struct EngineOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Compute threads (0 = all cores).")
     var threads: Int = 0
 
+    @Option(parsing: .unconditional,
+            help: "Where the engine computes: cpu, cuda (an NVIDIA GPU; an error when none is usable) or auto (CUDA when found, else the CPU).")
+    var device: String = "auto"
+
     func validate() throws {
         if let v = sessionLen, v < 16 { throw ValidationError("--session-len must be at least 16, got \(v)") }
         if let v = maxBatchSize, v < 1 { throw ValidationError("--max-batch-size must be at least 1, got \(v)") }
@@ -39,12 +43,15 @@ struct EngineOptions: ParsableArguments {
         if let v = cacheMaxEntryCount, !(v > 0 && v.isFinite) { throw ValidationError("--cache-max-entry-count must be a positive number, got \(v)") }
         if let v = cacheBlockSeqLen, v < 1 { throw ValidationError("--cache-block-seq-len must be at least 1, got \(v)") }
         if let v = quantPolicy, ![0, 4, 8].contains(v) { throw ValidationError("--quant-policy must be 0, 4 or 8, got \(v)") }
+        guard DeviceChoice(rawValue: device) != nil else {
+            throw ValidationError("--device must be cpu, cuda or auto, got '\(device)'")
+        }
         guard threads >= 0 else { throw ValidationError("--threads must be ≥ 0 (0 = all cores), got \(threads)") }
     }
 
     var settings: EngineSettings {
         EngineSettings(sessionLen: sessionLen, maxBatchSize: maxBatchSize, maxPrefillTokenNum: maxPrefillTokenNum,
                        cacheMaxEntryCount: cacheMaxEntryCount, cacheBlockSeqLen: cacheBlockSeqLen, quantPolicy: quantPolicy,
-                       threads: threads)
+                       threads: threads, device: DeviceChoice(rawValue: device) ?? .auto)
     }
 }

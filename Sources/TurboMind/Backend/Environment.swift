@@ -31,26 +31,30 @@ public enum EnvironmentReport {
         return nil
     }
 
-    /// "found: driver 13.0, 1 device(s)" or why not.
+    /// The driver and device, then NVRTC, cuBLAS and the kernels, or what is missing (through the
+    /// CCUDA shim: the same dlopen path the backend takes).
     static func cudaDriver() -> String {
-        guard let lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL) else {
-            return "not found (no libcuda.so.1: no NVIDIA driver on this machine)"
+        switch CUDARuntime.device() {
+        case let .failure(error):
+            if case let .unavailable(why) = error, why.contains("libcuda.so.1") {
+                return "not found (no libcuda.so.1: no NVIDIA driver on this machine); --device auto uses the CPU"
+            }
+            return "not usable (\(error)); --device auto uses the CPU"
+        case let .success(d):
+            var text = String(format: "found: %@, sm_%d, %d SMs, %.1f GiB (%.1f free), driver %d.%d, %d device(s)", d.name,
+                              d.computeCapability, d.multiprocessors, Double(d.total) / Double(1 << 30), Double(d.free) / Double(1 << 30),
+                              d.driverVersion / 1000, d.driverVersion % 1000 / 10, d.deviceCount)
+            do {
+                _ = try CUDARuntime.openCompute()
+                text += String(format: "\n  NVRTC %d.%d, cuBLAS %d", CUDARuntime.nvrtcVersion / 1000, CUDARuntime.nvrtcVersion % 1000 / 10,
+                               CUDARuntime.cublasVersion)
+                for line in CUDARuntime.libraries.split(separator: "\n") { text += "\n  \(line)" }
+                let backend = try CUDABackend()
+                text += "\n  kernels: \(backend.kernelOrigin)"
+            } catch {
+                text += "\n  but \(error): --device cuda cannot run; --device auto uses the CPU"
+            }
+            return text
         }
-        defer { dlclose(lib) }
-        typealias InitFn = @convention(c) (UInt32) -> Int32
-        typealias IntOutFn = @convention(c) (UnsafeMutablePointer<Int32>) -> Int32
-        guard let initSym = dlsym(lib, "cuInit"), let versionSym = dlsym(lib, "cuDriverGetVersion"),
-              let countSym = dlsym(lib, "cuDeviceGetCount") else {
-            return "libcuda.so.1 found but incomplete"
-        }
-        let cuInit = unsafeBitCast(initSym, to: InitFn.self)
-        let getVersion = unsafeBitCast(versionSym, to: IntOutFn.self)
-        let getCount = unsafeBitCast(countSym, to: IntOutFn.self)
-        var version: Int32 = 0, count: Int32 = 0
-        _ = getVersion(&version)
-        let status = cuInit(0)
-        guard status == 0 else { return "driver \(version / 1000).\(version % 1000 / 10) found, cuInit failed (error \(status))" }
-        _ = getCount(&count)
-        return "found: driver \(version / 1000).\(version % 1000 / 10), \(count) device(s)"
     }
 }

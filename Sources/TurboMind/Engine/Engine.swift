@@ -57,8 +57,9 @@ public final class Engine<B: Backend>: InferenceEngine, @unchecked Sendable {
     private var waiting: [Request] = []
     private var active: [Request] = []
 
+    /// `notices`: what the caller adjusted before starting (a device fallback), shown before the engine's own.
     public init(model: LlamaModel<B>, tokenizer: Tokenizer? = nil, config: EngineConfig = EngineConfig(),
-                observer: ForwardObserver? = nil) throws {
+                observer: ForwardObserver? = nil, notices: [String] = []) throws {
         try config.validate()
         self.model = model
         self.tokenizer = tokenizer
@@ -66,7 +67,7 @@ public final class Engine<B: Backend>: InferenceEngine, @unchecked Sendable {
         self.observer = observer
         let perBlock = model.kvLayout(blockSize: config.cacheBlockSeqLen, blockCount: 1, type: config.kvCacheType).bytesPerBlock
         let budget = try config.blockBudget(bytesPerBlock: perBlock, memory: model.backend.memoryInfo())
-        notices = budget.notices
+        self.notices = notices + budget.notices
         layout = model.kvLayout(blockSize: config.cacheBlockSeqLen, blockCount: budget.blocks, type: config.kvCacheType)
         cache = try model.backend.makeKVCache(layout)
         chunkSize = config.maxPrefillTokenNum

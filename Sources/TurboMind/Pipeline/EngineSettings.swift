@@ -13,9 +13,11 @@ public struct EngineSettings: Sendable, Equatable {
     public var quantPolicy: Int?
     /// Compute threads (0 = all cores).
     public var threads: Int
+    /// The backend: the CPU, CUDA, or CUDA when found (auto).
+    public var device: DeviceChoice
 
     public init(sessionLen: Int? = nil, maxBatchSize: Int? = nil, maxPrefillTokenNum: Int? = nil, cacheMaxEntryCount: Double? = nil,
-                cacheBlockSeqLen: Int? = nil, quantPolicy: Int? = nil, threads: Int = 0) {
+                cacheBlockSeqLen: Int? = nil, quantPolicy: Int? = nil, threads: Int = 0, device: DeviceChoice = .auto) {
         self.sessionLen = sessionLen
         self.maxBatchSize = maxBatchSize
         self.maxPrefillTokenNum = maxPrefillTokenNum
@@ -23,6 +25,7 @@ public struct EngineSettings: Sendable, Equatable {
         self.cacheBlockSeqLen = cacheBlockSeqLen
         self.quantPolicy = quantPolicy
         self.threads = threads
+        self.device = device
     }
 
     /// The engine config for `source`: settings first, then its workspace's config.ini, then defaults.
@@ -40,11 +43,20 @@ public struct EngineSettings: Sendable, Equatable {
         return config
     }
 
-    /// Starts an engine on `source` with the CPU backend; `adjust` edits the resolved config first.
+    /// Starts an engine on `source` with the backend `device` resolves to; `adjust` edits the
+    /// resolved config first.
     public func launch(_ source: ModelSource, adjust: (inout EngineConfig) -> Void = { _ in }) throws -> any InferenceEngine {
         var config = try config(for: source)
         adjust(&config)
-        let model = try LlamaModel(backend: CPUBackend(threads: threads), config: source.config, weights: source.weights)
-        return try Engine(model: model, tokenizer: source.tokenizer, config: config)
+        switch try device.resolve() {
+        case let .cuda(backend):
+            let model = try LlamaModel(backend: backend, config: source.config, weights: source.weights)
+            return try Engine(model: model, tokenizer: source.tokenizer, config: config)
+        case let .cpu(note):
+            let model = try LlamaModel(backend: CPUBackend(threads: threads), config: source.config, weights: source.weights)
+            // `auto` on a machine with a driver but something missing says why it is on the CPU.
+            let explain = note.flatMap { CUDARuntime.driverPresent ? [$0] : nil } ?? []
+            return try Engine(model: model, tokenizer: source.tokenizer, config: config, notices: explain)
+        }
     }
 }

@@ -1,0 +1,45 @@
+// `--device` on the command line and `lmdeploy selftest`: on a machine without a usable GPU (CI)
+// check-env says CUDA is not found, `--device cuda` fails with the reason, `auto` runs on the CPU and
+// the selftest reports its CUDA checks as skipped. On a GPU machine the same commands use it.
+import Foundation
+import Testing
+import TurboMind
+
+let gpuUsable: Bool = (try? CUDABackend()) != nil
+
+@Suite struct DeviceCLITests {
+    @Test func checkEnvReportsCUDA() throws {
+        let r = try CLI.run(["check-env"])
+        #expect(r.status == 0)
+        let row = r.stdout.split(separator: "\n").first { $0.hasPrefix("CUDA") }.map(String.init) ?? ""
+        if gpuUsable {
+            #expect(row.contains("found:"), "\(row)")
+        } else {
+            #expect(row.contains("not found") || row.contains("not usable"), "\(row)")
+        }
+    }
+
+    @Test func deviceFlagChoosesTheBackend() throws {
+        let args = ["bench", CLI.model, "--input-len", "6", "--output-len", "2", "--runs", "1"]
+        let auto = try CLI.run(args + ["--device", "auto"])
+        #expect(auto.status == 0, "stderr: \(auto.stderr)")
+        #expect(auto.stdout.contains(gpuUsable ? "\"backend\":\"CUDA" : "\"backend\":\"CPU"), "\(auto.stdout)")
+        let cuda = try CLI.run(args + ["--device", "cuda"])
+        if gpuUsable {
+            #expect(cuda.status == 0 && cuda.stdout.contains("\"backend\":\"CUDA"), "stderr: \(cuda.stderr)")
+        } else {
+            #expect(cuda.status != 0 && cuda.stderr.contains("CUDA is not available"), "stderr: \(cuda.stderr)")
+        }
+        let bad = try CLI.run(args + ["--device", "gpu"])
+        #expect(bad.status != 0 && bad.stderr.contains("--device must be cpu, cuda or auto"), "stderr: \(bad.stderr)")
+    }
+
+    @Test(.enabled(if: !gpuUsable, "a usable GPU is present: the selftest runs instead (see CUDABackendTests)"))
+    func selftestSkipsWithoutAGPU() throws {
+        let auto = try CLI.run(["selftest", "--device", "auto"])
+        #expect(auto.status == 0)
+        #expect(auto.stdout.contains("SKIP all CUDA checks") && auto.stdout.contains("0 passed, 0 failed, 1 skipped"), "\(auto.stdout)")
+        let cuda = try CLI.run(["selftest", "--device", "cuda"])
+        #expect(cuda.status != 0 && cuda.stderr.contains("CUDA is not available"), "stderr: \(cuda.stderr)")
+    }
+}
