@@ -14,6 +14,6 @@ struct LMDeploy: AsyncParsableCommand {
         Check the environment:        lmdeploy check-env
         """,
         version: LMDeployVersion.string,
-        subcommands: [Chat.self, Convert.self, Bench.self, CheckEnv.self, Tokenize.self, List.self]
+        subcommands: [Chat.self, Convert.self, Lite.self, Bench.self, CheckEnv.self, Tokenize.self, List.self]
     )
 }
