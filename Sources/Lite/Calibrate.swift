@@ -36,8 +36,10 @@ public enum Calibration {
         guard let longest = windows.map(\.count).max(), longest > 0 else {
             throw CalibrationError.invalidOption("no calibration windows to run")
         }
+        // An fp32 cache: the statistics are of the model's own arithmetic, not of fp16-rounded K/V
+        // (one window's cache, small next to the weights).
         let engine = try Engine(model: model, config: EngineConfig(sessionLen: longest + 1, maxBatchSize: 1, maxPrefillTokenNum: max(1, batchTokens),
-                                                                   cacheMaxEntryCount: 1), observer: stats)
+                                                                   cacheMaxEntryCount: 1, kvCacheType: .f32), observer: stats)
         defer { engine.shutdown() }
         // Nothing is generated: the last prompt token is the engine's one decode row, so every
         // token of the window passes through every layer exactly once.

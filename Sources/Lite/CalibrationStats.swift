@@ -96,6 +96,18 @@ public struct CalibratedModel: Codable, Sendable, Equatable {
         case sizePerHead = "size_per_head", interSize = "inter_size", vocabSize = "vocab_size"
     }
 
+    public init(architecture: String, numLayer: Int, hiddenSize: Int, headNum: Int, kvHeadNum: Int, sizePerHead: Int,
+                interSize: Int, vocabSize: Int) {
+        self.architecture = architecture
+        self.numLayer = numLayer
+        self.hiddenSize = hiddenSize
+        self.headNum = headNum
+        self.kvHeadNum = kvHeadNum
+        self.sizePerHead = sizePerHead
+        self.interSize = interSize
+        self.vocabSize = vocabSize
+    }
+
     public init(_ c: ModelConfig) {
         architecture = c.architecture.rawValue
         numLayer = c.numHiddenLayers
