@@ -73,6 +73,19 @@ public enum KVQParams {
         }
         let files = try self.files(stats, symmetric: symmetric, tp: tp)
         for (name, values) in files { try DurableFile.write(floats: values, to: turbomindDir.appendingPathComponent(name)) }
+        // Ranks beyond this run's, left by an earlier run with a larger --num-tp, would be read as
+        // part of these parameters: remove them.
+        let fm = FileManager.default
+        for l in 0..<stats.model.numLayer {
+            var r = tp
+            while true {
+                let stale = [KVQuantParameters.perLayerFileName(layer: l, rank: r), KVQuantParameters.perHeadFileName(layer: l, rank: r)]
+                    .map { turbomindDir.appendingPathComponent($0) }.filter { fm.fileExists(atPath: $0.path) }
+                if stale.isEmpty { break }
+                for url in stale { try fm.removeItem(at: url) }
+                r += 1
+            }
+        }
         return files.map(\.name)
     }
 }

@@ -66,6 +66,12 @@ func readFloats(_ url: URL) throws -> [Float] {
                 }
             }
         }
+        // A second run with fewer ranks leaves no stale rank files behind.
+        if tp == 3 {
+            try KVQParams.run(workDir: work, turbomindDir: weights, symmetric: symmetric, tp: 1)
+            #expect(try FileManager.default.contentsOfDirectory(atPath: weights.path).filter { $0.contains(".1.weight") || $0.contains(".2.weight") }.isEmpty)
+            try KVQParams.run(workDir: work, turbomindDir: weights, symmetric: symmetric, tp: 3)
+        }
         // The engine reads the per-head files first, and lmdeploy's files (mapped onto each rank's heads) without them.
         let perHead = try KVQuantParameters.load(directory: weights, layers: 2, kvHeads: 6)
         #expect(perHead.granularity == .perHead)
