@@ -103,11 +103,10 @@ CK_TARGET_AVX512 static float softmax_exp512(float *scores, int n, float mx) {
 #endif
 
 #if CK_HAVE_X86
-/// 16 K or V elements at element offset `off` of a pool of fp32 (kind 0), fp16 (1) or int8 (2,
-/// dequantized with scale s and zero point z).
-CK_TARGET_AVX512 CK_INLINE __m512 kv_load16(const void *pool, size_t off, int kind, __m512 s, __m512 z) {
-    if (kind == 2)
-        return _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)((const int8_t *)pool + off)))), s, z);
+/// 16 K or V elements at element offset `off` of a pool of fp32 (kind 0), fp16 (1) or int8 (2:
+/// the codes as floats; the callers apply the head's scale and zero point, see head_avx512_t).
+CK_TARGET_AVX512 CK_INLINE __m512 kv_load16(const void *pool, size_t off, int kind) {
+    if (kind == 2) return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)((const int8_t *)pool + off))));
     return kind ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)pool + off)))
                 : _mm512_loadu_ps((const float *)pool + off);
 }
@@ -122,18 +121,25 @@ CK_TARGET_AVX512 CK_INLINE void head_avx512_t(const float *q, const void *k_pool
                                               int block_size, const int32_t *blocks, int kv_offset, int p0, int n, int d,
                                               float scale, float *scores, float *o, int f16, float *ml, const float *qp) {
     const int nv = d / 16;
-    const __m512 ks = _mm512_set1_ps(qp[0]), kz = _mm512_set1_ps(qp[1]), vs = _mm512_set1_ps(qp[2]), vz = _mm512_set1_ps(qp[3]);
+    // int8 (kind 2): q·(s·k + z) = (s·q)·k + z·Σq and Σ p·(s·v + z) = s·Σ p·v + z·Σ p, so a head's
+    // scale and zero point cost one multiply per score and per output, not one per element.
     __m512 qv[16], ov[16];
+    float kbias = 0;
     for (int c = 0; c < nv; c++) {
         qv[c] = _mm512_loadu_ps(q + 16 * c);
         ov[c] = _mm512_setzero_ps();
+        if (f16 == 2) {
+            kbias += _mm512_reduce_add_ps(qv[c]);
+            qv[c] = _mm512_mul_ps(qv[c], _mm512_set1_ps(qp[0]));
+        }
     }
+    kbias *= qp[1];
     float mx = -INFINITY;
     for (int p = p0; p < n; p++) {
         size_t k = ((size_t)blocks[p / block_size] * block_size + p % block_size) * kv_stride + kv_offset;
         __m512 acc = _mm512_setzero_ps();
-        for (int c = 0; c < nv; c++) acc = _mm512_fmadd_ps(qv[c], kv_load16(k_pool, k + 16 * c, f16, ks, kz), acc);
-        float sc = _mm512_reduce_add_ps(acc) * scale;
+        for (int c = 0; c < nv; c++) acc = _mm512_fmadd_ps(qv[c], kv_load16(k_pool, k + 16 * c, f16), acc);
+        float sc = (f16 == 2 ? _mm512_reduce_add_ps(acc) + kbias : _mm512_reduce_add_ps(acc)) * scale;
         scores[p - p0] = sc;
         if (sc > mx) mx = sc;
     }
@@ -141,8 +147,10 @@ CK_TARGET_AVX512 CK_INLINE void head_avx512_t(const float *q, const void *k_pool
     for (int p = p0; p < n; p++) {
         size_t v = ((size_t)blocks[p / block_size] * block_size + p % block_size) * kv_stride + kv_offset;
         __m512 w = _mm512_set1_ps(scores[p - p0]);
-        for (int c = 0; c < nv; c++) ov[c] = _mm512_fmadd_ps(w, kv_load16(v_pool, v + 16 * c, f16, vs, vz), ov[c]);
+        for (int c = 0; c < nv; c++) ov[c] = _mm512_fmadd_ps(w, kv_load16(v_pool, v + 16 * c, f16), ov[c]);
     }
+    if (f16 == 2)
+        for (int c = 0; c < nv; c++) ov[c] = _mm512_fmadd_ps(ov[c], _mm512_set1_ps(qp[2]), _mm512_set1_ps(qp[3] * sum));
     float inv = ml ? 1.0f : 1.0f / sum;   // a partial (split context) keeps Σ p·V unnormalised, with its max and sum
     if (ml) { ml[0] = mx; ml[1] = sum; }
     for (int c = 0; c < nv; c++) _mm512_storeu_ps(o + 16 * c, _mm512_mul_ps(ov[c], _mm512_set1_ps(inv)));
@@ -165,39 +173,49 @@ CK_TARGET_AVX512 CK_INLINE void group_avx512_t(const float *q, int G, const void
                                                int block_size, const int32_t *blocks, int kv_offset, int p0, int n, int d,
                                                float scale, float *scores, float *o, int f16, float *ml, const float *qp) {
     const int nv = d / 16, m = n - p0;
-    const __m512 ks = _mm512_set1_ps(qp[0]), kz = _mm512_set1_ps(qp[1]), vs = _mm512_set1_ps(qp[2]), vz = _mm512_set1_ps(qp[3]);
     __m512 qv[12], ov[12];
-    for (int g = 0; g < G; g++)
+    float kbias[4] = {0, 0, 0, 0};   // int8: as head_avx512_t, per query head of the group
+    for (int g = 0; g < G; g++) {
         for (int c = 0; c < nv; c++) {
             qv[g * nv + c] = _mm512_loadu_ps(q + g * d + 16 * c);
             ov[g * nv + c] = _mm512_setzero_ps();
+            if (f16 == 2) {
+                kbias[g] += _mm512_reduce_add_ps(qv[g * nv + c]);
+                qv[g * nv + c] = _mm512_mul_ps(qv[g * nv + c], _mm512_set1_ps(qp[0]));
+            }
         }
+        kbias[g] *= qp[1];
+    }
     float mx[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
     for (int p = p0; p < n; p++) {
         size_t k = ((size_t)blocks[p / block_size] * block_size + p % block_size) * kv_stride + kv_offset;
         __m512 kc[16];
-        for (int c = 0; c < nv; c++) kc[c] = kv_load16(k_pool, k + 16 * c, f16, ks, kz);
+        for (int c = 0; c < nv; c++) kc[c] = kv_load16(k_pool, k + 16 * c, f16);
         for (int g = 0; g < G; g++) {
             __m512 acc = _mm512_setzero_ps();
             for (int c = 0; c < nv; c++) acc = _mm512_fmadd_ps(qv[g * nv + c], kc[c], acc);
-            float sc = _mm512_reduce_add_ps(acc) * scale;
+            float sc = (f16 == 2 ? _mm512_reduce_add_ps(acc) + kbias[g] : _mm512_reduce_add_ps(acc)) * scale;
             scores[g * m + p - p0] = sc;
             if (sc > mx[g]) mx[g] = sc;
         }
     }
-    float inv[4];
+    float inv[4], sums[4];
     for (int g = 0; g < G; g++) {
-        float sum = softmax_exp512(scores + g * m, m, mx[g]);
+        float sum = sums[g] = softmax_exp512(scores + g * m, m, mx[g]);
         inv[g] = ml ? 1.0f : 1.0f / sum;   // a partial keeps Σ p·V unnormalised, with its max and sum
         if (ml) { ml[2 * g] = mx[g]; ml[2 * g + 1] = sum; }
     }
     for (int p = p0; p < n; p++) {
         size_t v = ((size_t)blocks[p / block_size] * block_size + p % block_size) * kv_stride + kv_offset;
         for (int c = 0; c < nv; c++) {
-            __m512 vc = kv_load16(v_pool, v + 16 * c, f16, vs, vz);
+            __m512 vc = kv_load16(v_pool, v + 16 * c, f16);
             for (int g = 0; g < G; g++) ov[g * nv + c] = _mm512_fmadd_ps(_mm512_set1_ps(scores[g * m + p - p0]), vc, ov[g * nv + c]);
         }
     }
+    if (f16 == 2)
+        for (int g = 0; g < G; g++)
+            for (int c = 0; c < nv; c++)
+                ov[g * nv + c] = _mm512_fmadd_ps(ov[g * nv + c], _mm512_set1_ps(qp[2]), _mm512_set1_ps(qp[3] * sums[g]));
     for (int g = 0; g < G; g++)
         for (int c = 0; c < nv; c++) _mm512_storeu_ps(o + g * d + 16 * c, _mm512_mul_ps(ov[g * nv + c], _mm512_set1_ps(inv[g])));
 }
