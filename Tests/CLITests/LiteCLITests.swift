@@ -39,5 +39,7 @@ import Testing
         #expect(bits.status == 64 && bits.stderr.contains("--kv-bits"), "\(bits.stderr)")
         let hf = try CLI.run(["lite", "perplexity", CLI.model, "--dataset", "/usr/share/common-licenses/GPL-3", "--quant-policy", "4"])
         #expect(hf.status == 1 && hf.stderr.contains("--kv-params"), "\(hf.stderr)")
+        let unused = try CLI.run(["lite", "perplexity", CLI.model, "--dataset", "/usr/share/common-licenses/GPL-3", "--kv-params", "/tmp"])
+        #expect(unused.status == 1 && unused.stderr.contains("--quant-policy 4"), "\(unused.stderr)")
     }
 }

@@ -105,8 +105,8 @@ import Tokenizers
         let ids = try JSONSerialization.jsonObject(with: Data(contentsOf: liteFixtures.appendingPathComponent("smollm2/gpl3-ids-transformers.json"))) as! [Int]
         let window = ref["window"] as! Int
         func engine(_ policy: Int) throws -> any InferenceEngine {
-            try EngineSettings(sessionLen: window + 1, maxBatchSize: 4, cacheMaxEntryCount: 4, quantPolicy: policy, kvParamsDirectory: weights.path)
-                .launch(source)
+            try EngineSettings(sessionLen: window + 1, maxBatchSize: 4, cacheMaxEntryCount: 4, quantPolicy: policy,
+                               kvParamsDirectory: policy == 4 ? weights.path : nil).launch(source)
         }
         let fp16 = try engine(0), int8 = try engine(4)
         defer { fp16.shutdown(); int8.shutdown() }

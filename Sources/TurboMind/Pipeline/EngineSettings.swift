@@ -51,6 +51,8 @@ public struct EngineSettings: Sendable, Equatable {
             }
             config.kvQuantParameters = try KVQuantParameters.load(directory: directory, layers: source.config.numHiddenLayers,
                                                                   kvHeads: source.config.numKeyValueHeads)
+        } else if let kvParamsDirectory {
+            throw EngineError.invalidConfig("--kv-params \(kvParamsDirectory) applies to the int8 KV cache only: add --quant-policy 4 (or set quant_policy = 4 in config.ini)")
         }
         return config
     }
