@@ -2,8 +2,9 @@
 // dispatch. A sequence's K/V rows live in fixed-size blocks of a shared pool, found through its
 // block table. One task per (sequence, query token, head): scores = q·K[lo..pos] * scale,
 // softmax, out = Σ p·V, where lo = 0 (full attention) or pos - window + 1 (sliding window).
-// K and V are stored fp32 or fp16 (the cache's element type, CK_F32 / CK_F16) and widened as
-// they are read. Each task's arithmetic depends only on its own sequence, so outputs do not
+// K and V are stored fp32, fp16 or int8 (the cache's element type, CK_F32 / CK_F16 / CK_I8) and
+// widened as they are read; int8 elements are dequantized on the way (q·scale + zero, the scale
+// and zero point of their layer and KV head), so the quantized cache never exists as floats. Each task's arithmetic depends only on its own sequence, so outputs do not
 // change with the batch around them.
 #include "ckernels.h"
 #include "convert.h"
@@ -102,10 +103,12 @@ CK_TARGET_AVX512 static float softmax_exp512(float *scores, int n, float mx) {
 #endif
 
 #if CK_HAVE_X86
-/// 16 K or V elements at element offset `off` of a pool of fp32 (f16 = 0) or fp16 (f16 = 1).
-CK_TARGET_AVX512 CK_INLINE __m512 kv_load16(const void *pool, size_t off, int f16) {
-    return f16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)pool + off)))
-               : _mm512_loadu_ps((const float *)pool + off);
+/// 16 K or V elements at element offset `off` of a pool of fp32 (kind 0), fp16 (1) or int8 (2:
+/// the codes as floats; the callers apply the head's scale and zero point, see head_avx512_t).
+CK_TARGET_AVX512 CK_INLINE __m512 kv_load16(const void *pool, size_t off, int kind) {
+    if (kind == 2) return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)((const int8_t *)pool + off))));
+    return kind ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)pool + off)))
+                : _mm512_loadu_ps((const float *)pool + off);
 }
 #endif
 
@@ -116,19 +119,27 @@ CK_TARGET_AVX512 CK_INLINE __m512 kv_load16(const void *pool, size_t off, int f1
 // softmax uses the vector exp. Needs head_dim a multiple of 16, at most 256.
 CK_TARGET_AVX512 CK_INLINE void head_avx512_t(const float *q, const void *k_pool, const void *v_pool, int kv_stride,
                                               int block_size, const int32_t *blocks, int kv_offset, int p0, int n, int d,
-                                              float scale, float *scores, float *o, int f16, float *ml) {
+                                              float scale, float *scores, float *o, int f16, float *ml, const float *qp) {
     const int nv = d / 16;
+    // int8 (kind 2): q·(s·k + z) = (s·q)·k + z·Σq and Σ p·(s·v + z) = s·Σ p·v + z·Σ p, so a head's
+    // scale and zero point cost one multiply per score and per output, not one per element.
     __m512 qv[16], ov[16];
+    float kbias = 0;
     for (int c = 0; c < nv; c++) {
         qv[c] = _mm512_loadu_ps(q + 16 * c);
         ov[c] = _mm512_setzero_ps();
+        if (f16 == 2) {
+            kbias += _mm512_reduce_add_ps(qv[c]);
+            qv[c] = _mm512_mul_ps(qv[c], _mm512_set1_ps(qp[0]));
+        }
     }
+    kbias *= qp[1];
     float mx = -INFINITY;
     for (int p = p0; p < n; p++) {
         size_t k = ((size_t)blocks[p / block_size] * block_size + p % block_size) * kv_stride + kv_offset;
         __m512 acc = _mm512_setzero_ps();
         for (int c = 0; c < nv; c++) acc = _mm512_fmadd_ps(qv[c], kv_load16(k_pool, k + 16 * c, f16), acc);
-        float sc = _mm512_reduce_add_ps(acc) * scale;
+        float sc = (f16 == 2 ? _mm512_reduce_add_ps(acc) + kbias : _mm512_reduce_add_ps(acc)) * scale;
         scores[p - p0] = sc;
         if (sc > mx) mx = sc;
     }
@@ -138,15 +149,18 @@ CK_TARGET_AVX512 CK_INLINE void head_avx512_t(const float *q, const void *k_pool
         __m512 w = _mm512_set1_ps(scores[p - p0]);
         for (int c = 0; c < nv; c++) ov[c] = _mm512_fmadd_ps(w, kv_load16(v_pool, v + 16 * c, f16), ov[c]);
     }
+    if (f16 == 2)
+        for (int c = 0; c < nv; c++) ov[c] = _mm512_fmadd_ps(ov[c], _mm512_set1_ps(qp[2]), _mm512_set1_ps(qp[3] * sum));
     float inv = ml ? 1.0f : 1.0f / sum;   // a partial (split context) keeps Σ p·V unnormalised, with its max and sum
     if (ml) { ml[0] = mx; ml[1] = sum; }
     for (int c = 0; c < nv; c++) _mm512_storeu_ps(o + 16 * c, _mm512_mul_ps(ov[c], _mm512_set1_ps(inv)));
 }
 CK_TARGET_AVX512 static void head_avx512(const float *q, const void *k_pool, const void *v_pool, int kv_stride,
                                          int block_size, const int32_t *blocks, int kv_offset, int p0, int n, int d,
-                                         float scale, float *scores, float *o, int f16, float *ml) {
-    if (f16) head_avx512_t(q, k_pool, v_pool, kv_stride, block_size, blocks, kv_offset, p0, n, d, scale, scores, o, 1, ml);
-    else head_avx512_t(q, k_pool, v_pool, kv_stride, block_size, blocks, kv_offset, p0, n, d, scale, scores, o, 0, ml);
+                                         float scale, float *scores, float *o, int kind, float *ml, const float *qp) {
+    if (kind == 2) head_avx512_t(q, k_pool, v_pool, kv_stride, block_size, blocks, kv_offset, p0, n, d, scale, scores, o, 2, ml, qp);
+    else if (kind) head_avx512_t(q, k_pool, v_pool, kv_stride, block_size, blocks, kv_offset, p0, n, d, scale, scores, o, 1, ml, qp);
+    else head_avx512_t(q, k_pool, v_pool, kv_stride, block_size, blocks, kv_offset, p0, n, d, scale, scores, o, 0, ml, qp);
 }
 #endif
 
@@ -157,14 +171,21 @@ CK_TARGET_AVX512 static void head_avx512(const float *q, const void *k_pool, con
 // Needs G × head_dim / 16 ≤ 12 (q and output of the whole group live in registers).
 CK_TARGET_AVX512 CK_INLINE void group_avx512_t(const float *q, int G, const void *k_pool, const void *v_pool, int kv_stride,
                                                int block_size, const int32_t *blocks, int kv_offset, int p0, int n, int d,
-                                               float scale, float *scores, float *o, int f16, float *ml) {
+                                               float scale, float *scores, float *o, int f16, float *ml, const float *qp) {
     const int nv = d / 16, m = n - p0;
     __m512 qv[12], ov[12];
-    for (int g = 0; g < G; g++)
+    float kbias[4] = {0, 0, 0, 0};   // int8: as head_avx512_t, per query head of the group
+    for (int g = 0; g < G; g++) {
         for (int c = 0; c < nv; c++) {
             qv[g * nv + c] = _mm512_loadu_ps(q + g * d + 16 * c);
             ov[g * nv + c] = _mm512_setzero_ps();
+            if (f16 == 2) {
+                kbias[g] += _mm512_reduce_add_ps(qv[g * nv + c]);
+                qv[g * nv + c] = _mm512_mul_ps(qv[g * nv + c], _mm512_set1_ps(qp[0]));
+            }
         }
+        kbias[g] *= qp[1];
+    }
     float mx[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
     for (int p = p0; p < n; p++) {
         size_t k = ((size_t)blocks[p / block_size] * block_size + p % block_size) * kv_stride + kv_offset;
@@ -173,14 +194,14 @@ CK_TARGET_AVX512 CK_INLINE void group_avx512_t(const float *q, int G, const void
         for (int g = 0; g < G; g++) {
             __m512 acc = _mm512_setzero_ps();
             for (int c = 0; c < nv; c++) acc = _mm512_fmadd_ps(qv[g * nv + c], kc[c], acc);
-            float sc = _mm512_reduce_add_ps(acc) * scale;
+            float sc = (f16 == 2 ? _mm512_reduce_add_ps(acc) + kbias[g] : _mm512_reduce_add_ps(acc)) * scale;
             scores[g * m + p - p0] = sc;
             if (sc > mx[g]) mx[g] = sc;
         }
     }
-    float inv[4];
+    float inv[4], sums[4];
     for (int g = 0; g < G; g++) {
-        float sum = softmax_exp512(scores + g * m, m, mx[g]);
+        float sum = sums[g] = softmax_exp512(scores + g * m, m, mx[g]);
         inv[g] = ml ? 1.0f : 1.0f / sum;   // a partial keeps Σ p·V unnormalised, with its max and sum
         if (ml) { ml[2 * g] = mx[g]; ml[2 * g + 1] = sum; }
     }
@@ -191,20 +212,26 @@ CK_TARGET_AVX512 CK_INLINE void group_avx512_t(const float *q, int G, const void
             for (int g = 0; g < G; g++) ov[g * nv + c] = _mm512_fmadd_ps(_mm512_set1_ps(scores[g * m + p - p0]), vc, ov[g * nv + c]);
         }
     }
+    if (f16 == 2)
+        for (int g = 0; g < G; g++)
+            for (int c = 0; c < nv; c++)
+                ov[g * nv + c] = _mm512_fmadd_ps(ov[g * nv + c], _mm512_set1_ps(qp[2]), _mm512_set1_ps(qp[3] * sums[g]));
     for (int g = 0; g < G; g++)
         for (int c = 0; c < nv; c++) _mm512_storeu_ps(o + g * d + 16 * c, _mm512_mul_ps(ov[g * nv + c], _mm512_set1_ps(inv[g])));
 }
 CK_TARGET_AVX512 static void group_avx512(const float *q, int G, const void *k_pool, const void *v_pool, int kv_stride,
                                           int block_size, const int32_t *blocks, int kv_offset, int p0, int n, int d,
-                                          float scale, float *scores, float *o, int f16, float *ml) {
-    if (f16) group_avx512_t(q, G, k_pool, v_pool, kv_stride, block_size, blocks, kv_offset, p0, n, d, scale, scores, o, 1, ml);
-    else group_avx512_t(q, G, k_pool, v_pool, kv_stride, block_size, blocks, kv_offset, p0, n, d, scale, scores, o, 0, ml);
+                                          float scale, float *scores, float *o, int kind, float *ml, const float *qp) {
+    if (kind == 2) group_avx512_t(q, G, k_pool, v_pool, kv_stride, block_size, blocks, kv_offset, p0, n, d, scale, scores, o, 2, ml, qp);
+    else if (kind) group_avx512_t(q, G, k_pool, v_pool, kv_stride, block_size, blocks, kv_offset, p0, n, d, scale, scores, o, 1, ml, qp);
+    else group_avx512_t(q, G, k_pool, v_pool, kv_stride, block_size, blocks, kv_offset, p0, n, d, scale, scores, o, 0, ml, qp);
 }
 #endif
 
 typedef struct {
     const float *q; int q_stride;
-    const void *k_pool, *v_pool; int kv_f16; int kv_stride, block_size;
+    const void *k_pool, *v_pool; int kv_kind; int kv_stride, block_size;   // kind: 0 fp32, 1 fp16, 2 int8
+    const float *params;    // int8: [kv_heads][k_scale, k_zero, v_scale, v_zero]; else NULL
     const ck_attn_seq *seqs; int nseq;
     const int *task_base;   // first task index of each sequence (prefix sums of tokens × heads)
     float *out; int out_stride;
@@ -228,9 +255,15 @@ typedef struct {
 static _Thread_local float *scratch;
 static _Thread_local size_t scratch_len;
 
-/// A K or V row as fp32: the pool's own memory for fp32, else widened into `tmp`.
-static const float *kv_row(const attn_job *j, const void *pool, size_t off, float *tmp) {
-    if (!j->kv_f16) return (const float *)pool + off;
+/// A K or V row as fp32: the pool's own memory for fp32, else widened (int8: dequantized with
+/// scale s and zero point z) into `tmp`.
+static const float *kv_row(const attn_job *j, const void *pool, size_t off, float *tmp, float s, float z) {
+    if (j->kv_kind == 0) return (const float *)pool + off;
+    if (j->kv_kind == 2) {
+        const int8_t *q = (const int8_t *)pool + off;
+        for (int i = 0; i < j->d; i++) tmp[i] = (float)q[i] * s + z;
+        return tmp;
+    }
     ck_widen_serial((const uint16_t *)pool + off, CK_F16, tmp, (size_t)j->d);
     return tmp;
 }
@@ -252,6 +285,8 @@ static void attn_task(void *ctx, int task) {
         h = (local % per_token) * j->group;
     }
     int kvh = h / (j->heads / j->kv_heads);
+    static const float unit[4] = {1, 0, 1, 0};
+    const float *qp = j->params ? j->params + 4 * kvh : unit;
     int n = seq->start + t + 1;                                   // positions 0..n-1 precede and include the query
     int p0 = j->window > 0 && n > j->window ? n - j->window : 0;  // sliding window: the last `window` of them
     int lo = p0, hi = n;
@@ -272,7 +307,7 @@ static void attn_task(void *ctx, int task) {
 #if CK_HAVE_X86
     if (j->group > 1) {
         group_avx512(j->q + (size_t)(seq->q_row + t) * j->q_stride + (size_t)h * j->d, j->group, j->k_pool, j->v_pool,
-                     j->kv_stride, j->block_size, seq->blocks, kvh * j->d, lo, hi, j->d, j->scale, scratch, o, j->kv_f16, ml);
+                     j->kv_stride, j->block_size, seq->blocks, kvh * j->d, lo, hi, j->d, j->scale, scratch, o, j->kv_kind, ml, qp);
         return;
     }
 #endif
@@ -281,7 +316,7 @@ static void attn_task(void *ctx, int task) {
 #if CK_HAVE_X86
     if (j->fused) {
         head_avx512(q, j->k_pool, j->v_pool, j->kv_stride, bs, seq->blocks, kvh * j->d, lo, hi, j->d, j->scale, scratch,
-                    o, j->kv_f16, ml);
+                    o, j->kv_kind, ml, qp);
         return;
     }
 #endif
@@ -289,7 +324,7 @@ static void attn_task(void *ctx, int task) {
     float mx = -INFINITY;
     for (int p = p0; p < n; p++) {
         size_t off = ((size_t)seq->blocks[p / bs] * bs + p % bs) * j->kv_stride + (size_t)kvh * j->d;
-        float sc = j->dot(q, kv_row(j, j->k_pool, off, tmp), j->d) * j->scale;
+        float sc = j->dot(q, kv_row(j, j->k_pool, off, tmp, qp[0], qp[1]), j->d) * j->scale;
         scores[p - p0] = sc;
         if (sc > mx) mx = sc;
     }
@@ -301,17 +336,17 @@ static void attn_task(void *ctx, int task) {
     for (int i = 0; i < j->d; i++) o[i] = 0;   // (never split: chunks > 1 only with the fused kernels)
     for (int p = p0; p < n; p++) {
         size_t off = ((size_t)seq->blocks[p / bs] * bs + p % bs) * j->kv_stride + (size_t)kvh * j->d;
-        j->axpy(o, scores[p - p0], kv_row(j, j->v_pool, off, tmp), j->d);
+        j->axpy(o, scores[p - p0], kv_row(j, j->v_pool, off, tmp, qp[2], qp[3]), j->d);
     }
     float inv = 1.0f / sum;
     for (int i = 0; i < j->d; i++) o[i] *= inv;
 }
 
-void ck_attention_paged(const float *q, int q_stride, const void *k_pool, const void *v_pool, ck_dtype kv_type,
-                        int kv_stride, int block_size, const ck_attn_seq *seqs, int nseq,
-                        float *out, int out_stride, int heads, int kv_heads, int d, float scale, int window) {
+static void attention(const float *q, int q_stride, const void *k_pool, const void *v_pool, int kind, const float *params,
+                      int kv_stride, int block_size, const ck_attn_seq *seqs, int nseq,
+                      float *out, int out_stride, int heads, int kv_heads, int d, float scale, int window) {
     if (nseq <= 0) return;
-    attn_job j = {q, q_stride, k_pool, v_pool, kv_type == CK_F16, kv_stride, block_size, seqs, nseq, NULL, out, out_stride,
+    attn_job j = {q, q_stride, k_pool, v_pool, kind, kv_stride, block_size, params, seqs, nseq, NULL, out, out_stride,
                   heads, kv_heads, d, window, scale, dot_scalar, axpy_scalar, 0, 1, NULL, NULL};
     switch (ck_isa_level()) {
 #if CK_HAVE_X86
@@ -369,4 +404,19 @@ void ck_attention_paged(const float *q, int q_stride, const void *k_pool, const 
     free(j.partials);
     if (chunks != chunks_small) free(chunks);
     if (task_base != base_small) free(task_base);
+}
+
+void ck_attention_paged(const float *q, int q_stride, const void *k_pool, const void *v_pool, ck_dtype kv_type,
+                        int kv_stride, int block_size, const ck_attn_seq *seqs, int nseq,
+                        float *out, int out_stride, int heads, int kv_heads, int d, float scale, int window) {
+    if (kv_type == CK_I8) abort();   // int8 needs its parameters: ck_attention_paged_i8
+    attention(q, q_stride, k_pool, v_pool, kv_type == CK_F16, NULL, kv_stride, block_size, seqs, nseq, out, out_stride,
+              heads, kv_heads, d, scale, window);
+}
+
+void ck_attention_paged_i8(const float *q, int q_stride, const int8_t *k_pool, const int8_t *v_pool, const float *kv_params,
+                           int kv_stride, int block_size, const ck_attn_seq *seqs, int nseq,
+                           float *out, int out_stride, int heads, int kv_heads, int d, float scale, int window) {
+    attention(q, q_stride, k_pool, v_pool, 2, kv_params, kv_stride, block_size, seqs, nseq, out, out_stride,
+              heads, kv_heads, d, scale, window);
 }

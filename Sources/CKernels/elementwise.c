@@ -142,10 +142,22 @@ static void store_row(void *dst, ck_dtype type, const float *src, int n) {
     for (; i < n; i++) h[i] = ck_f32_to_f16(src[i]);
 }
 
+/// Quantizes one head's `n` floats to int8: q = clamp(round((x − zero) / scale), −128, 127), with
+/// round-half-to-even (nearbyintf) so the scalar reference computes the same bytes. A scale of 0
+/// (a channel that never varied in calibration) stores the zero point's code 0.
+void ck_quantize_i8(int8_t *dst, const float *src, int n, float scale, float zero) {
+    float inv = scale > 0 ? 1.0f / scale : 0.0f;
+    for (int i = 0; i < n; i++) {
+        float q = nearbyintf((src[i] - zero) * inv);
+        dst[i] = (int8_t)(q < -128.0f ? -128.0f : q > 127.0f ? 127.0f : q);
+    }
+}
+
 typedef struct {
     float *qkv; int stride, heads, kv_heads, d, half;
     const int32_t *pos; const float *inv_freq; const int32_t *freq_set;
     void *k_pool, *v_pool; ck_dtype type; const int32_t *slots;
+    const float *params;   // int8: [kv_heads][k_scale, k_zero, v_scale, v_zero]
 } rope_store_job;
 
 static void rope_store_task(void *ctx, int r) {
@@ -156,22 +168,44 @@ static void rope_store_task(void *ctx, int r) {
     rope_row(row, j->heads, j->d, j->pos[r], freq);                               // q
     float *k = row + (size_t)j->heads * j->d, *v = k + kvw;
     rope_row(k, j->kv_heads, j->d, j->pos[r], freq);                              // k
+    if (j->type == CK_I8) {
+        size_t slot = (size_t)j->slots[r] * (size_t)kvw;
+        for (int h = 0; h < j->kv_heads; h++) {
+            const float *p = j->params + 4 * h;
+            ck_quantize_i8((int8_t *)j->k_pool + slot + (size_t)h * j->d, k + (size_t)h * j->d, j->d, p[0], p[1]);
+            ck_quantize_i8((int8_t *)j->v_pool + slot + (size_t)h * j->d, v + (size_t)h * j->d, j->d, p[2], p[3]);
+        }
+        return;
+    }
     size_t esize = j->type == CK_F32 ? 4 : 2, slot = (size_t)j->slots[r] * (size_t)kvw * esize;
     store_row((char *)j->k_pool + slot, j->type, k, kvw);
     store_row((char *)j->v_pool + slot, j->type, v, kvw);
 }
 
-void ck_rope_store_kv(float *qkv, int rows, int stride, int heads, int kv_heads, int head_dim,
-                      const int32_t *positions, const float *inv_freq, const int32_t *freq_set,
-                      void *k_pool, void *v_pool, ck_dtype kv_type, const int32_t *slots) {
+static void rope_store(float *qkv, int rows, int stride, int heads, int kv_heads, int head_dim, const int32_t *positions,
+                       const float *inv_freq, const int32_t *freq_set, void *k_pool, void *v_pool, ck_dtype kv_type,
+                       const float *params, const int32_t *slots) {
     if (head_dim > 1024 || head_dim % 2) abort();
     rope_store_job j = {qkv, stride, heads, kv_heads, head_dim, head_dim / 2, positions, inv_freq, freq_set,
-                        k_pool, v_pool, kv_type, slots};
+                        k_pool, v_pool, kv_type, slots, params};
     if (rows < 4) {
         for (int r = 0; r < rows; r++) rope_store_task(&j, r);
         return;
     }
     ck_parallel(rope_store_task, &j, rows);
+}
+
+void ck_rope_store_kv(float *qkv, int rows, int stride, int heads, int kv_heads, int head_dim,
+                      const int32_t *positions, const float *inv_freq, const int32_t *freq_set,
+                      void *k_pool, void *v_pool, ck_dtype kv_type, const int32_t *slots) {
+    if (kv_type == CK_I8) abort();   // int8 needs its parameters: ck_rope_store_kv_i8
+    rope_store(qkv, rows, stride, heads, kv_heads, head_dim, positions, inv_freq, freq_set, k_pool, v_pool, kv_type, NULL, slots);
+}
+
+void ck_rope_store_kv_i8(float *qkv, int rows, int stride, int heads, int kv_heads, int head_dim,
+                         const int32_t *positions, const float *inv_freq, const int32_t *freq_set,
+                         int8_t *k_pool, int8_t *v_pool, const float *kv_params, const int32_t *slots) {
+    rope_store(qkv, rows, stride, heads, kv_heads, head_dim, positions, inv_freq, freq_set, k_pool, v_pool, CK_I8, kv_params, slots);
 }
 
 // ---- SwiGLU and residual -------------------------------------------------------------------

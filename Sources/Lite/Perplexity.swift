@@ -43,6 +43,26 @@ public enum Perplexity {
         return PerplexityResult(windows: windows, scoredTokens: scored, meanNLL: nll / Double(scored))
     }
 }
+extension Perplexity {
+    /// `lmdeploy lite perplexity`: the perplexity of the text file at `dataset` under the model at
+    /// `modelPath` (an HF directory or a workspace), tokenized by the model's tokenizer, through an
+    /// engine configured by `settings` (quant_policy 4: the int8 KV cache).
+    public static func run(modelPath: String, dataset: String, window: Int, settings: EngineSettings,
+                           progress: (Int, Int) -> Void = { _, _ in }) async throws -> (result: PerplexityResult, engine: EngineConfig) {
+        let source = try ModelSource.load(path: modelPath)
+        guard window >= 2 else { throw PerplexityError.textTooShort(tokens: 0, window: window) }
+        let text = try CalibrationDataset.text(of: CalibrationDataset.resolve(dataset))
+        let tokens = source.tokenizer.encode(text).map(Int32.init)
+        var resolved = settings
+        resolved.sessionLen = window + 1
+        resolved.maxBatchSize = 1
+        resolved.cacheMaxEntryCount = resolved.cacheMaxEntryCount ?? 1
+        let engine = try resolved.launch(source)
+        defer { engine.shutdown() }
+        return (try await evaluate(engine: engine, tokens: tokens, window: window, progress: progress), engine.config)
+    }
+}
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)

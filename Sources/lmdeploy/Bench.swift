@@ -95,8 +95,9 @@ struct Bench: AsyncParsableCommand {
         defer { engine.shutdown() }
         for notice in engine.notices { FileHandle.standardError.write(Data("bench: \(notice)\n".utf8)) }
         let name = URL(fileURLWithPath: modelPath).lastPathComponent
-        let common: [String: Any] = ["model": name, "backend": engine.backendDescription, "kv_cache": engine.config.kvCacheType.rawValue,
+        var common: [String: Any] = ["model": name, "backend": engine.backendDescription, "kv_cache": engine.config.kvCacheType.rawValue,
                                      "kv_bytes_per_token": engine.kvBytesPerToken]
+        if let p = engine.config.kvQuantParameters { common["kv_params"] = p.granularity.rawValue }
         if let concurrency {
             try await serving(engine, levels(concurrency), common: common)
         } else {

@@ -26,8 +26,12 @@ struct EngineOptions: ParsableArguments {
     var cacheBlockSeqLen: Int?
 
     @Option(name: [.customLong("quant-policy"), .customLong("quant_policy")], parsing: .unconditional,
-            help: "KV cache quantization: 0 = fp16 KV cache (4 = int8 and 8 = int4 are not supported yet). Default: config.ini's, else 0.")
+            help: "KV cache quantization: 0 = fp16 KV cache, 4 = int8 KV cache (parameters from `lmdeploy lite kv_qparams`; 8 = int4 is not supported yet). Default: config.ini's, else 0.")
     var quantPolicy: Int?
+
+    @Option(name: [.customLong("kv-params"), .customLong("kv_params")], parsing: .unconditional,
+            help: "Folder of the int8 KV parameters (the --turbomind_dir of `lmdeploy lite kv_qparams`). Default: the workspace's weights folder.")
+    var kvParams: String?
 
     @Option(parsing: .unconditional, help: "Compute threads (0 = all cores).")
     var threads: Int = 0
@@ -52,6 +56,6 @@ struct EngineOptions: ParsableArguments {
     var settings: EngineSettings {
         EngineSettings(sessionLen: sessionLen, maxBatchSize: maxBatchSize, maxPrefillTokenNum: maxPrefillTokenNum,
                        cacheMaxEntryCount: cacheMaxEntryCount, cacheBlockSeqLen: cacheBlockSeqLen, quantPolicy: quantPolicy,
-                       threads: threads, device: DeviceChoice(rawValue: device) ?? .auto)
+                       kvParamsDirectory: kvParams, threads: threads, device: DeviceChoice(rawValue: device) ?? .auto)
     }
 }

@@ -15,6 +15,6 @@ struct LMDeploy: AsyncParsableCommand {
         Check the environment:        lmdeploy check-env
         """,
         version: LMDeployVersion.string,
-        subcommands: [Chat.self, Convert.self, ServeCommand.self, Bench.self, CheckEnv.self, SelfTest.self, Tokenize.self, List.self]
+        subcommands: [Chat.self, Convert.self, ServeCommand.self, Lite.self, Bench.self, CheckEnv.self, SelfTest.self, Tokenize.self, List.self]
     )
 }

@@ -13,8 +13,9 @@
 extern "C" {
 #endif
 
-/// Storage type of a weight matrix.
-typedef enum { CK_F32 = 0, CK_F16 = 1, CK_BF16 = 2 } ck_dtype;
+/// Storage type of a weight matrix or of the KV cache (CK_I8: the KV cache only, with per-head
+/// scale and zero point).
+typedef enum { CK_F32 = 0, CK_F16 = 1, CK_BF16 = 2, CK_I8 = 3 } ck_dtype;
 
 /// Starts the worker pool with `threads` threads (0 = one per online core). Idempotent: a
 /// second call with a different count restarts the pool. Not thread-safe against running kernels.
@@ -55,6 +56,13 @@ void ck_silu_mul_rows(const float *gate_up, float *out, int rows, int inter);
 void ck_rope_store_kv(float *qkv, int rows, int stride, int heads, int kv_heads, int head_dim,
                       const int32_t *positions, const float *inv_freq, const int32_t *freq_set,
                       void *k_pool, void *v_pool, ck_dtype kv_type, const int32_t *slots);
+/// The same for an int8 KV cache (lmdeploy's quant_policy 4): each head of k and v is quantized as
+/// ck_quantize_i8 does with kv_params [kv_heads][k_scale, k_zero, v_scale, v_zero] of this layer.
+void ck_rope_store_kv_i8(float *qkv, int rows, int stride, int heads, int kv_heads, int head_dim,
+                         const int32_t *positions, const float *inv_freq, const int32_t *freq_set,
+                         int8_t *k_pool, int8_t *v_pool, const float *kv_params, const int32_t *slots);
+/// dst[i] = clamp(round_half_even((src[i] − zero) / scale), −128, 127); dequantized as q·scale + zero.
+void ck_quantize_i8(int8_t *dst, const float *src, int n, float scale, float zero);
 /// y[i] += x[i]
 void ck_add(float *y, const float *x, size_t n);
 
@@ -74,6 +82,11 @@ typedef struct {
 void ck_attention_paged(const float *q, int q_stride, const void *k_pool, const void *v_pool, ck_dtype kv_type,
                         int kv_stride, int block_size, const ck_attn_seq *seqs, int nseq,
                         float *out, int out_stride, int heads, int kv_heads, int d, float scale, int window);
+/// The same over an int8 cache: K and V elements are dequantized as q·scale + zero with this layer's
+/// kv_params [kv_heads][k_scale, k_zero, v_scale, v_zero] as they are read.
+void ck_attention_paged_i8(const float *q, int q_stride, const int8_t *k_pool, const int8_t *v_pool, const float *kv_params,
+                           int kv_stride, int block_size, const ck_attn_seq *seqs, int nseq,
+                           float *out, int out_stride, int heads, int kv_heads, int d, float scale, int window);
 
 /// Argmax over n floats (first index of the maximum).
 int ck_argmax(const float *x, int n);

@@ -64,8 +64,8 @@ public protocol Backend: AnyObject, Sendable {
     /// the output dimension into one matrix (fused q/k/v, gate/up).
     func prepare(linear: LinearWeights) throws -> Linear
     /// The paged KV cache described by `layout`, or an error when its element type is not
-    /// supported or it does not fit.
-    func makeKVCache(_ layout: KVCacheLayout) throws -> KVCache
+    /// supported or it does not fit. An int8 cache needs `quantParameters` (its layers and KV heads).
+    func makeKVCache(_ layout: KVCacheLayout, quantParameters: KVQuantParameters?) throws -> KVCache
     /// Hands the step's plan to the backend (one upload per step).
     func upload(plan: BatchPlan) throws -> Step
 
@@ -88,6 +88,11 @@ public protocol Backend: AnyObject, Sendable {
     func add(_ y: Buffer, _ x: Buffer, count: Int) throws
     /// out[i] = x[plan.logitRows[i]] for rows of `width` floats.
     func gatherLogitRows(_ x: Buffer, step: Step, width: Int, out: Buffer) throws
+}
+
+extension Backend {
+    /// A float (fp16/fp32) cache, which needs no quantization parameters.
+    public func makeKVCache(_ layout: KVCacheLayout) throws -> KVCache { try makeKVCache(layout, quantParameters: nil) }
 }
 
 /// Errors of a backend: memory, unsupported element types and layouts.

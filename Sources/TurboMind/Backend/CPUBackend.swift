@@ -1,6 +1,6 @@
 // The CPU backend: activations in 64-byte aligned host memory, weights left in their stored
 // precision (mmapped bf16/fp16/fp32) and widened inside the CKernels loops, the KV cache in fp16
-// (or fp32) host memory.
+// (or fp32, or int8 with per-head scale and zero point) host memory.
 import CKernels
 import Foundation
 
@@ -53,15 +53,32 @@ public final class CPUKVCache: @unchecked Sendable {
     let keys: [CPUBuffer]
     let values: [CPUBuffer]
     let type: ck_dtype
+    /// int8: fp32 [layers][kvHeads][k_scale, k_zero, v_scale, v_zero]; else nil.
+    let quantParameters: CPUBuffer?
 
-    init(layout: KVCacheLayout) throws {
+    init(layout: KVCacheLayout, quantParameters: KVQuantParameters?) throws {
         self.layout = layout
         let elements = layout.blockCount * layout.blockSize * layout.rowWidth
-        let element: ElementType = layout.type == .f32 ? .f32 : .f16
+        let element: ElementType
+        switch layout.type {
+        case .f32: (element, type) = (.f32, CK_F32)
+        case .f16: (element, type) = (.f16, CK_F16)
+        case .int8: (element, type) = (.i8, CK_I8)
+        }
         keys = try (0..<layout.layers).map { _ in try CPUBuffer(type: element, count: elements) }
         values = try (0..<layout.layers).map { _ in try CPUBuffer(type: element, count: elements) }
-        type = layout.type == .f32 ? CK_F32 : CK_F16
+        if let p = quantParameters {
+            let b = try CPUBuffer(type: .f32, count: p.values.count)
+            p.values.withUnsafeBufferPointer { b.floats.update(from: $0.baseAddress!, count: p.values.count) }
+            self.quantParameters = b
+        } else {
+            self.quantParameters = nil
+        }
     }
+
+    /// Layer `layer`'s [kvHeads][4] quantization parameters.
+    func parameters(layer: Int) -> UnsafePointer<Float> { UnsafePointer(quantParameters!.floats + layer * layout.kvHeads * 4) }
+    var int8: Bool { layout.type == .int8 }
 }
 
 /// A step's plan with every array at a stable address for the kernels: the attention descriptors
@@ -194,16 +211,21 @@ public final class CPUBackend: Backend, @unchecked Sendable {
         }
     }
 
-    public func makeKVCache(_ layout: KVCacheLayout) throws -> CPUKVCache {
-        guard layout.type != .int8 else {
-            throw BackendError.unsupported("an int8 KV cache (quant_policy 4) is not supported yet; use quant_policy 0 (fp16 KV)")
+    public func makeKVCache(_ layout: KVCacheLayout, quantParameters: KVQuantParameters?) throws -> CPUKVCache {
+        if layout.type == .int8 {
+            guard let p = quantParameters else {
+                throw BackendError.unsupported("an int8 KV cache (quant_policy 4) needs K/V quantization parameters (lmdeploy lite kv_qparams)")
+            }
+            guard p.layers == layout.layers, p.kvHeads == layout.kvHeads else {
+                throw BackendError.unsupported("the KV quantization parameters cover \(p.layers) layers × \(p.kvHeads) KV heads but the model has \(layout.layers) × \(layout.kvHeads): they were made for another model")
+            }
         }
         let free = memoryInfo().free
         guard layout.byteCount <= free else {
             throw BackendError.outOfMemory(what: "the KV cache (\(layout.blockCount) blocks of \(layout.blockSize) tokens)",
                                            bytes: layout.byteCount, free: free)
         }
-        return try CPUKVCache(layout: layout)
+        return try CPUKVCache(layout: layout, quantParameters: layout.type == .int8 ? quantParameters : nil)
     }
 
     public func upload(plan: BatchPlan) throws -> CPUStep { CPUStep(plan: plan) }
@@ -232,6 +254,13 @@ public final class CPUBackend: Backend, @unchecked Sendable {
                                headDim: Int) throws {
         let stride = (heads + 2 * kvHeads) * headDim
         precondition(step.plan.rows * stride <= qkv.count)
+        if cache.int8 {
+            ck_rope_store_kv_i8(qkv.floats, Int32(step.plan.rows), Int32(stride), Int32(heads), Int32(kvHeads), Int32(headDim),
+                                step.positions.baseAddress, step.frequencies.baseAddress, step.frequencySet?.baseAddress,
+                                cache.keys[layer].raw.assumingMemoryBound(to: Int8.self), cache.values[layer].raw.assumingMemoryBound(to: Int8.self),
+                                cache.parameters(layer: layer), step.slots.baseAddress)
+            return
+        }
         ck_rope_store_kv(qkv.floats, Int32(step.plan.rows), Int32(stride), Int32(heads), Int32(kvHeads), Int32(headDim),
                          step.positions.baseAddress, step.frequencies.baseAddress, step.frequencySet?.baseAddress,
                          cache.keys[layer].raw, cache.values[layer].raw, cache.type, step.slots.baseAddress)
@@ -240,6 +269,14 @@ public final class CPUBackend: Backend, @unchecked Sendable {
     public func attention(_ qkv: CPUBuffer, step: CPUStep, cache: CPUKVCache, layer: Int, out: CPUBuffer, heads: Int,
                           kvHeads: Int, headDim: Int, scale: Float, window: Int) throws {
         let stride = (heads + 2 * kvHeads) * headDim
+        if cache.int8 {
+            ck_attention_paged_i8(qkv.floats, Int32(stride), cache.keys[layer].raw.assumingMemoryBound(to: Int8.self),
+                                  cache.values[layer].raw.assumingMemoryBound(to: Int8.self), cache.parameters(layer: layer),
+                                  Int32(kvHeads * headDim), Int32(step.plan.blockSize), step.descriptors.baseAddress,
+                                  Int32(step.plan.sequences.count), out.floats, Int32(heads * headDim), Int32(heads), Int32(kvHeads),
+                                  Int32(headDim), scale, Int32(window))
+            return
+        }
         ck_attention_paged(qkv.floats, Int32(stride), cache.keys[layer].raw, cache.values[layer].raw, cache.type,
                            Int32(kvHeads * headDim), Int32(step.plan.blockSize), step.descriptors.baseAddress,
                            Int32(step.plan.sequences.count), out.floats, Int32(heads * headDim), Int32(heads), Int32(kvHeads),

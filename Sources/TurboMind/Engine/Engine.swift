@@ -69,7 +69,15 @@ public final class Engine<B: Backend>: InferenceEngine, @unchecked Sendable {
         let budget = try config.blockBudget(bytesPerBlock: perBlock, memory: model.backend.memoryInfo())
         self.notices = notices + budget.notices
         layout = model.kvLayout(blockSize: config.cacheBlockSeqLen, blockCount: budget.blocks, type: config.kvCacheType)
-        cache = try model.backend.makeKVCache(layout)
+        if config.kvCacheType == .int8 {
+            guard let p = config.kvQuantParameters else {
+                throw EngineError.invalidConfig("quant_policy 4 (int8 KV cache) needs K/V quantization parameters: run `lmdeploy lite calibrate` and `lmdeploy lite kv_qparams`")
+            }
+            guard p.layers == model.config.numHiddenLayers, p.kvHeads == model.config.numKeyValueHeads else {
+                throw EngineError.invalidConfig("the KV quantization parameters cover \(p.layers) layers × \(p.kvHeads) KV heads but the model has \(model.config.numHiddenLayers) × \(model.config.numKeyValueHeads): they were made for another model")
+            }
+        }
+        cache = try model.backend.makeKVCache(layout, quantParameters: config.kvQuantParameters)
         chunkSize = config.maxPrefillTokenNum
         let rows = max(chunkSize, config.maxBatchSize)
         state = try model.makeRunState(maxRows: rows, maxLogitRows: rows)

@@ -17,24 +17,29 @@ public struct EngineConfig: Sendable, Equatable {
 
     /// Element type of the KV cache: fp16 by default (half the bytes of fp32 per token).
     public var kvCacheType: KVCacheType
+    /// Scale and zero point per layer and KV head for an int8 cache (required with `.int8`).
+    public var kvQuantParameters: KVQuantParameters?
 
     public init(sessionLen: Int = 4096, maxBatchSize: Int = 64, maxPrefillTokenNum: Int = 512,
-                cacheBlockSeqLen: Int = 64, cacheMaxEntryCount: Double = 0.5, kvCacheType: KVCacheType = .f16) {
+                cacheBlockSeqLen: Int = 64, cacheMaxEntryCount: Double = 0.5, kvCacheType: KVCacheType = .f16,
+                kvQuantParameters: KVQuantParameters? = nil) {
         self.sessionLen = sessionLen
         self.maxBatchSize = maxBatchSize
         self.maxPrefillTokenNum = maxPrefillTokenNum
         self.cacheBlockSeqLen = cacheBlockSeqLen
         self.cacheMaxEntryCount = cacheMaxEntryCount
         self.kvCacheType = kvCacheType
+        self.kvQuantParameters = kvQuantParameters
     }
 
-    /// lmdeploy's `quant_policy` as a KV cache type: 0 is fp16; 4 (int8 KV) and 8 (int4 KV) are
-    /// refused until the quantized caches exist.
+    /// lmdeploy's `quant_policy` as a KV cache type: 0 is fp16, 4 is int8 (with parameters from
+    /// `lite kv_qparams`); 8 (int4 KV) is refused until that cache exists.
     public static func kvCacheType(quantPolicy: Int) throws -> KVCacheType {
         switch quantPolicy {
         case 0: return .f16
-        case 4, 8:
-            throw EngineError.invalidConfig("quant_policy \(quantPolicy) (\(quantPolicy == 4 ? "int8" : "int4") KV cache) is not supported yet; use quant_policy 0 (fp16 KV cache)")
+        case 4: return .int8
+        case 8:
+            throw EngineError.invalidConfig("quant_policy 8 (int4 KV cache) is not supported yet; use quant_policy 0 (fp16 KV cache) or 4 (int8 KV cache)")
         default:
             throw EngineError.invalidConfig("quant_policy must be 0, 4 or 8, got \(quantPolicy)")
         }

@@ -84,3 +84,20 @@ private func posixWrite(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -
     return Darwin.write(fd, buffer, count)
     #endif
 }
+
+/// Durable writes for the libraries above the formats layer (Lite's calibration statistics and
+/// KV parameters): the same temporary-file-and-rename as every workspace file.
+public enum DurableFile {
+    /// Writes `bytes` to `url` atomically, replacing any file there.
+    public static func write(_ bytes: [UInt8], to url: URL) throws {
+        try OutputFile.replace(url) { try $0.write(bytes) }
+    }
+
+    /// fp32 values as raw little-endian bytes (numpy's `tofile`), written atomically.
+    public static func write(floats: [Float], to url: URL) throws {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(floats.count * 4)
+        for v in floats { withUnsafeBytes(of: v.bitPattern.littleEndian) { bytes += $0 } }
+        try write(bytes, to: url)
+    }
+}

@@ -1,6 +1,6 @@
 // What the paged KV cache holds and how big it is. The element type is a parameter of the cache,
 // not of the model (llama.cpp's type_k/type_v, TurboMind's BlockConfig): fp16 by default, fp32 for
-// exactness tests, int8 with per-head scale/zero (lmdeploy's quant_policy 4) reserved for [Q8].
+// exactness tests, int8 with per-head scale/zero (lmdeploy's quant_policy 4, see KVQuantParameters).
 
 public enum KVCacheType: String, Sendable, Equatable, CaseIterable {
     case f32, f16, int8
@@ -42,7 +42,7 @@ public struct KVCacheLayout: Sendable, Equatable {
     /// Bytes of one block across all layers.
     public var bytesPerBlock: Int { bytesPerToken * blockSize }
 
-    /// Per-layer, per-head scale and zero point of K and V (int8 only): fp32 [layers][2][kvHeads][2].
+    /// Per-layer, per-head scale and zero point of K and V (int8 only): fp32 [layers][kvHeads][k_scale, k_zero, v_scale, v_zero].
     public var quantParameterBytes: Int { type == .int8 ? layers * 2 * kvHeads * 2 * 4 : 0 }
 
     /// Bytes of the whole cache.

@@ -9,21 +9,25 @@ public struct EngineSettings: Sendable, Equatable {
     public var maxPrefillTokenNum: Int?
     public var cacheMaxEntryCount: Double?
     public var cacheBlockSeqLen: Int?
-    /// lmdeploy's quant_policy: 0 = fp16 KV cache; 4 / 8 (int8 / int4 KV) are refused until they exist.
+    /// lmdeploy's quant_policy: 0 = fp16 KV cache, 4 = int8 KV cache; 8 (int4 KV) is refused.
     public var quantPolicy: Int?
+    /// Where the int8 KV parameters are (`lite kv_qparams --turbomind_dir`); nil = the workspace's weights folder.
+    public var kvParamsDirectory: String?
     /// Compute threads (0 = all cores).
     public var threads: Int
     /// The backend: the CPU, CUDA, or CUDA when found (auto).
     public var device: DeviceChoice
 
     public init(sessionLen: Int? = nil, maxBatchSize: Int? = nil, maxPrefillTokenNum: Int? = nil, cacheMaxEntryCount: Double? = nil,
-                cacheBlockSeqLen: Int? = nil, quantPolicy: Int? = nil, threads: Int = 0, device: DeviceChoice = .auto) {
+                cacheBlockSeqLen: Int? = nil, quantPolicy: Int? = nil, kvParamsDirectory: String? = nil, threads: Int = 0,
+                device: DeviceChoice = .auto) {
         self.sessionLen = sessionLen
         self.maxBatchSize = maxBatchSize
         self.maxPrefillTokenNum = maxPrefillTokenNum
         self.cacheMaxEntryCount = cacheMaxEntryCount
         self.cacheBlockSeqLen = cacheBlockSeqLen
         self.quantPolicy = quantPolicy
+        self.kvParamsDirectory = kvParamsDirectory
         self.threads = threads
         self.device = device
     }
@@ -40,6 +44,20 @@ public struct EngineSettings: Sendable, Equatable {
             cacheBlockSeqLen: cacheBlockSeqLen ?? defaults.cacheBlockSeqLen,
             cacheMaxEntryCount: cacheMaxEntryCount ?? ini?.cacheMaxEntryCount ?? defaults.cacheMaxEntryCount)
         config.kvCacheType = try EngineConfig.kvCacheType(quantPolicy: quantPolicy ?? ini?.quantPolicy ?? 0)
+        if config.kvCacheType == .int8 {
+            let directory: URL
+            if let kvParamsDirectory {
+                directory = URL(fileURLWithPath: kvParamsDirectory)
+            } else if ini != nil {
+                directory = WorkspaceLayout(root: source.directory).weights
+            } else {
+                throw EngineError.invalidConfig("quant_policy 4 (int8 KV cache) with the Hugging Face directory \(source.directory.path) needs --kv-params DIR (the --turbomind_dir given to `lmdeploy lite kv_qparams`), or a workspace whose weights folder holds the parameters")
+            }
+            config.kvQuantParameters = try KVQuantParameters.load(directory: directory, layers: source.config.numHiddenLayers,
+                                                                  kvHeads: source.config.numKeyValueHeads)
+        } else if let kvParamsDirectory {
+            throw EngineError.invalidConfig("--kv-params \(kvParamsDirectory) applies to the int8 KV cache only: add --quant-policy 4 (or set quant_policy = 4 in config.ini)")
+        }
         return config
     }
 

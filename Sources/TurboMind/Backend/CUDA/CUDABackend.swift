@@ -240,7 +240,7 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         }
     }
 
-    public func makeKVCache(_ layout: KVCacheLayout) throws -> CUDAKVCache {
+    public func makeKVCache(_ layout: KVCacheLayout, quantParameters: KVQuantParameters?) throws -> CUDAKVCache {
         guard layout.type == .f16 else {
             throw BackendError.unsupported("the CUDA backend keeps the KV cache in fp16 only; a \(layout.type.rawValue) KV cache "
                                            + "(\(layout.type == .int8 ? "quant_policy 4" : "exactness tests")) is not supported on it")
