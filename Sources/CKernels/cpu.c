@@ -5,7 +5,9 @@
 #include <string.h>
 
 static int detected = -1;
-static int forced = -1;
+// Per thread: a test forcing an instruction set must not change the kernels other threads run
+// (the engine's, other tests'); the pool hands the caller's choice to its workers per job.
+static _Thread_local int forced = -1;
 static char features[256];
 
 static int detect(void) {
@@ -65,3 +67,7 @@ int ck_force_isa(const char *name) {
     forced = want;
     return 1;
 }
+
+int ck_thread_forced_isa(void) { return forced; }
+
+void ck_adopt_forced_isa(int level) { forced = level; }

@@ -10,4 +10,8 @@ int ck_isa_level(void);
 #define CK_HAVE_X86 1
 #endif
 #define CK_INLINE static inline __attribute__((always_inline))
+// The calling thread's forced instruction set (-1: none), and adopting one (pool workers take the
+// job's caller's choice, so ck_force_isa covers the parallel kernels it starts).
+int ck_thread_forced_isa(void);
+void ck_adopt_forced_isa(int level);
 #endif

@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include "ckernels.h"
 #include "pool.h"
+#include "isa.h"
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -43,6 +44,7 @@ static struct {
     _Atomic int stop;
     ck_task_fn fn;
     void *ctx;
+    int forced_isa;              // the caller's ck_force_isa choice, for this job's tasks
 } pool = {
     .call_lock = PTHREAD_MUTEX_INITIALIZER,
     .sleep_lock = PTHREAD_MUTEX_INITIALIZER,
@@ -59,6 +61,7 @@ static void run_tasks(void) {
                                                    memory_order_relaxed))
             continue;
         // The job cannot change while one of its tasks is unfinished, so fn/ctx are this job's.
+        ck_adopt_forced_isa(pool.forced_isa);
         pool.fn(pool.ctx, (int)idx);
         atomic_fetch_add_explicit(&pool.done_tasks, 1, memory_order_release);
     }
@@ -159,6 +162,7 @@ void ck_parallel(ck_task_fn fn, void *ctx, int tasks) {
     }
     pool.fn = fn;
     pool.ctx = ctx;
+    pool.forced_isa = ck_thread_forced_isa();
     atomic_store_explicit(&pool.done_tasks, 0, memory_order_relaxed);
     publish_job((uint64_t)tasks);
     run_tasks();

@@ -24,7 +24,8 @@ void ck_init(int threads);
 int ck_threads(void);
 /// The instruction set the kernels dispatched to: "avx512", "avx2", "neon" or "scalar".
 const char *ck_isa(void);
-/// Forces a lower instruction set for tests ("avx512", "avx2", "scalar"); returns 0 if the CPU lacks it.
+/// Forces a lower instruction set for tests ("avx512", "avx2", "scalar") on the calling thread and the
+/// parallel kernels it starts (other threads keep theirs); returns 0 if the CPU lacks it.
 int ck_force_isa(const char *name);
 /// A comma-separated list of the CPU features detected (for `lmdeploy check-env`).
 const char *ck_cpu_features(void);
