@@ -16,6 +16,16 @@ enum OpenAPIDocument {
         ], required: ["message", "type"])),
     ], required: ["error"])
 
+    /// One server-sent event as schemathesis and OpenAPI tools parse a text/event-stream body.
+    static func sseEvent(_ description: String) -> JSONDoc {
+        Schema.object([
+            ("data", Schema.string(description)),
+            ("event", Schema.string("The event type (absent: `message`).")),
+            ("id", Schema.string("Event id (not sent).")),
+            ("retry", Schema.integer("Reconnection delay (not sent).")),
+        ], required: ["data"], description: "One event of the stream.")
+    }
+
     static func make(options: ServerOptions) -> JSONDoc {
         let limits = options.limits
         let schemas: [(String, JSONDoc)] = [
@@ -96,12 +106,12 @@ enum OpenAPIDocument {
             ("/v1/chat/completions", post("Chat completion (OpenAI).", request: "ChatCompletionRequest",
                                           ok: response("The answer; with `stream`, server-sent events of ChatCompletionChunk ending with `data: [DONE]`.",
                                                        [("application/json", Schema.ref("ChatCompletion")),
-                                                        ("text/event-stream", Schema.string("`data: <ChatCompletionChunk JSON>` events, then `data: [DONE]`."))]),
+                                                        ("text/event-stream", sseEvent("A ChatCompletionChunk as JSON, or `[DONE]` at the end."))]),
                                           secured: secured)),
             ("/v1/completions", post("Text completion (OpenAI).", request: "CompletionRequest",
                                      ok: response("The answer; with `stream`, server-sent events of Completion chunks ending with `data: [DONE]`.",
                                                   [("application/json", Schema.ref("Completion")),
-                                                   ("text/event-stream", Schema.string("`data: <Completion JSON>` events, then `data: [DONE]`."))]),
+                                                   ("text/event-stream", sseEvent("A Completion chunk as JSON, or `[DONE]` at the end."))]),
                                      secured: secured)),
             ("/v1/chat/interactive", post("lmdeploy's session chat: the server keeps the history.", request: "InteractiveRequest",
                                           ok: response("The answer; with `stream`, one InteractiveResponse JSON object per line.",

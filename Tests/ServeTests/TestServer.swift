@@ -32,7 +32,12 @@ final class TestServer: @unchecked Sendable {
     let context: ServeContext
     let port: Int
     private let task: Task<Void, Error>
-    let client = HTTPClient(eventLoopGroupProvider: .singleton)
+    /// Enough connections for the 32-client test at once (the default pool holds 8 per host).
+    let client: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
 
     var base: String { "http://127.0.0.1:\(port)" }
     var engine: any InferenceEngine { context.engine }
