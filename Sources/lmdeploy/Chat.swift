@@ -59,7 +59,6 @@ struct Chat: AsyncParsableCommand {
         let config = format.generationConfig(maxNewTokens: maxNewTokens, sampling: sampling.params)
         var messages: [ChatMessage] = []
         var session: UInt64 = 1
-        let input = MessageReader(commands: ["exit", "end"])
         for notice in engine.notices { Terminal.err(notice) }
         Terminal.err("model: \(modelPath) (\(source.config.architecture.rawValue), \(source.config.numHiddenLayers) layers) on \(engine.backendDescription), session length \(sessionLength)")
 
@@ -70,27 +69,18 @@ struct Chat: AsyncParsableCommand {
             messages.removeAll()
         }
 
-        var quitOnInterrupt = false
+        let prompt = ChatPrompt()
         chat: while true {
             let text: String
-            switch input.read(prompt: "\ndouble enter to end input >>> ") {
-            case .endOfInput, .command("exit"):
+            switch prompt.next() {
+            case .quit:
                 break chat
-            case .interrupt:
-                // Ctrl-C at an empty prompt: a hint first, a second one in a row quits.
-                if quitOnInterrupt { break chat }
-                quitOnInterrupt = true
-                Terminal.out("(press Ctrl-C again or type exit to quit)\n")
-                continue
-            case .command:
-                quitOnInterrupt = false
+            case .newSession:
                 endSession("(new session)\n")
                 continue
             case .message(let message):
-                quitOnInterrupt = false
                 text = message
             }
-            if text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty { continue }
             messages.append(ChatMessage(role: "user", content: text))
             let ids = try format.tokens(messages)
             var reply = ""

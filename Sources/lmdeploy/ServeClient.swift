@@ -6,29 +6,20 @@ import TerminalUI
 
 enum TerminalChat {
     static func run(client: InteractiveClient, maxNewTokens: Int, temperature: Double) async throws {
-        let input = MessageReader(commands: ["exit", "end"])
         Terminal.err("server: \(client.baseURL), session \(client.sessionID)")
-        var quitOnInterrupt = false
+        let prompt = ChatPrompt()
         chat: while true {
             let text: String
-            switch input.read(prompt: "\ndouble enter to end input >>> ") {
-            case .endOfInput, .command("exit"):
+            switch prompt.next() {
+            case .quit:
                 break chat
-            case .interrupt:
-                if quitOnInterrupt { break chat }
-                quitOnInterrupt = true
-                Terminal.out("(press Ctrl-C again or type exit to quit)\n")
-                continue
-            case .command:
-                quitOnInterrupt = false
+            case .newSession:
                 try await client.end()
                 Terminal.out("(new session)\n")
                 continue
             case .message(let message):
-                quitOnInterrupt = false
                 text = message
             }
-            if text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty { continue }
             do {
                 var finish: String?
                 var history = 0
