@@ -15,7 +15,7 @@ enum Routes {
 /// The application for `context`; `onServerRunning` receives the bound port (tests bind port 0).
 public func buildApplication(context: ServeContext, logger: Logger? = nil,
                              onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
-    let router = Router(context: BasicRequestContext.self)
+    let router = Router(context: ServeRequestContext.self)
     router.add(middleware: CORSPolicyMiddleware(policy: context.options.cors))
     router.add(middleware: ErrorMiddleware(routes: Routes.table))
     router.add(middleware: APIKeyMiddleware(keys: context.options.apiKeys))
@@ -46,9 +46,9 @@ public func buildApplication(context: ServeContext, logger: Logger? = nil,
         headers[.xContentTypeOptions] = "nosniff"
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: APIPage.script)))
     }
-    router.post("/v1/chat/completions") { request, _ in try await context.chatCompletions(request) }
-    router.post("/v1/completions") { request, _ in try await context.completions(request) }
-    router.post("/v1/chat/interactive") { request, _ in try await context.interactive(request) }
+    router.post("/v1/chat/completions") { request, c in try await context.chatCompletions(request, connection: c.channel) }
+    router.post("/v1/completions") { request, c in try await context.completions(request, connection: c.channel) }
+    router.post("/v1/chat/interactive") { request, c in try await context.interactive(request, connection: c.channel) }
 
     var log = logger ?? Logger(label: "lmdeploy.serve")
     if logger == nil { log.logLevel = .info }

@@ -2,11 +2,12 @@
 // answered at once or streamed as server-sent events.
 import Foundation
 import Hummingbird
+import NIOCore
 import Tokenizers
 import TurboMind
 
 extension ServeContext {
-    func chatCompletions(_ request: Request) async throws -> Response {
+    func chatCompletions(_ request: Request, connection: any Channel) async throws -> Response {
         metrics.received()
         var request = request
         let body = try await decodeBody(ChatCompletionRequest.self, from: &request)
@@ -40,7 +41,7 @@ extension ServeContext {
         let id = requestID("chatcmpl"), created = Int(Date().timeIntervalSince1970), model = options.modelName
 
         guard body.common.streaming else {
-            let results = try await Streaming.collect(streams, count: n, request: request, metrics: metrics)
+            let results = try await Streaming.collect(streams, count: n, connection: connection, metrics: metrics)
             permit.release()
             let answer = ChatCompletion(
                 id: id, created: created, model: model,
@@ -54,7 +55,7 @@ extension ServeContext {
         }
 
         let includeUsage = body.common.includeUsage, wantLogprobs = config.logprobs, promptCount = prompt.count
-        return try await Streaming.respond(streams, sse: true, metrics: metrics, permit: permit) { first, reader, sink in
+        return try await Streaming.respond(streams, sse: true, connection: connection, metrics: metrics, permit: permit) { first, reader, sink in
             let encoder = JSONEncoder.api
             func chunk(_ choice: ChatCompletionChunk.Choice) throws -> Data {
                 try encoder.encode(ChatCompletionChunk(id: id, created: created, model: model, choices: [choice]))
@@ -101,7 +102,6 @@ extension ServeContext {
         let limit = options.limits.maxBodyBytes
         let buffer: ByteBuffer
         do {
-            // Not `collectBody`: the body must stay as it came, for the disconnect watch.
             buffer = try await request.body.collect(upTo: limit)
         } catch let error as HTTPResponseError where error.status == .contentTooLarge {
             throw APIError(.contentTooLarge, "the request body is larger than \(limit) bytes (--max-body-bytes)", code: "body_too_large")

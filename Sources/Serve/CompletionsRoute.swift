@@ -1,10 +1,11 @@
 // POST /v1/completions: raw prompts (text or token ids, one or several), each completed n times.
 import Foundation
 import Hummingbird
+import NIOCore
 import TurboMind
 
 extension ServeContext {
-    func completions(_ request: Request) async throws -> Response {
+    func completions(_ request: Request, connection: any Channel) async throws -> Response {
         metrics.received()
         var request = request
         let body = try await decodeBody(CompletionRequest.self, from: &request)
@@ -47,7 +48,7 @@ extension ServeContext {
         let promptTokens = prompts.reduce(0) { $0 + $1.count }
 
         guard body.common.streaming else {
-            let results = try await Streaming.collect(streams, count: jobs.count, request: request, metrics: metrics)
+            let results = try await Streaming.collect(streams, count: jobs.count, connection: connection, metrics: metrics)
             permit.release()
             let choices = results.enumerated().map { k, r -> Completion.Choice in
                 let p = k / n
@@ -69,7 +70,7 @@ extension ServeContext {
         }
 
         let includeUsage = body.common.includeUsage, total = jobs.count
-        return try await Streaming.respond(streams, sse: true, metrics: metrics, permit: permit) { first, reader, sink in
+        return try await Streaming.respond(streams, sse: true, connection: connection, metrics: metrics, permit: permit) { first, reader, sink in
             let encoder = JSONEncoder.api
             func chunk(_ choice: Completion.Choice) throws -> Data {
                 try encoder.encode(Completion(id: id, created: created, model: model, choices: [choice]))

@@ -3,11 +3,12 @@
 // the part it has already computed, so only the new turn is computed.
 import Foundation
 import Hummingbird
+import NIOCore
 import Tokenizers
 import TurboMind
 
 extension ServeContext {
-    func interactive(_ request: Request) async throws -> Response {
+    func interactive(_ request: Request, connection: any Channel) async throws -> Response {
         metrics.received()
         var request = request
         let body = try await decodeBody(InteractiveRequest.self, from: &request)
@@ -73,7 +74,7 @@ extension ServeContext {
         guard body.stream else {
             let results: [ChoiceResult]
             do {
-                results = try await Streaming.collect(streams, count: 1, request: request, metrics: metrics)
+                results = try await Streaming.collect(streams, count: 1, connection: connection, metrics: metrics)
             } catch {
                 settle("", .cancelled, 0)
                 throw error
@@ -85,7 +86,7 @@ extension ServeContext {
                                                 historyTokens: r.historyTokens))
         }
         do {
-            return try await Streaming.respond(streams, sse: false, metrics: metrics, permit: permit) { first, reader, sink in
+            return try await Streaming.respond(streams, sse: false, connection: connection, metrics: metrics, permit: permit) { first, reader, sink in
                 let encoder = JSONEncoder.api
                 var reply = "", generated = 0, finish: FinishReason?, history = 0
                 defer { settle(reply, finish, history) }

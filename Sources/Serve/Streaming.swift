@@ -1,8 +1,9 @@
-// Running a request's choices for the two kinds of answer: collected into one JSON body (with
-// the generation cancelled if the client goes away meanwhile), or streamed as events, with the
-// first update awaited before the headers go out so that errors still get their status.
+// Running a request's choices for the two kinds of answer: collected into one JSON body, or
+// streamed as events, with the first update awaited before the headers go out so that errors
+// still get their status. Either way the generation is cancelled when the connection closes.
 import Foundation
 import Hummingbird
+import NIOCore
 import TurboMind
 
 /// One choice's output, collected.
@@ -29,17 +30,22 @@ struct ChoiceResult {
 }
 
 enum Streaming {
-    /// Runs every choice to the end; a client that disconnects first cancels them.
-    static func collect(_ streams: ChoiceStreams, count: Int, request: Request, metrics: ServerMetrics) async throws -> [ChoiceResult] {
+    /// Cancels the request's generation when its connection closes (the client went away). The
+    /// connection stays open for keep-alive otherwise; a cancel after the request ended is a no-op.
+    static func watch(_ connection: any Channel, _ streams: ChoiceStreams) {
+        connection.closeFuture.whenComplete { _ in streams.cancel() }
+    }
+
+    /// Runs every choice to the end. A client that disconnects meanwhile is noticed when its
+    /// connection closes (`watch`); one whose close the server does not read until it answers
+    /// (HTTP/1 keeps reading paused while a request is handled) is noticed only then.
+    static func collect(_ streams: ChoiceStreams, count: Int, connection: any Channel, metrics: ServerMetrics) async throws -> [ChoiceResult] {
         let reader = UpdateReader(streams)
+        watch(connection, streams)
         do {
-            return try await request.body.consumeWithInboundCloseHandler { _ in
-                var results = [ChoiceResult](repeating: ChoiceResult(), count: count)
-                while let (i, out) = try await reader.next() { results[i].add(out) }
-                return results
-            } onInboundClosed: {
-                streams.cancel()
-            }
+            var results = [ChoiceResult](repeating: ChoiceResult(), count: count)
+            while let (i, out) = try await reader.next() { results[i].add(out) }
+            return results
         } catch {
             metrics.failed()
             throw APIError.engine(error)
@@ -48,9 +54,10 @@ enum Streaming {
 
     /// Awaits the first update (engine errors become HTTP errors), then answers 200 with a body
     /// that `write` fills from the rest; a failed write (the client left) cancels the generation.
-    static func respond(_ streams: ChoiceStreams, sse: Bool, metrics: ServerMetrics, permit: Admission.Permit,
+    static func respond(_ streams: ChoiceStreams, sse: Bool, connection: any Channel, metrics: ServerMetrics, permit: Admission.Permit,
                         write: @escaping @Sendable (_ first: (Int, GenerationOutput)?, _ reader: UpdateReader, _ send: EventSink) async throws -> Void) async throws -> Response {
         let reader = UpdateReader(streams)
+        watch(connection, streams)
         let first: (Int, GenerationOutput)?
         do {
             first = try await reader.next()

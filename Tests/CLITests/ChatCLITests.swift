@@ -33,14 +33,27 @@ enum CLI {
         // Read both pipes concurrently so a chatty child never blocks on a full pipe.
         nonisolated(unsafe) var out = Data(), err = Data()
         let group = DispatchGroup()
-        DispatchQueue.global().async(group: group) { out = outPipe.fileHandleForReading.readDataToEndOfFile() }
-        DispatchQueue.global().async(group: group) { err = errPipe.fileHandleForReading.readDataToEndOfFile() }
+        DispatchQueue.global().async(group: group) { out = readAll(outPipe.fileHandleForReading.fileDescriptor) }
+        DispatchQueue.global().async(group: group) { err = readAll(errPipe.fileHandleForReading.fileDescriptor) }
         if group.wait(timeout: .now() + timeout) == .timedOut {
             p.terminate()
             Issue.record("lmdeploy \(arguments.joined(separator: " ")) did not finish within \(timeout) s")
         }
         p.waitUntilExit()
         return Result(status: p.terminationStatus, stdout: String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self))
+    }
+}
+
+/// Everything until end of file, retrying reads a signal interrupted (Foundation's
+/// readDataToEndOfFile traps on EINTR, and Process's SIGCHLD handling causes them).
+func readAll(_ fd: Int32) -> Data {
+    var out = Data()
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = read(fd, &buffer, buffer.count)
+        if n > 0 { out.append(buffer, count: n); continue }
+        if n < 0 && errno == EINTR { continue }
+        return out
     }
 }
 

@@ -56,8 +56,8 @@ enum ConvertCLI {
         try p.run()
         nonisolated(unsafe) var out = Data(), err = Data()
         let group = DispatchGroup()
-        DispatchQueue.global().async(group: group) { out = outPipe.fileHandleForReading.readDataToEndOfFile() }
-        DispatchQueue.global().async(group: group) { err = errPipe.fileHandleForReading.readDataToEndOfFile() }
+        DispatchQueue.global().async(group: group) { out = readAll(outPipe.fileHandleForReading.fileDescriptor) }
+        DispatchQueue.global().async(group: group) { err = readAll(errPipe.fileHandleForReading.fileDescriptor) }
         group.wait()
         p.waitUntilExit()
         return CLI.Result(status: p.terminationStatus, stdout: String(decoding: out, as: UTF8.self),

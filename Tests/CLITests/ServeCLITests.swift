@@ -20,9 +20,11 @@ final class ServerProcess {
         var found: Int?
         let deadline = Date().addingTimeInterval(120)
         while found == nil, Date() < deadline, process.isRunning {
-            let chunk = errPipe.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            log.append(chunk)
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            let n = read(errPipe.fileHandleForReading.fileDescriptor, &buffer, buffer.count)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            log.append(buffer, count: n)
             let text = String(decoding: log, as: UTF8.self)
             if let range = text.range(of: #"http://127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
                 found = Int(text[range].split(separator: ":").last!)

@@ -143,10 +143,8 @@ import TurboMind
         await server.stop()
     }
 
-    @Test func clientThatDisconnectsFreesItsBlocks() async throws {
-        let server = try await TestServer.start()
-        let baseline = try await server.metric("lmdeploy_kv_blocks_used")
-        // A raw socket: read the first events of a long stream, then hang up.
+    /// A raw socket to the server with `body` posted to /v1/chat/completions.
+    static func rawPost(_ server: TestServer, _ body: String) -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
@@ -154,9 +152,25 @@ import TurboMind
         addr.sin_addr.s_addr = inet_addr("127.0.0.1")
         let connected = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
         #expect(connected == 0)
-        let body = jsonString(["messages": [["role": "user", "content": "Tell me a long story."]], "max_tokens": 900, "ignore_eos": true, "stream": true, "temperature": 0])
         let request = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
         _ = request.withCString { send(fd, $0, strlen($0), 0) }
+        return fd
+    }
+
+    /// Waits until nothing runs and the KV blocks are back to `baseline`.
+    static func freed(_ server: TestServer, baseline: Double) async throws -> Bool {
+        for _ in 0..<40 {
+            try await Task.sleep(for: .milliseconds(50))
+            if try await server.metric("lmdeploy_sequences_running") == 0, try await server.metric("lmdeploy_kv_blocks_used") == baseline { return true }
+        }
+        return false
+    }
+
+    @Test func clientThatDisconnectsFreesItsBlocks() async throws {
+        let server = try await TestServer.start()
+        let baseline = try await server.metric("lmdeploy_kv_blocks_used")
+        // A raw socket: read the first events of a long stream, then hang up.
+        let fd = Self.rawPost(server, jsonString(["messages": [["role": "user", "content": "Tell me a long story."]], "max_tokens": 900, "ignore_eos": true, "stream": true, "temperature": 0]))
         var buffer = [UInt8](repeating: 0, count: 4096)
         var received = 0
         while received < 600 { let n = recv(fd, &buffer, buffer.count, 0); if n <= 0 { break }; received += n }
@@ -169,13 +183,8 @@ import TurboMind
         #expect(running, "the stream runs (received \(received) bytes)")
         #expect(try await server.metric("lmdeploy_kv_blocks_used") > baseline)
         close(fd)
-        // Freed within a second or two: the next failed write cancels the request.
-        var freed = false
-        for _ in 0..<40 {
-            try await Task.sleep(for: .milliseconds(50))
-            if try await server.metric("lmdeploy_sequences_running") == 0, try await server.metric("lmdeploy_kv_blocks_used") == baseline { freed = true; break }
-        }
-        #expect(freed, "the disconnected stream's blocks were not freed")
+        // Freed within a second or two: the connection's close cancels the request.
+        #expect(try await Self.freed(server, baseline: baseline), "the disconnected stream's blocks were not freed")
         await server.stop()
     }
 }

@@ -75,10 +75,23 @@ func runProcess(_ path: String, _ arguments: [String], environment: [String: Str
         Thread.detachNewThread {
             let timer = DispatchWorkItem { p.terminate() }
             DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: timer)
-            let out = pipe.fileHandleForReading.readDataToEndOfFile()
+            let out = readAll(pipe.fileHandleForReading.fileDescriptor)
             p.waitUntilExit()
             timer.cancel()
             continuation.resume(returning: (p.terminationStatus, String(decoding: out, as: UTF8.self)))
         }
+    }
+}
+
+/// Everything until end of file, retrying reads a signal interrupted (Foundation's
+/// readDataToEndOfFile traps on EINTR, and Process's SIGCHLD handling causes them).
+func readAll(_ fd: Int32) -> Data {
+    var out = Data()
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = read(fd, &buffer, buffer.count)
+        if n > 0 { out.append(buffer, count: n); continue }
+        if n < 0 && errno == EINTR { continue }
+        return out
     }
 }
