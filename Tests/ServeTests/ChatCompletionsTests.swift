@@ -90,6 +90,9 @@ import TurboMind
             return out
         }
         for i in questions.indices { #expect(texts[i] == expected[i], "stream \(i)") }
+        // The engine publishes its stats after each step; a client can see [DONE] before the step
+        // that retired its sequence has published, so wait for the snapshot (at most 2 s).
+        for _ in 0..<40 where server.engine.stats.freeBlocks != server.engine.stats.totalBlocks { try await Task.sleep(for: .milliseconds(50)) }
         #expect(server.engine.stats.freeBlocks == server.engine.stats.totalBlocks)
         await server.stop()
     }
