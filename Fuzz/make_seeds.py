@@ -160,5 +160,26 @@ except Exception as error:
 ranks = [bytes([b]) for b in range(256)] + [b"he", b"ll", b"hell", b"hello", b" w", b"or", b"orld", b" world"]
 seed("tiktoken", "bytes-and-merges.tiktoken", b"".join(base64.b64encode(t) + b" %d\n" % i for i, t in enumerate(ranks)))
 
+# Request bodies of the server's routes: each shape the decoders accept, and near misses.
+requests = {
+    "chat-basic": {"model": "m", "messages": [{"role": "user", "content": "Hi"}]},
+    "chat-full": {"model": "m", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
+                                              {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "More"}],
+                  "temperature": 0.7, "top_p": 0.9, "top_k": 40, "n": 2, "max_tokens": 16, "max_completion_tokens": 8, "stop": ["\n", "END"],
+                  "stream": True, "stream_options": {"include_usage": True}, "presence_penalty": 0.5, "frequency_penalty": -0.5,
+                  "repetition_penalty": 1.1, "seed": 7, "logprobs": True, "top_logprobs": 5, "ignore_eos": False, "session_id": 3, "user": "u"},
+    "chat-image": {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x"}}]}]},
+    "completion-string": {"prompt": "Once", "max_tokens": 4, "echo": True, "logprobs": 2, "stop": "x"},
+    "completion-list": {"prompt": ["a", "b"], "n": 1},
+    "completion-ids": {"prompt": [1, 2, 3]},
+    "completion-id-lists": {"prompt": [[1, 2], [3]], "stream": True},
+    "interactive": {"prompt": "Hi", "session_id": 1, "interactive_mode": True, "stream": True, "stop": False, "request_output_len": 32,
+                    "top_p": 0.8, "top_k": 40, "temperature": 0.8, "repetition_penalty": 1.0, "ignore_eos": False},
+    "interactive-end": {"prompt": "", "session_id": 1, "interactive_mode": False, "request_output_len": 0},
+    "bad-types": {"messages": "x", "n": "2", "temperature": None, "stop": [1]},
+}
+for name, value in requests.items():
+    seed("http_requests", name + ".json", json.dumps(value))
+
 for target in sorted(written):
     print(f"make_seeds: {target}: {written[target]} seeds")

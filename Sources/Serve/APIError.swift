@@ -1,10 +1,12 @@
 // Every failure a client can see, as OpenAI's error object
 // (`{"error": {"message", "type", "param", "code"}}`) with the HTTP status that fits it.
+// Only HTTP types here, no server: the request decoders that raise it are fuzzed on their own
+// (Fuzz/serve_requests.swift); APIErrorResponse.swift makes it a Hummingbird response.
 import Foundation
-import Hummingbird
+import HTTPTypes
 import TurboMind
 
-public struct APIError: Error, HTTPResponseError, CustomStringConvertible, Sendable {
+public struct APIError: Error, CustomStringConvertible, Sendable {
     public var status: HTTPResponse.Status
     public var message: String
     public var type: String
@@ -23,12 +25,6 @@ public struct APIError: Error, HTTPResponseError, CustomStringConvertible, Senda
     }
 
     public var description: String { "\(status.code) \(message)" }
-
-    public func response(from request: Request, context: some RequestContext) throws -> Response {
-        var headers = self.headers
-        headers[.contentType] = "application/json"
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
-    }
 
     /// The JSON body, also sent as an SSE event when a stream fails after it started.
     public var body: Data {
@@ -72,6 +68,10 @@ public struct APIError: Error, HTTPResponseError, CustomStringConvertible, Senda
         switch error {
         case .engineStopped:
             var e = APIError(.serviceUnavailable, "the server is shutting down", type: "server_error", code: "shutting_down")
+            e.headers[.retryAfter] = "5"
+            return e
+        case .queueTimeout:
+            var e = APIError(.serviceUnavailable, error.description + "; retry later", type: "server_overloaded", code: "kv_cache_full")
             e.headers[.retryAfter] = "5"
             return e
         case .sessionBusy:

@@ -1,6 +1,7 @@
 // The HTTP application: one function builds it, for `lmdeploy serve api_server` and the tests alike.
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import Logging
 import TurboMind
 
@@ -54,7 +55,12 @@ public func buildApplication(context: ServeContext, logger: Logger? = nil,
     if logger == nil { log.logLevel = .info }
     let configuration = ApplicationConfiguration(address: .hostname(context.options.host, port: context.options.port),
                                                  serverName: "lmdeploy-swift")
-    return Application(router: router, configuration: configuration, onServerRunning: { channel in
+    let timeouts = context.options.timeouts
+    let guardLogger = log
+    let server = HTTPServerBuilder.http1(configuration: .init(
+        additionalChannelHandlers: [ConnectionGuard(requestTimeout: .init(timeouts.request), stallTimeout: .init(timeouts.write), logger: guardLogger)],
+        idleTimeout: .init(timeouts.idle)))
+    return Application(router: router, server: server, configuration: configuration, onServerRunning: { channel in
         await onServerRunning(channel.localAddress?.port ?? context.options.port)
     }, logger: log)
 }

@@ -35,9 +35,9 @@ extension ServeContext {
             let session = i == 0 ? self.session(body.common.sessionID) : anonymousSession()
             return ChoiceJob(session: session, input: .full(prompt), config: c)
         }
-        let permit = try await admission.acquire()
+        let permit = try await admission.acquire(client: Admission.client(of: connection))
         let started = ContinuousClock.now
-        let streams = ChoiceStreams(engine: engine, jobs: jobs, metrics: metrics, started: started)
+        let streams = ChoiceStreams(engine: engine, jobs: jobs, metrics: metrics, started: started, queueTimeout: options.queueTimeout)
         let id = requestID("chatcmpl"), created = Int(Date().timeIntervalSince1970), model = options.modelName
 
         guard body.common.streaming else {

@@ -16,9 +16,14 @@ final class ChoiceStreams: Sendable {
     let updates: AsyncThrowingStream<(Int, GenerationOutput), Error>
     private let engine: any InferenceEngine
 
-    init(engine: any InferenceEngine, jobs: [ChoiceJob], metrics: ServerMetrics, started: ContinuousClock.Instant) {
+    /// `queueTimeout`: how long each choice may wait for the engine to start it (then 503).
+    init(engine: any InferenceEngine, jobs: [ChoiceJob], metrics: ServerMetrics, started: ContinuousClock.Instant, queueTimeout: Duration?) {
         self.engine = engine
-        let streams = jobs.map { engine.generate(session: $0.session, input: $0.input, config: $0.config, interactive: $0.interactive) }
+        let streams = jobs.map { job in
+            var config = job.config
+            config.queueTimeout = queueTimeout
+            return engine.generate(session: job.session, input: job.input, config: config, interactive: job.interactive)
+        }
         let ids = streams.map(\.id)
         self.ids = ids
         let (updates, continuation) = AsyncThrowingStream<(Int, GenerationOutput), Error>.makeStream()

@@ -41,8 +41,8 @@ extension ServeContext {
                 jobs.append(ChoiceJob(session: session, input: .full(p), config: c))
             }
         }
-        let permit = try await admission.acquire()
-        let streams = ChoiceStreams(engine: engine, jobs: jobs, metrics: metrics, started: .now)
+        let permit = try await admission.acquire(client: Admission.client(of: connection))
+        let streams = ChoiceStreams(engine: engine, jobs: jobs, metrics: metrics, started: .now, queueTimeout: options.queueTimeout)
         let id = requestID("cmpl"), created = Int(Date().timeIntervalSince1970), model = options.modelName
         let promptTexts = prompts.map { tokenizer.decode($0.map(Int.init)) }
         let promptTokens = prompts.reduce(0) { $0 + $1.count }

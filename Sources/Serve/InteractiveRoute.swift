@@ -53,9 +53,12 @@ extension ServeContext {
             repetitionPenalty: Float(body.repetitionPenalty)))
         config.ignoreEOS = body.ignoreEOS
         let keep = body.interactiveMode && body.sessionID >= 0
-        let permit = try await admission.acquire()
+        let client = Admission.client(of: connection)
+        let permit = try await admission.acquire(client: client)
+        // A named session gets an entry (its running request can be stopped by id); 429 when full.
+        if body.sessionID >= 0 { try sessions.open(session, client: client) }
         let streams = ChoiceStreams(engine: engine, jobs: [ChoiceJob(session: session, input: .full(prompt), config: config, interactive: keep)],
-                                    metrics: metrics, started: .now)
+                                    metrics: metrics, started: .now, queueTimeout: options.queueTimeout)
         sessions.update(session) { $0.running = streams.ids[0] }
         let sessions = self.sessions
         /// Records the finished turn in the session's history.

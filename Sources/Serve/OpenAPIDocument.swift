@@ -42,7 +42,7 @@ enum OpenAPIDocument {
         var info: [(String, JSONDoc)] = [
             ("title", .string("lmdeploy-swift api_server")),
             ("version", .string("1.0")),
-            ("description", .string("OpenAI-compatible API and lmdeploy's /v1/chat/interactive, serving `\(options.modelName)`. Limits: body ≤ \(limits.maxBodyBytes) bytes, n ≤ \(limits.maxChoices), ≤ \(limits.maxStopWords) stop strings of ≤ \(limits.maxStopWordLength) characters, ≤ \(limits.maxPrompts) prompts per completions request, \(options.maxConcurrentRequests) generation requests at once with \(options.maxQueuedRequests) queued (then 429).")),
+            ("description", .string("OpenAI-compatible API and lmdeploy's /v1/chat/interactive, serving `\(options.modelName)`. Limits: body ≤ \(limits.maxBodyBytes) bytes, n ≤ \(limits.maxChoices), ≤ \(limits.maxStopWords) stop strings of ≤ \(limits.maxStopWordLength) characters, ≤ \(limits.maxPrompts) prompts per completions request, \(options.maxConcurrentRequests) generation requests at once with \(options.maxQueuedRequests) queued and \(options.maxRequestsPerClient) per client address (then 429 with Retry-After), \(options.maxSessions) open interactive sessions (\(options.maxSessionsPerClient) per client; then 429), \(options.queueTimeout.components.seconds) s of waiting for KV cache (then 503 with Retry-After); connections idle for \(options.timeouts.idle.components.seconds) s, sending a request for more than \(options.timeouts.request.components.seconds) s or leaving a response unread for \(options.timeouts.write.components.seconds) s are closed.")),
         ]
         info.append(("license", .object([("name", .string("Apache-2.0"))])))
         var doc: [(String, JSONDoc)] = [

@@ -1,7 +1,6 @@
 // Turning a request body into a typed request: JSON errors become 400s that name the field
 // (`param`) and say what was expected, as OpenAI's API does.
 import Foundation
-import Hummingbird
 
 enum RequestDecoding {
     static func decode<T: Decodable>(_ type: T.Type, from data: Data) throws -> T {

@@ -11,7 +11,7 @@ public final class ServeContext: Sendable {
     public let options: ServerOptions
     let metrics = ServerMetrics()
     let admission: Admission
-    let sessions = InteractiveSessions()
+    let sessions: InteractiveSessions
     private let counter = Counter()
     let startTime = Int(Date().timeIntervalSince1970)
 
@@ -19,7 +19,8 @@ public final class ServeContext: Sendable {
         self.engine = engine
         self.format = format
         self.options = options
-        admission = Admission(limit: options.maxConcurrentRequests, queueDepth: options.maxQueuedRequests)
+        sessions = InteractiveSessions(maxSessions: options.maxSessions, maxPerClient: options.maxSessionsPerClient)
+        admission = Admission(limit: options.maxConcurrentRequests, queueDepth: options.maxQueuedRequests, perClient: options.maxRequestsPerClient)
     }
 
     var tokenizer: Tokenizer { format.tokenizer }
@@ -53,25 +54,64 @@ public final class ServeContext: Sendable {
     }
 }
 
-/// The messages and running request of each `/v1/chat/interactive` session.
+/// The messages and running request of each `/v1/chat/interactive` session, at most
+/// `maxSessions` in all and `maxPerClient` opened by one client address (--max-sessions,
+/// --max-sessions-per-client): the table, and the KV the sessions pin, cannot grow without bound.
 final class InteractiveSessions: @unchecked Sendable {
     struct State {
         var messages: [ChatMessage] = []
         var running: TurboMind.RequestID?
         var historyTokens = 0
+        /// The client that opened it (counted against its share).
+        var client = ""
     }
     private let lock = NSLock()
     private var table: [UInt64: State] = [:]
+    private var perClient: [String: Int] = [:]
+    private let maxSessions: Int
+    private let maxPerClient: Int
+
+    init(maxSessions: Int = .max, maxPerClient: Int = .max) {
+        self.maxSessions = max(1, maxSessions)
+        self.maxPerClient = max(1, maxPerClient)
+    }
+
+    var count: Int { lock.withLock { table.count } }
 
     func state(_ session: UInt64) -> State { lock.withLock { table[session] ?? State() } }
+
+    /// Makes sure `session` has an entry, opening one for `client` if it is new; 429 when the
+    /// table or the client's share is full.
+    func open(_ session: UInt64, client: String) throws {
+        try lock.withLock {
+            guard table[session] == nil else { return }
+            let mine = perClient[client, default: 0]
+            if table.count >= maxSessions {
+                throw APIError.overloaded(retryAfter: 5, message: "the server has \(table.count) open interactive sessions, the most it keeps (--max-sessions): end one (interactive_mode false) or retry later")
+            }
+            if mine >= maxPerClient {
+                throw APIError.overloaded(retryAfter: 5, message: "this client has \(mine) open interactive sessions, the most one client may keep (--max-sessions-per-client): end one (interactive_mode false) first")
+            }
+            table[session] = State(client: client)
+            perClient[client] = mine + 1
+        }
+    }
+
+    /// Edits an open session (one that was reset meanwhile stays closed).
     func update(_ session: UInt64, _ body: (inout State) -> Void) {
         lock.withLock {
-            var s = table[session] ?? State()
+            guard var s = table[session] else { return }
             body(&s)
             table[session] = s
         }
     }
-    func reset(_ session: UInt64) { lock.withLock { _ = table.removeValue(forKey: session) } }
+
+    func reset(_ session: UInt64) {
+        lock.withLock {
+            guard let s = table.removeValue(forKey: session) else { return }
+            if let n = perClient[s.client] { perClient[s.client] = n > 1 ? n - 1 : nil }
+        }
+    }
 }
 
 /// Reads a merged update stream from one task at a time (the handler, then the response writer).

@@ -28,9 +28,13 @@ struct APIServer: AsyncParsableCommand {
         then: curl http://127.0.0.1:23333/v1/chat/completions -H 'Content-Type: application/json' \\
               -d '{"messages": [{"role": "user", "content": "Hi"}]}'
         Limits: a request body of at most --max-body-bytes, n ≤ 16, at most 16 stop strings of 256 characters, \
-        64 prompts per completions request; beyond --max-concurrent-requests generation requests wait, and \
-        beyond --max-queued-requests more the server answers 429 with Retry-After. SIGINT/SIGTERM stop \
-        accepting, let running requests finish (30 s at most), then exit 0.
+        64 prompts per completions request, prompt + max_tokens within --session-len; beyond \
+        --max-concurrent-requests generation requests wait, and beyond --max-queued-requests more (or \
+        --max-requests-per-client from one address) the server answers 429 with Retry-After; a request that \
+        waits --queue-timeout for KV cache gets 503 with Retry-After. Connections that stay silent \
+        (--idle-timeout), send half a request (--request-timeout) or stop reading (--write-timeout) are \
+        closed and their generations cancelled. SIGINT/SIGTERM stop accepting, let running requests finish \
+        (30 s at most), then exit 0.
         """,
         aliases: ["api-server"]
     )
@@ -77,16 +81,7 @@ struct APIServer: AsyncParsableCommand {
     @Option(name: [.customLong("log-level"), .customLong("log_level")], help: "CRITICAL, ERROR, WARNING, INFO or DEBUG.")
     var logLevel = "INFO"
 
-    @Option(name: [.customLong("max-concurrent-requests"), .customLong("max_concurrent_requests")],
-            help: "Generation requests served at once; more wait in a queue.")
-    var maxConcurrentRequests = 256
-
-    @Option(name: [.customLong("max-queued-requests"), .customLong("max_queued_requests")],
-            help: "Requests that may wait beyond --max-concurrent-requests; more get 429 with Retry-After.")
-    var maxQueuedRequests = 256
-
-    @Option(name: [.customLong("max-body-bytes"), .customLong("max_body_bytes")], help: "Largest request body (413 beyond).")
-    var maxBodyBytes = 8 << 20
+    @OptionGroup(title: "Limits and timeouts") var limits: ServerLimitOptions
 
     @OptionGroup var engineOptions: EngineOptions
 
@@ -95,9 +90,6 @@ struct APIServer: AsyncParsableCommand {
         guard tp == 1 else { throw ValidationError("--tp \(tp): tensor parallelism over several GPUs is not supported yet; use --tp 1") }
         if let instanceNum, instanceNum < 1 { throw ValidationError("--instance-num must be at least 1, got \(instanceNum)") }
         guard logLevelValue != nil else { throw ValidationError("--log-level must be CRITICAL, ERROR, WARNING, INFO or DEBUG, got \(logLevel)") }
-        guard maxConcurrentRequests >= 1 else { throw ValidationError("--max-concurrent-requests must be at least 1") }
-        guard maxQueuedRequests >= 0 else { throw ValidationError("--max-queued-requests must be ≥ 0") }
-        guard maxBodyBytes >= 1024 else { throw ValidationError("--max-body-bytes must be at least 1024") }
         if apiKeys.contains(where: \.isEmpty) { throw ValidationError("--api-keys: a key must not be empty") }
     }
 
@@ -114,11 +106,10 @@ struct APIServer: AsyncParsableCommand {
         defer { engine.shutdown() }
         for notice in engine.notices { Terminal.err(notice) }
         let served = servedModelName ?? source.workspace?.modelName ?? source.directory.lastPathComponent
-        let options = ServerOptions(
+        var options = ServerOptions(
             host: serverName, port: serverPort, modelName: served, apiKeys: apiKeys,
-            cors: CORSPolicy(allowOrigins: allowOrigins, allowCredentials: allowCredentials, allowMethods: allowMethods, allowHeaders: allowHeaders),
-            maxConcurrentRequests: maxConcurrentRequests, maxQueuedRequests: maxQueuedRequests,
-            limits: RequestLimits(maxBodyBytes: maxBodyBytes))
+            cors: CORSPolicy(allowOrigins: allowOrigins, allowCredentials: allowCredentials, allowMethods: allowMethods, allowHeaders: allowHeaders))
+        limits.apply(to: &options)
         var logger = Logger(label: "lmdeploy.serve")
         logger.logLevel = logLevelValue ?? .info
         let context = ServeContext(engine: engine, format: format, options: options)

@@ -220,7 +220,13 @@ public final class Engine<B: Backend>: InferenceEngine, @unchecked Sendable {
     private func admit() {
         var stillWaiting: [Request] = []
         var blocked = false
+        let now = ContinuousClock.now
         for r in waiting {
+            if let limit = r.config.queueTimeout, r.arrived.duration(to: now) > limit {
+                r.continuation.finish(throwing: EngineError.queueTimeout(waited: r.arrived.duration(to: now)))
+                if let s = sequences.sequences[r.session], s.status == .waiting { sequences.remove(s) }
+                continue
+            }
             if blocked || active.count >= config.maxBatchSize {
                 stillWaiting.append(r)
                 continue

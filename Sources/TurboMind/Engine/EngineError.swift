@@ -11,6 +11,8 @@ public enum EngineError: Error, CustomStringConvertible, Equatable, Sendable {
     /// The session already has a request running.
     case sessionBusy(session: UInt64)
     case engineStopped
+    /// The request waited longer than its `queueTimeout` for room in the batch and the KV cache.
+    case queueTimeout(waited: Duration)
 
     public var description: String {
         switch self {
@@ -28,6 +30,8 @@ public enum EngineError: Error, CustomStringConvertible, Equatable, Sendable {
             return "session \(session) already has a request running"
         case .engineStopped:
             return "the engine has stopped"
+        case let .queueTimeout(waited):
+            return "the request waited \(waited.components.seconds) s for room in the KV cache and was not started: the server is at capacity"
         }
     }
 }

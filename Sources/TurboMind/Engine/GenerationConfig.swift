@@ -16,10 +16,13 @@ public struct GenerationConfig: Sendable, Equatable {
     public var topLogprobs: Int
     /// What the request returns about its prompt (perplexity, golden comparisons).
     public var prompt: PromptOutput
+    /// How long the request may wait for room in the batch and the KV cache; past it, it fails with
+    /// `EngineError.queueTimeout` (nil: it waits as long as it takes).
+    public var queueTimeout: Duration?
 
     public init(maxNewTokens: Int = 512, sampling: SamplingParams = SamplingParams(), stopTokenIds: Set<Int32> = [],
                 ignoreEOS: Bool = false, stopWords: [String] = [], logprobs: Bool = false, topLogprobs: Int = 0,
-                prompt: PromptOutput = .none) {
+                prompt: PromptOutput = .none, queueTimeout: Duration? = nil) {
         self.maxNewTokens = maxNewTokens
         self.sampling = sampling
         self.stopTokenIds = stopTokenIds
@@ -28,6 +31,7 @@ public struct GenerationConfig: Sendable, Equatable {
         self.logprobs = logprobs
         self.topLogprobs = topLogprobs
         self.prompt = prompt
+        self.queueTimeout = queueTimeout
     }
 
     /// OpenAI's limit on `top_logprobs`.

@@ -10,6 +10,8 @@ final class Request {
     let config: GenerationConfig
     let interactive: Bool
     let continuation: AsyncThrowingStream<GenerationOutput, Error>.Continuation
+    /// When it was sent: a request not admitted within `config.queueTimeout` of it fails.
+    let arrived = ContinuousClock.now
     var sampler: Sampler
     var sequence: Sequence?
     var promptLength = 0
