@@ -72,20 +72,21 @@ public enum KVQParams {
             }
         }
         let files = try self.files(stats, symmetric: symmetric, tp: tp)
-        for (name, values) in files { try DurableFile.write(floats: values, to: turbomindDir.appendingPathComponent(name)) }
         // Ranks beyond this run's, left by an earlier run with a larger --num-tp, would be read as
-        // part of these parameters: remove them.
+        // part of these parameters: the set's replacement removes them with the rest of the old set.
         let fm = FileManager.default
+        var obsolete: [String] = []
         for l in 0..<stats.model.numLayer {
             var r = tp
             while true {
                 let stale = [KVQuantParameters.perLayerFileName(layer: l, rank: r), KVQuantParameters.perHeadFileName(layer: l, rank: r)]
-                    .map { turbomindDir.appendingPathComponent($0) }.filter { fm.fileExists(atPath: $0.path) }
+                    .filter { fm.fileExists(atPath: turbomindDir.appendingPathComponent($0).path) }
                 if stale.isEmpty { break }
-                for url in stale { try fm.removeItem(at: url) }
+                obsolete += stale
                 r += 1
             }
         }
+        try DurableFileSet.replace(files.map { (name: $0.name, bytes: DurableFile.bytes(floats: $0.values)) }, in: turbomindDir, removing: obsolete)
         return files.map(\.name)
     }
 }

@@ -69,6 +69,12 @@ enum OpenAPIDocument {
         return .object(f)
     }
 
+    private static func withLinks(_ response: JSONDoc, _ links: [(String, JSONDoc)]) -> JSONDoc {
+        guard case .object(var fields) = response else { return response }
+        fields.append(("links", .object(links)))
+        return .object(fields)
+    }
+
     private static var errorContent: [(String, JSONDoc)] { [("application/json", Schema.ref("Error"))] }
 
     private static func errors(_ codes: [(String, String)], secured: Bool) -> [(String, JSONDoc)] {
@@ -84,15 +90,16 @@ enum OpenAPIDocument {
         return .object([("get", .object(op))])
     }
 
-    private static func post(_ summary: String, request: String, ok: JSONDoc, secured: Bool) -> JSONDoc {
+    private static func post(_ operationID: String, _ summary: String, request: String, ok: JSONDoc, secured: Bool) -> JSONDoc {
         let errorCodes = [
             ("400", "Malformed JSON, a field of the wrong type or out of range, or a prompt longer than the session."),
             ("404", "Unknown model."),
             ("413", "The body is larger than the limit."),
-            ("429", "Too many requests running and queued; see Retry-After."),
-            ("503", "The server is shutting down."),
+            ("429", "Too many requests running and queued, too many from this client, or too many open sessions; see Retry-After."),
+            ("503", "The server is shutting down, or the request waited --queue-timeout for room in the KV cache; see Retry-After."),
         ]
         let op: [(String, JSONDoc)] = [
+            ("operationId", .string(operationID)),
             ("summary", .string(summary)),
             ("requestBody", .object([("required", .bool(true)), ("content", content([("application/json", Schema.ref(request))]))])),
             ("responses", .object([("200", ok)] + errors(errorCodes, secured: secured))),
@@ -103,20 +110,23 @@ enum OpenAPIDocument {
     static func paths(secured: Bool) -> [(String, JSONDoc)] {
         [
             ("/v1/models", get("The served model.", response("The model list.", [("application/json", Schema.ref("ModelList"))]), secured: secured)),
-            ("/v1/chat/completions", post("Chat completion (OpenAI).", request: "ChatCompletionRequest",
+            ("/v1/chat/completions", post("createChatCompletion", "Chat completion (OpenAI).", request: "ChatCompletionRequest",
                                           ok: response("The answer; with `stream`, server-sent events of ChatCompletionChunk ending with `data: [DONE]`.",
                                                        [("application/json", Schema.ref("ChatCompletion")),
                                                         ("text/event-stream", sseEvent("A ChatCompletionChunk as JSON, or `[DONE]` at the end."))]),
                                           secured: secured)),
-            ("/v1/completions", post("Text completion (OpenAI).", request: "CompletionRequest",
+            ("/v1/completions", post("createCompletion", "Text completion (OpenAI).", request: "CompletionRequest",
                                      ok: response("The answer; with `stream`, server-sent events of Completion chunks ending with `data: [DONE]`.",
                                                   [("application/json", Schema.ref("Completion")),
                                                    ("text/event-stream", sseEvent("A Completion chunk as JSON, or `[DONE]` at the end."))]),
                                      secured: secured)),
-            ("/v1/chat/interactive", post("lmdeploy's session chat: the server keeps the history.", request: "InteractiveRequest",
-                                          ok: response("The answer; with `stream`, one InteractiveResponse JSON object per line.",
-                                                       [("application/json", Schema.ref("InteractiveResponse")),
-                                                        ("application/x-ndjson", Schema.string("One InteractiveResponse JSON object per line."))]),
+            ("/v1/chat/interactive", post("chatInteractive", "lmdeploy's session chat: the server keeps the history.", request: "InteractiveRequest",
+                                          ok: withLinks(response("The answer; with `stream`, one InteractiveResponse JSON object per line.",
+                                                                 [("application/json", Schema.ref("InteractiveResponse")),
+                                                                  ("application/x-ndjson", Schema.string("One InteractiveResponse JSON object per line."))]),
+                                                        // The same request again is the session's next turn (stateful testing follows it).
+                                                        [("NextTurn", .object([("operationId", .string("chatInteractive")), ("requestBody", .string("$request.body")),
+                                                                              ("description", .string("Another turn of the same session."))]))]),
                                           secured: secured)),
             ("/health", get("Liveness: 200 while the server runs (no key needed).", response("Alive."), secured: secured, open: true)),
             ("/metrics", get("Prometheus metrics.", response("Text exposition format.", [("text/plain", Schema.string("Prometheus text."))]), secured: secured)),

@@ -20,8 +20,13 @@ enum CLI {
 
     /// Runs lmdeploy with `arguments`, feeding `input` on stdin; fails the test after `timeout` s.
     static func run(_ arguments: [String], input: String = "", timeout: TimeInterval = 300) throws -> Result {
+        try execute(binary, arguments, input: input, timeout: timeout)
+    }
+
+    /// Runs any program the same way (the test scripts in Scripts/).
+    static func execute(_ executable: URL, _ arguments: [String], input: String = "", timeout: TimeInterval = 300) throws -> Result {
         let p = Process()
-        p.executableURL = binary
+        p.executableURL = executable
         p.arguments = arguments
         let inPipe = Pipe(), outPipe = Pipe(), errPipe = Pipe()
         p.standardInput = inPipe
@@ -37,7 +42,7 @@ enum CLI {
         DispatchQueue.global().async(group: group) { err = readAll(errPipe.fileHandleForReading.fileDescriptor) }
         if group.wait(timeout: .now() + timeout) == .timedOut {
             p.terminate()
-            Issue.record("lmdeploy \(arguments.joined(separator: " ")) did not finish within \(timeout) s")
+            Issue.record("\(executable.lastPathComponent) \(arguments.joined(separator: " ")) did not finish within \(timeout) s")
         }
         p.waitUntilExit()
         return Result(status: p.terminationStatus, stdout: String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self))

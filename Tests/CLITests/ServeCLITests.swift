@@ -45,6 +45,14 @@ final class ServerProcess {
         process.waitUntilExit()
         return process.terminationStatus
     }
+
+    /// Stops the server and returns its exit status and everything it wrote to stderr.
+    func stopAndReadLog() -> (status: Int32, log: String) {
+        kill(process.processIdentifier, SIGTERM)
+        log.append(readAll(errPipe.fileHandleForReading.fileDescriptor))
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: log, as: UTF8.self))
+    }
 }
 
 struct CLIFailure: Error, CustomStringConvertible {
@@ -76,5 +84,95 @@ struct CLIFailure: Error, CustomStringConvertible {
         #expect(client.stderr.contains("is not an http:// or https:// URL"), "\(client.stderr)")
         let unreachable = try CLI.run(["serve", "api_client", "http://127.0.0.1:9"], input: "hi\n\nexit\n")
         #expect(unreachable.stderr.contains("cannot reach http://127.0.0.1:9"), "\(unreachable.stderr)")
+    }
+}
+
+/// The server under a long load and on shutdown, as a user runs it (the 10-minute soak of the
+/// closing note is the same script with --seconds 600).
+@Suite(.serialized) struct ServeReliabilityCLITests {
+    static let python = URL(fileURLWithPath: "/usr/bin/env")
+    static var root: String { URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path }
+
+    @Test func sixtySecondsOf64StreamingChatsWithFaultsLoseNothing() throws {
+        let r = try CLI.execute(Self.python, ["python3", Self.root + "/Scripts/soak-serve", "--seconds", "60", "--concurrency", "64",
+                                              "--binary", CLI.binary.path, "--model", CLI.model], timeout: 400)
+        print(r.stdout)
+        #expect(r.status == 0, "soak-serve: \(r.stdout)\n\(r.stderr.suffix(3000))")
+        #expect(r.stdout.contains(" 0 errors"), "\(r.stdout)")
+    }
+
+    @Test func sigtermLetsARunningStreamFinishThenExitsZero() throws {
+        let server = try ServerProcess(["--instance-num", "4"])
+        // A client that says when its stream has started, then reads it to the end.
+        let client = """
+        import socket, sys, json
+        body = json.dumps({"messages": [{"role": "user", "content": "Count from one to fifty."}], "stream": True,
+                           "max_tokens": 48, "ignore_eos": True, "temperature": 0}).encode()
+        s = socket.create_connection(("127.0.0.1", \(server.port)))
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\\r\\nHost: x\\r\\nContent-Type: application/json\\r\\nConnection: close\\r\\n"
+                  + b"Content-Length: %d\\r\\n\\r\\n" % len(body) + body)
+        data = s.recv(65536)
+        print("started", flush=True)
+        while True:
+            chunk = s.recv(65536)
+            if not chunk: break
+            data += chunk
+        print("done" if b"data: [DONE]" in data else "cut: " + data[-300:].decode(errors="replace"))
+        """
+        let p = Process()
+        p.executableURL = Self.python
+        p.arguments = ["python3", "-c", client]
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        var seen = Data()
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while !String(decoding: seen, as: UTF8.self).contains("started") {
+            let n = read(out.fileHandleForReading.fileDescriptor, &buffer, buffer.count)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            seen.append(buffer, count: n)
+        }
+        let status = server.stop()   // SIGTERM while the stream runs
+        seen.append(readAll(out.fileHandleForReading.fileDescriptor))
+        p.waitUntilExit()
+        let text = String(decoding: seen, as: UTF8.self)
+        #expect(text.contains("started") && text.contains("done"), "the running stream must finish after SIGTERM: \(text)")
+        #expect(status == 0, "SIGTERM must drain and exit 0")
+    }
+
+    @Test func keysNeverAppearInTheLogsEvenAtDebugLevel() throws {
+        let server = try ServerProcess(["--api-keys", "key-one-AAAA", "key-two-BBBB", "--log-level", "DEBUG"])
+        let client = """
+        import urllib.request, urllib.error
+        for key in ["key-one-AAAA", "guess-CCCC", ""]:
+            for path in ["/v1/models", "/v1/chat/completions", "/nope"]:
+                body = b'{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}' if "chat" in path else None
+                r = urllib.request.Request("http://127.0.0.1:\(server.port)" + path, data=body,
+                                           headers={"Authorization": "Bearer " + key, "Content-Type": "application/json"})
+                try:
+                    print(path, urllib.request.urlopen(r, timeout=60).status)
+                except urllib.error.HTTPError as e:
+                    print(path, e.code, e.read().decode())
+        """
+        let r = try CLI.execute(Self.python, ["python3", "-c", client], timeout: 120)
+        #expect(r.stdout.contains("/v1/models 200") && r.stdout.contains("/v1/models 401"), "\(r.stdout) \(r.stderr)")
+        #expect(!r.stdout.contains("guess-CCCC") && !r.stdout.contains("BBBB"), "an answer echoed a key: \(r.stdout)")
+        let (status, log) = server.stopAndReadLog()
+        #expect(status == 0)
+        for secret in ["key-one-AAAA", "key-two-BBBB", "guess-CCCC"] {
+            #expect(!log.contains(secret), "the log shows \(secret): \(log.suffix(2000))")
+        }
+    }
+
+    @Test func everyLimitIsDocumentedInHelpInBothSpellings() throws {
+        let help = try CLI.run(["serve", "api_server", "--help"]).stdout
+        for flag in ["max-concurrent-requests", "max-queued-requests", "max-requests-per-client", "max-sessions", "max-sessions-per-client",
+                     "queue-timeout", "max-body-bytes", "idle-timeout", "request-timeout", "write-timeout", "api-keys"] {
+            #expect(help.contains("--" + flag), "--help does not list --\(flag)")
+            #expect(help.contains("--" + flag.replacingOccurrences(of: "-", with: "_")), "--help does not list the _ spelling of --\(flag)")
+        }
+        let bad = try CLI.run(["serve", "api_server", CLI.model, "--queue_timeout", "0"])
+        #expect(bad.status != 0 && bad.stderr.contains("--queue-timeout must be a positive number"), "\(bad.stderr)")
     }
 }

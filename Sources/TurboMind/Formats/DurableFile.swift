@@ -53,6 +53,14 @@ final class OutputFile {
 
     deinit { if fd >= 0 { close(fd) } }
 
+    /// Flushes a directory's entries (new names, renames) to disk.
+    static func syncDirectory(_ url: URL) throws {
+        let fd = open(url.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw FormatError.io(file: url.path, operation: "open", message: posixErrorText()) }
+        defer { close(fd) }
+        if fsync(fd) != 0 { throw FormatError.io(file: url.path, operation: "fsync", message: posixErrorText()) }
+    }
+
     /// Writes `url` atomically: `body` fills a temporary file beside it (`.NAME.tmp-PID-RANDOM`),
     /// which is flushed and renamed over `url`; on any failure the temporary file is removed and
     /// `url` is left as it was.
@@ -93,11 +101,61 @@ public enum DurableFile {
         try OutputFile.replace(url) { try $0.write(bytes) }
     }
 
-    /// fp32 values as raw little-endian bytes (numpy's `tofile`), written atomically.
-    public static func write(floats: [Float], to url: URL) throws {
+    /// fp32 values as raw little-endian bytes (numpy's `tofile`).
+    public static func bytes(floats: [Float]) -> [UInt8] {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(floats.count * 4)
         for v in floats { withUnsafeBytes(of: v.bitPattern.littleEndian) { bytes += $0 } }
-        try write(bytes, to: url)
+        return bytes
+    }
+}
+
+/// Several files of one directory that belong together (one run's KV parameters), replaced as a
+/// set: every new file is written and flushed in a hidden staging folder first, so a failure or a
+/// kill while writing (the long part) leaves the old set untouched and removes the staging folder;
+/// then a journal file marks the short rename phase, so that a kill inside it is seen by readers
+/// (`DurableFileSet.interrupted`) instead of a silent mix of two runs.
+public enum DurableFileSet {
+    /// The journal's name in the directory while a set is being renamed into place.
+    public static let journalName = ".replacing-file-set"
+
+    /// Writes `files` (name → bytes) into `directory`, replacing same-named files, then removes
+    /// `obsolete` names that the new set does not have.
+    public static func replace(_ files: [(name: String, bytes: [UInt8])], in directory: URL, removing obsolete: [String] = []) throws {
+        let fm = FileManager.default
+        // Staging folders of runs that died before their renames hold nothing anyone reads.
+        for entry in (try? fm.contentsOfDirectory(atPath: directory.path)) ?? [] where entry.hasPrefix(".staging-") {
+            try? fm.removeItem(at: directory.appendingPathComponent(entry))
+        }
+        let staging = directory.appendingPathComponent(".staging-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        guard mkdir(staging.path, 0o755) == 0 else {
+            throw FormatError.io(file: staging.path, operation: "create", message: posixErrorText())
+        }
+        var staged = false
+        defer { if !staged { try? fm.removeItem(at: staging) } }
+        for file in files {
+            let out = try OutputFile(staging.appendingPathComponent(file.name))
+            try out.write(file.bytes)
+            try out.finish()
+        }
+        try OutputFile.syncDirectory(staging)
+        staged = true
+        let journal = directory.appendingPathComponent(journalName)
+        try OutputFile.replace(journal) { try $0.write(Array("staging \(staging.lastPathComponent)\n".utf8)) }
+        for file in files where rename(staging.appendingPathComponent(file.name).path, directory.appendingPathComponent(file.name).path) != 0 {
+            throw FormatError.io(file: directory.appendingPathComponent(file.name).path, operation: "rename", message: posixErrorText())
+        }
+        let keep = Set(files.map(\.name))
+        for name in obsolete where !keep.contains(name) { unlink(directory.appendingPathComponent(name).path) }
+        try OutputFile.syncDirectory(directory)
+        unlink(journal.path)
+        try? fm.removeItem(at: staging)
+        try OutputFile.syncDirectory(directory)
+    }
+
+    /// The journal when a replacement of a set in `directory` was interrupted during its renames.
+    public static func interrupted(in directory: URL) -> URL? {
+        let journal = directory.appendingPathComponent(journalName)
+        return FileManager.default.fileExists(atPath: journal.path) ? journal : nil
     }
 }

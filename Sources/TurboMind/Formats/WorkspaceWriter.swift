@@ -144,8 +144,8 @@ public enum WorkspaceWriter {
 
         try writeManifest(layout: layout, source: source, config: config, options: options, tensors: manifestTensors)
         try writeTritonFolders(layout: layout, options: options)
-        try syncDirectory(layout.weights)
-        try syncDirectory(temporary)
+        try OutputFile.syncDirectory(layout.weights)
+        try OutputFile.syncDirectory(temporary)
 
         // Into place: a previous workspace (checked again, it may have changed meanwhile) is moved
         // aside, the new one renamed in, the old one removed.
@@ -166,7 +166,7 @@ public enum WorkspaceWriter {
         }
         finished = true
         onTemporaryDirectory?(nil)
-        try? syncDirectory(parent)
+        try? OutputFile.syncDirectory(parent)
         if let trash { try? fm.removeItem(at: trash) }
         return WorkspaceConvertReport(destination: destination, weightFiles: tensors.count, weightBytes: bytes,
                                       seconds: Date().timeIntervalSince(started))
@@ -407,12 +407,6 @@ public enum WorkspaceWriter {
         try file.finish()
     }
 
-    static func syncDirectory(_ url: URL) throws {
-        let fd = open(url.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw FormatError.io(file: url.path, operation: "open", message: String(cString: strerror(errno))) }
-        defer { close(fd) }
-        if fsync(fd) != 0 { throw FormatError.io(file: url.path, operation: "fsync", message: String(cString: strerror(errno))) }
-    }
 }
 
 /// The system's reason inside a Foundation error (its POSIX errno where it has one), not the raw

@@ -54,6 +54,9 @@ public struct KVQuantParameters: Sendable, Equatable {
             while fm.fileExists(atPath: url(name(0, r)).path) { r += 1 }
             return r
         }
+        if let journal = DurableFileSet.interrupted(in: directory) {
+            throw EngineError.invalidConfig("the KV quantization parameters in \(directory.path) are half replaced: a `lmdeploy lite kv_qparams` run was interrupted while renaming its files into place (\(journal.lastPathComponent) is still there); run it again")
+        }
         let perHead = ranks(headName) > 0
         let name = perHead ? headName : layerName
         let tp = ranks(name)
