@@ -94,7 +94,7 @@ struct CLIFailure: Error, CustomStringConvertible {
     static var root: String { URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path }
 
     @Test func sixtySecondsOf64StreamingChatsWithFaultsLoseNothing() throws {
-        let r = try CLI.execute(Self.python, ["python3", Self.root + "/Scripts/soak-serve", "--seconds", "60", "--concurrency", "64",
+        let r = try CLI.execute(Self.python, ["python3", Self.root + "/Scripts/soak-serve", "--seconds", "60", "--concurrency", "64", "--warmup", "0.5",
                                               "--binary", CLI.binary.path, "--model", CLI.model], timeout: 400)
         print(r.stdout)
         #expect(r.status == 0, "soak-serve: \(r.stdout)\n\(r.stderr.suffix(3000))")
