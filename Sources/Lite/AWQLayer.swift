@@ -78,22 +78,32 @@ enum AWQLayer {
         if options.searchScale {
             // All four searches see the original weights and inputs (as AutoAWQ's, which apply the
             // scales only once every group's are chosen).
+            let duo = options.duoScaling, g = options.groupSize
             let attention = AWQScaleSearch.searchLinear(x: x.qkv, mean: x.qkvMean, weight: AWQMath.stacked([w.q, w.k, w.v]),
-                                                        quantizer: quantizer, gridPoints: options.scaleGrid)
+                                                        quantizer: quantizer, gridPoints: options.scaleGrid,
+                                                        weightMean: duo ? AWQScaleSearch.weightMean([w.q, w.k, w.v], groupSize: g) : nil)
             let ratio = config.queryHeadsPerKVHead, d = config.headDim
             // o's input channel of query head h and dim j ← v channel (h / ratio, j).
             let expand: ([Float]) -> [Float] = { s in
                 (0..<config.qDim).map { c in s[(c / d / ratio) * d + c % d] }
             }
-            var vMean = [Float](repeating: 0, count: config.kvDim)
-            for c in 0..<config.qDim { vMean[(c / d / ratio) * d + c % d] += x.oMean[c] / Float(ratio) }
+            // Per v channel: the average over its query heads' o channels.
+            func perV(_ m: [Float]) -> [Float] {
+                var v = [Float](repeating: 0, count: config.kvDim)
+                for c in 0..<config.qDim { v[(c / d / ratio) * d + c % d] += m[c] / Float(ratio) }
+                return v
+            }
+            let vMean = perV(x.oMean)
             let output: AWQScaleChoice? = options.scaleOutput
-                ? AWQScaleSearch.searchLinear(x: x.o, mean: vMean, weight: w.o, quantizer: quantizer, gridPoints: options.scaleGrid, expand: expand)
+                ? AWQScaleSearch.searchLinear(x: x.o, mean: vMean, weight: w.o, quantizer: quantizer, gridPoints: options.scaleGrid,
+                                              weightMean: duo ? perV(AWQScaleSearch.weightMean([w.o], groupSize: g)) : nil, expand: expand)
                 : nil
             let mlp = AWQScaleSearch.searchMLP(x: x.gateUp, mean: x.gateUpMean, gate: w.gate, up: w.up, down: w.down,
-                                               quantizer: quantizer, gridPoints: options.scaleGrid)
+                                               quantizer: quantizer, gridPoints: options.scaleGrid,
+                                               weightMean: duo ? AWQScaleSearch.weightMean([w.gate, w.up], groupSize: g) : nil)
             let down = AWQScaleSearch.searchLinear(x: x.down, mean: x.downMean, weight: w.down, quantizer: quantizer,
-                                                   gridPoints: options.scaleGrid)
+                                                   gridPoints: options.scaleGrid,
+                                                   weightMean: duo ? AWQScaleSearch.weightMean([w.down], groupSize: g) : nil)
             record("q_k_v", attention)
             if let output { record("o", output) }
             record("gate_up", mlp)

@@ -13,6 +13,8 @@ public struct AWQOptions: Sendable, Equatable {
     public var searchClip: Bool
     /// Search o's scales (folded into v); with GQA, one scale per v channel shared by its query heads.
     public var scaleOutput: Bool
+    /// AutoAWQ's duo scaling: s = mean|x|^α / mean(|w|/max|w|)^(1−α) instead of the paper's mean|x|^α.
+    public var duoScaling: Bool
     /// Points of the α grid: α = 0, 1/n, …, (n−1)/n, as AutoAWQ (α = 0 is round-to-nearest).
     public var scaleGrid: Int
     /// Rows (tokens) of each linear's input kept for the scale search, drawn at random over all
@@ -27,12 +29,13 @@ public struct AWQOptions: Sendable, Equatable {
     public static let supportedGroupSizes = [32, 64, 128]
 
     public init(bits: Int = 4, groupSize: Int = 128, searchScale: Bool = true, searchClip: Bool = false, scaleOutput: Bool = true,
-                scaleGrid: Int = 20, searchTokens: Int = 2048, clipTokens: Int = 512, seed: UInt64 = 0) {
+                duoScaling: Bool = false, scaleGrid: Int = 20, searchTokens: Int = 2048, clipTokens: Int = 512, seed: UInt64 = 0) {
         self.bits = bits
         self.groupSize = groupSize
         self.searchScale = searchScale
         self.searchClip = searchClip
         self.scaleOutput = scaleOutput
+        self.duoScaling = duoScaling
         self.scaleGrid = scaleGrid
         self.searchTokens = searchTokens
         self.clipTokens = clipTokens

@@ -56,6 +56,10 @@ struct LiteAutoAWQ: AsyncParsableCommand {
     @Flag(name: [.customLong("search-clip"), .customLong("search_clip")], help: "Also search each group's clipping range (AWQ's max-value shrink grid).")
     var searchClip = false
 
+    @Flag(name: [.customLong("duo-scaling"), .customLong("duo_scaling")],
+          help: "AutoAWQ's scales s = mean|x|^α / mean(|w|/max|w|)^(1−α) instead of the paper's mean|x|^α.")
+    var duoScaling = false
+
     @Option(name: [.customLong("calib-dataset"), .customLong("calib_dataset")], help: "Dataset name or file (default: calibrate's, else c4).")
     var calibDataset: String?
 
@@ -97,7 +101,8 @@ struct LiteAutoAWQ: AsyncParsableCommand {
         let calibration = CalibrationOptions(dataset: calibDataset ?? recorded?.dataset ?? "c4", samples: calibSamples ?? recorded?.samples ?? 128,
                                              seqlen: calibSeqlen ?? recorded?.seqlen ?? 2048, seed: seed ?? recorded?.seed ?? 0,
                                              batchTokens: batchTokens, threads: threads)
-        let options = AWQOptions(bits: wBits, groupSize: wGroupSize, searchScale: !noSearch, searchClip: searchClip, searchTokens: searchTokens)
+        let options = AWQOptions(bits: wBits, groupSize: wGroupSize, searchScale: !noSearch, searchClip: searchClip,
+                                 duoScaling: duoScaling, searchTokens: searchTokens)
         let source = try ModelSource.load(path: modelPath ?? model!)
         FileHandle.standardError.write(Data("auto_awq: calibration \(calibration.dataset), \(calibration.samples) × \(calibration.seqlen) tokens, seed \(calibration.seed)\(recorded != nil ? " (from calibrate's summary unless overridden)" : "")\n".utf8))
         var bars: [String: ProgressBar] = [:]
