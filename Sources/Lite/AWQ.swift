@@ -67,7 +67,7 @@ public enum AutoAWQ {
         var replacements: [String: AWQReplacement] = [:]
         var reports: [AWQLayerReport] = []
         for l in 0..<config.numHiddenLayers {
-            var w = AWQLayerWeights(weights.layers[l])
+            var w = AWQWorkingLayer(weights.layers[l])
             let (r, report) = AWQLayer.process(layer: l, weights: &w, inputs: capture.take(layer: l, config: config), config: config, options: options)
             replacements.merge(r) { a, _ in a }
             reports.append(report)

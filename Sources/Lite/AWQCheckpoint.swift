@@ -23,9 +23,9 @@ public enum AWQCheckpoint {
             guard outF == out8 * 8, groups > 0, inF % groups == 0, qzeros.shape == [groups, out8] else {
                 throw AWQError.badCheckpoint(file: file, detail: "\(prefix): qweight \(qweight.shape), qzeros \(qzeros.shape) and scales \(scales.shape) do not describe one [in][out] linear in groups")
             }
-            let t = AWQPacking.Tensors(qweight: int32s(qweight), qzeros: int32s(qzeros), scales: scales.toFloatArray(),
+            let t = AWQGEMMPacking.Tensors(qweight: int32s(qweight), qzeros: int32s(qzeros), scales: scales.toFloatArray(),
                                        inFeatures: inF, outFeatures: outF, groupSize: inF / groups)
-            out[prefix] = AWQPacking.matrix(of: t)
+            out[prefix] = AWQGEMMPacking.matrix(of: t)
         }
         return out
     }

@@ -16,7 +16,7 @@ import Foundation
 import TurboMind
 
 /// A layer's weights as fp32 working copies, with their checkpoint names.
-struct AWQLayerWeights {
+struct AWQWorkingLayer {
     var attnNorm: [Float], ffnNorm: [Float]
     var q: Matrix, k: Matrix, v: Matrix, o: Matrix, gate: Matrix, up: Matrix, down: Matrix
     var vBias: [Float]?
@@ -66,7 +66,7 @@ public enum AWQReplacement: Sendable {
 }
 
 enum AWQLayer {
-    static func process(layer index: Int, weights w: inout AWQLayerWeights, inputs input: AWQLayerInputs, config: ModelConfig,
+    static func process(layer index: Int, weights w: inout AWQWorkingLayer, inputs input: AWQLayerInputs, config: ModelConfig,
                         options: AWQOptions) -> (replacements: [String: AWQReplacement], report: AWQLayerReport) {
         let quantizer = GroupQuantizer(bits: options.bits, groupSize: options.groupSize)
         var x = input

@@ -7,7 +7,7 @@
 // (AutoAWQ's `order_map`: the interleave its dequantization kernel unpacks fastest).
 import Foundation
 
-public enum AWQPacking {
+public enum AWQGEMMPacking {
     public static let order = [0, 2, 4, 6, 1, 3, 5, 7]
     /// Inverse of `order`: the nibble holding output 8c + i.
     public static let nibbleOf = [0, 4, 1, 5, 2, 6, 3, 7]

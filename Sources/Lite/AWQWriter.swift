@@ -2,7 +2,7 @@
 // lays it out, so AutoAWQ, vLLM, transformers and lmdeploy's `convert --model-format awq` read it:
 //   model.safetensors   per quantized linear PREFIX (model.layers.N.self_attn.q_proj, …):
 //                         PREFIX.qweight [in][out/8] I32, PREFIX.qzeros [in/G][out/8] I32,
-//                         PREFIX.scales [in/G][out] F16 (AWQPacking); every other tensor
+//                         PREFIX.scales [in/G][out] F16 (AWQGEMMPacking); every other tensor
 //                         (embeddings, norms with the scales folded in, lm_head, biases) in its
 //                         source dtype
 //   config.json         the source's, plus quantization_config {quant_method: awq, zero_point,
@@ -64,7 +64,7 @@ public enum AWQWriter {
                 try writer.add(name: name, shape: tensor.shape, values: v, dtype: tensor.dtype)
             case let .quantized(m)?:
                 let prefix = name.hasSuffix(".weight") ? String(name.dropLast(".weight".count)) : name
-                let t = AWQPacking.tensors(of: m)
+                let t = AWQGEMMPacking.tensors(of: m)
                 try writer.add(name: prefix + ".qweight", dtype: .i32, shape: [t.inFeatures, t.outFeatures / 8], bytes: bytes(t.qweight))
                 try writer.add(name: prefix + ".qzeros", dtype: .i32, shape: [t.inFeatures / t.groupSize, t.outFeatures / 8], bytes: bytes(t.qzeros))
                 try writer.add(name: prefix + ".scales", shape: [t.inFeatures / t.groupSize, t.outFeatures], values: t.scales, dtype: .f16)

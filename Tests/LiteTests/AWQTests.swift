@@ -106,7 +106,7 @@ func awqReadAll(_ fd: Int32) -> Data {
         #expect(linears.count == 14)
         let file = try SafetensorsFile(url: fixture.appendingPathComponent("model.safetensors"))
         for (prefix, m) in linears {
-            let t = AWQPacking.tensors(of: m)
+            let t = AWQGEMMPacking.tensors(of: m)
             #expect(AWQWriterBytes.int32(t.qweight) == Array(try file.tensor(prefix + ".qweight").data), "\(prefix).qweight")
             #expect(AWQWriterBytes.int32(t.qzeros) == Array(try file.tensor(prefix + ".qzeros").data), "\(prefix).qzeros")
         }
