@@ -40,7 +40,7 @@ let package = Package(
             // The CUDA kernels' source, compiled by NVRTC at run time.
             resources: [.embedInCode("Backend/CUDA/kernels.cu")]
         ),
-        .target(name: "Lite", dependencies: ["TurboMind", "Tokenizers"], path: "Sources/Lite"),
+        .target(name: "Lite", dependencies: ["TurboMind", "Tokenizers", "CBLAS"], path: "Sources/Lite"),
         // The OpenAI-compatible HTTP server (Hummingbird) and its terminal client: no kernels, no model code.
         .target(
             name: "Serve",

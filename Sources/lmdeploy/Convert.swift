@@ -24,10 +24,11 @@ struct Convert: ParsableCommand {
     @Argument(help: "Model name (the chat template recorded in config.ini), e.g. internlm-chat-7b; see `lmdeploy list`.")
     var modelName: String
 
-    @Argument(help: "A Hugging Face model directory (config.json, *.safetensors, tokenizer files).")
+    @Argument(help: "A Hugging Face model directory (config.json, *.safetensors, tokenizer files), or an AutoAWQ directory with --model-format awq.")
     var modelPath: String
 
-    @Option(name: [.customLong("model-format"), .customLong("model_format")], help: "Source format: hf (default).")
+    @Option(name: [.customLong("model-format"), .customLong("model_format")],
+            help: "Source format: hf (default; fp16/bf16/fp32 safetensors) or awq (an AutoAWQ GEMM checkpoint, e.g. `lmdeploy lite auto_awq`'s work_dir; the workspace gets weight_type = int4).")
     var modelFormat: ModelFormat = .hf
 
     @Option(name: [.customLong("dst-path"), .customLong("dst_path")], help: "Where to write the workspace.")
@@ -36,7 +37,7 @@ struct Convert: ParsableCommand {
     @Option(name: [.customLong("tp")], parsing: .unconditional, help: "Tensor-parallel ranks to split the weights for (must divide the heads).")
     var tp: Int = 1
 
-    @Option(name: [.customLong("group-size"), .customLong("group_size")], parsing: .unconditional, help: "AWQ group size (awq sources only).")
+    @Option(name: [.customLong("group-size"), .customLong("group_size")], parsing: .unconditional, help: "AWQ group size (awq sources only; must match the checkpoint's quant_config.json), e.g. --model-format awq --group-size 128.")
     var groupSize: Int = 0
 
     @Flag(help: "Replace DST_PATH if it exists.")
@@ -53,7 +54,10 @@ struct Convert: ParsableCommand {
             guard groupSize == 0 else {
                 throw ValidationError("--group-size \(groupSize) applies to --model-format awq only (an hf source converts to fp16 without groups)")
             }
-        case .awq: throw ValidationError("--model-format awq is not supported yet: AWQ (int4) workspaces come with `lmdeploy lite auto_awq`")
+        case .awq:
+            guard groupSize > 0 else {
+                throw ValidationError("--model-format awq needs --group-size G: the group size the checkpoint was quantized with (`lmdeploy lite auto_awq --w-group-size`, e.g. 128; its quant_config.json says)")
+            }
         case .llama: throw ValidationError("--model-format llama (Meta's original checkpoints) is not supported: convert the model to Hugging Face format first")
         }
         if NamedChatTemplate.named(modelName) == nil {
@@ -65,7 +69,8 @@ struct Convert: ParsableCommand {
     func run() throws {
         let sessionLength = NamedChatTemplate.named(modelName)?.sessionLen ?? 2048
         let options = WorkspaceConvertOptions(modelName: modelName, tensorParallel: tp, force: force,
-                                              templateSessionLength: sessionLength)
+                                              templateSessionLength: sessionLength,
+                                              awqGroupSize: modelFormat == .awq ? groupSize : nil)
         let interrupt = InterruptCleanup()
         let bar = ProgressBar(label: "Convert to turbomind format")
         let report: WorkspaceConvertReport

@@ -18,7 +18,7 @@ struct Lite: AsyncParsableCommand {
           then quant_policy = 4 in workspace/triton_models/weights/config.ini, or --quant-policy 4
         See docs/kv-int8.md for the files.
         """,
-        subcommands: [LiteCalibrate.self, LiteKVQParams.self, LitePerplexity.self]
+        subcommands: [LiteCalibrate.self, LiteKVQParams.self, LitePerplexity.self, LiteAutoAWQ.self]
     )
 }
 

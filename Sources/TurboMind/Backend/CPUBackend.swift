@@ -37,13 +37,19 @@ public final class CPUBuffer: @unchecked Sendable {
 }
 
 /// A linear layer's weights as the CPU kernels read them: the stored bytes (a fused layer's parts
-/// copied once into one owned matrix).
+/// copied once into one owned matrix), or for AWQ W4A16 the 4-bit weights repacked into the
+/// kernels' layout (ck_int4.h: `tensor` the packed nibbles [rows][columns/2], `scalesZeros` the fp16
+/// (scale, zero) pairs [rows][columns/groupSize][2]); never a dequantized copy.
 public struct CPULinear: @unchecked Sendable {
     let tensor: TensorView
     let rows: Int
     let columns: Int
     let type: ck_dtype
+    var scalesZeros: TensorView? = nil
+    var groupSize = 0
     var base: UnsafeRawPointer { tensor.data.baseAddress! }
+    /// Bytes the kernels read for one pass over the weights.
+    public var byteCount: Int { tensor.data.count + (scalesZeros?.data.count ?? 0) }
 }
 
 /// The paged KV cache in host memory: per layer one K and one V region of
@@ -176,7 +182,7 @@ public final class CPUBackend: Backend, @unchecked Sendable {
     public func prepare(linear: LinearWeights) throws -> CPULinear {
         switch linear {
         case let .awq(w):
-            throw BackendError.unsupported("\(w.qweight.name): AWQ int4 weights (W4A16) are not supported by the CPU backend yet")
+            return try CPUBackend.repack(w)
         case let .dense(parts):
             guard let first = parts.first else { throw BackendError.unsupported("a linear layer with no weights") }
             for t in parts {
@@ -211,6 +217,37 @@ public final class CPUBackend: Backend, @unchecked Sendable {
         }
     }
 
+    /// AWQ weights (AutoAWQ layout) repacked for the W4A16 kernels: nibbles row-major per output,
+    /// (scale, zero) pairs per row and group. 4-bit sized; nothing is dequantized.
+    static func repack(_ w: AWQWeights) throws -> CPULinear {
+        let (n, k, g) = (w.outFeatures, w.inFeatures, w.groupSize)
+        guard g > 0, g % 32 == 0, k % g == 0, n % 8 == 0 else {
+            throw BackendError.unsupported("\(w.qweight.name): the W4A16 kernels need a group size that is a multiple of 32 and divides the \(k) input features, and a multiple of 8 outputs (group size \(g), \(n) outputs)")
+        }
+        let groups = k / g
+        let packed = TensorView(name: w.qweight.name, dtype: .u8, shape: [n, k / 2]) { dst in
+            ck_q4_repack_awq(w.qweight.data.baseAddress!.assumingMemoryBound(to: Int32.self), Int32(k), Int32(n),
+                             dst.baseAddress!.assumingMemoryBound(to: UInt8.self))
+        }
+        let pairs = TensorView(name: w.scales.name, dtype: .f16, shape: [n, groups, 2]) { dst in
+            let out = dst.baseAddress!.assumingMemoryBound(to: UInt16.self)
+            let zeros = w.qzeros.data, scales = w.scales.data
+            // fp16 bit patterns of the zero points 0...15.
+            let zeroBits = (0..<16).map { Float16(Float($0)).bitPattern }
+            for group in 0..<groups {
+                for c in 0..<(n / 8) {
+                    let word = zeros.loadUnaligned(fromByteOffset: (group * (n / 8) + c) * 4, as: UInt32.self)
+                    for slot in 0..<8 {
+                        let row = 8 * c + AWQPacking.order[slot]
+                        out[(row * groups + group) * 2] = scales.loadUnaligned(fromByteOffset: (group * n + row) * 2, as: UInt16.self)
+                        out[(row * groups + group) * 2 + 1] = zeroBits[Int((word >> (4 * UInt32(slot))) & 15)]
+                    }
+                }
+            }
+        }
+        return CPULinear(tensor: packed, rows: n, columns: k, type: CK_F16, scalesZeros: pairs, groupSize: g)
+    }
+
     public func makeKVCache(_ layout: KVCacheLayout, quantParameters: KVQuantParameters?) throws -> CPUKVCache {
         if layout.type == .int8 {
             guard let p = quantParameters else {
@@ -238,6 +275,16 @@ public final class CPUBackend: Backend, @unchecked Sendable {
     public func linear(_ x: CPUBuffer, rows: Int, weight: CPULinear, bias: CPUBuffer?, out: CPUBuffer, mode: LinearMode) throws {
         precondition(rows * weight.columns <= x.count && rows * weight.rows <= out.count, "linear \(weight.tensor.name): buffers too small")
         let b = bias.map { UnsafePointer($0.floats) }
+        if let sz = weight.scalesZeros {
+            let packed = weight.base.assumingMemoryBound(to: UInt8.self)
+            let pairs = sz.data.baseAddress!.assumingMemoryBound(to: UInt16.self)
+            if mode == .decode || rows < 8 {
+                ck_matmul_q4(packed, pairs, Int32(weight.groupSize), x.floats, out.floats, Int32(rows), Int32(weight.rows), Int32(weight.columns), b)
+            } else {
+                ck_gemm_q4(packed, pairs, Int32(weight.groupSize), x.floats, out.floats, Int32(rows), Int32(weight.rows), Int32(weight.columns), b)
+            }
+            return
+        }
         // Below a handful of rows the GEMV kernel streams weights once and wins; above, BLAS does.
         if mode == .decode || rows < 8 {
             ck_matmul_wt(weight.base, weight.type, x.floats, out.floats, Int32(rows), Int32(weight.rows), Int32(weight.columns), b)

@@ -22,7 +22,7 @@ public struct WorkspaceConfig: Sendable, Equatable {
     public var attnBias: Int
     public var startId: Int
     public var endId: Int
-    /// `fp16` (also read: `bf16`, `fp32`; `int4` needs AWQ support).
+    /// `fp16` (also read: `bf16`, `fp32`; `int4` for AWQ W4A16, see AWQWorkspace.swift).
     public var weightType: String
     /// Rotary dimensions; lmdeploy writes `size_per_head`.
     public var rotaryEmbedding: Int
@@ -204,15 +204,22 @@ public struct WorkspaceConfig: Sendable, Equatable {
     /// `vocab_size` rounded up to a multiple of `tensor_para_size`: the rows of the embedding files.
     public var paddedVocabSize: Int { (vocabSize + tensorParaSize - 1) / tensorParaSize * tensorParaSize }
 
-    /// The weight element type the files hold.
+    /// An AWQ W4A16 workspace (weight_type int4).
+    public var isInt4: Bool { weightType == "int4" || weightType == "w4" }
+
+    /// The weight element type the files hold (int4: of its non-linear files).
     public func weightDType(file: String) throws -> DType {
         switch weightType {
         case "fp16", "half": return .f16
         case "bf16": return .bf16
         case "fp32": return .f32
         case "int4", "w4":
-            throw FormatError.invalidConfigValue(file: file, key: "[llama] weight_type", value: weightType,
-                                                 expected: "fp16, bf16 or fp32 (int4 AWQ workspaces are not supported yet)")
+            // AWQ W4A16: the linears are qweight/scales_zeros pairs (AWQWorkspace.swift), the rest fp16.
+            guard groupSize > 0, groupSize % 32 == 0, hiddenSize % groupSize == 0 else {
+                throw FormatError.invalidConfigValue(file: file, key: "[llama] group_size", value: "\(groupSize)",
+                                                     expected: "the AWQ group size of an int4 workspace: a positive multiple of 32 dividing the hidden size \(hiddenSize)")
+            }
+            return .f16
         default:
             throw FormatError.invalidConfigValue(file: file, key: "[llama] weight_type", value: weightType, expected: "fp16, bf16 or fp32")
         }

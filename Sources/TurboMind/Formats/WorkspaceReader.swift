@@ -39,7 +39,26 @@ public enum WorkspaceReader {
                                                  expected: "the workspace's layer count: \(layout.weights.path) also holds files of layers \(first)…\(extraLayers.last!) (\(extraLayers.count) extra layers)")
         }
         let plan = WorkspacePlan(config: workspace, outputBias: workspace.attnBias == 1)
-        let tensors = plan.tensors
+        // int4 (AWQ): the linears are qweight/scales_zeros pairs, checked below with their own sizes.
+        var int4Mapped: [String: MappedFile] = [:]
+        let int4 = workspace.isInt4
+        let tensors = plan.tensors.filter { !int4 || !WorkspacePlan.isLinear($0) }
+        if int4 { try plan.checkInt4(group: workspace.groupSize, file: iniPath) }
+        let int4Files = int4 ? plan.int4Files : []
+        for f in int4Files {
+            for (name, expected) in [(f.qweightName, f.qweightBytes), (f.scalesZerosName, f.scalesZerosBytes(group: workspace.groupSize))] {
+                let url = layout.weights.appendingPathComponent(name)
+                let file: MappedFile
+                do { file = try MappedFile(path: url.path) } catch FormatError.fileNotFound {
+                    throw FormatError.fileNotFound(file: url.path, what: "int4 weight '\(name)' of the workspace (\(iniPath): weight_type = int4, group_size = \(workspace.groupSize), tensor_para_size = \(workspace.tensorParaSize))")
+                }
+                guard file.bytes.count == expected else {
+                    throw FormatError.invalid(file: url.path, field: "size",
+                                              expected: "\(expected) bytes (int4, group_size \(workspace.groupSize) from \(iniPath)), found \(file.bytes.count) bytes: truncated, or written for another config")
+                }
+                int4Mapped[name] = file
+            }
+        }
         // Check every file before reading any: a missing or short file is named at once.
         var mapped: [String: MappedFile] = [:]
         for tensor in tensors {
@@ -90,8 +109,21 @@ public enum WorkspaceReader {
         }
         let slots = LayerSlots(count: workspace.numLayer)
         let outputBias = hasOutputBias
-        DispatchQueue.concurrentPerform(iterations: workspace.numLayer) { index in
-            slots.set(index, restoreLayer(index, plans: byLayer[index]!, plan: plan, files: files, outputBias: outputBias))
+        if int4 {
+            let group = workspace.groupSize
+            let mappedInt4 = MappedInt4Files(mapped: int4Mapped)
+            let failures = LayerFailures()
+            DispatchQueue.concurrentPerform(iterations: workspace.numLayer) { index in
+                do {
+                    slots.set(index, try restoreInt4Layer(index, plans: byLayer[index] ?? [], plan: plan, files: files, int4: mappedInt4,
+                                                          group: group, outputBias: outputBias, layersDir: layout.weights))
+                } catch { failures.record(error) }
+            }
+            if let error = failures.first { throw error }
+        } else {
+            DispatchQueue.concurrentPerform(iterations: workspace.numLayer) { index in
+                slots.set(index, restoreLayer(index, plans: byLayer[index]!, plan: plan, files: files, outputBias: outputBias))
+            }
         }
         let weights = ModelWeights(embed: embed, norm: norm, lmHead: lmHead, layers: slots.all)
         return LoadedWorkspace(layout: layout, workspace: workspace, config: config, weights: weights)
@@ -133,6 +165,72 @@ public enum WorkspaceReader {
         }
         return layer
     }
+}
+
+extension WorkspaceReader {
+    /// An int4 layer: norms and biases as in fp16, the seven linears rebuilt into owned AutoAWQ-layout
+    /// tensors (4-bit sized; the dense views are empty) from the qweight/scales_zeros files.
+    fileprivate static func restoreInt4Layer(_ index: Int, plans: [TensorPlan], plan: WorkspacePlan, files: MappedWorkspaceFiles,
+                                             int4: MappedInt4Files, group: Int, outputBias: Bool, layersDir: URL) throws -> LayerWeights {
+        let p = "layers.\(index)."
+        let dtype = files.dtype
+        let (hidden, inter) = (plan.hidden, plan.inter)
+        let (qDim, kvDim) = (plan.heads * plan.headDim, plan.kvHeads * plan.headDim)
+        let shapes: [String: (out: Int, in: Int)] = ["q": (qDim, hidden), "k": (kvDim, hidden), "v": (kvDim, hidden), "o": (hidden, qDim),
+                                                     "gate": (inter, hidden), "up": (inter, hidden), "down": (hidden, inter)]
+        var linears: [String: AWQWeights] = [:]
+        for (name, s) in shapes { linears[p + name] = AWQWorkspace.emptyLinear(p + name, out: s.out, inFeatures: s.in, group: group) }
+        for f in plan.int4Linears(index) {
+            var named = f
+            named.name = layersDir.appendingPathComponent(f.name).path
+            try AWQWorkspace.restore(named, qweight: int4.mapped[f.qweightName]!.bytes, scalesZeros: int4.mapped[f.scalesZerosName]!.bytes,
+                                     targets: f.sources.map { linears[$0]! }, group: group)
+        }
+        let awq = AWQLayerWeights(q: linears[p + "q"]!, k: linears[p + "k"]!, v: linears[p + "v"]!, o: linears[p + "o"]!,
+                                  gate: linears[p + "gate"]!, up: linears[p + "up"]!, down: linears[p + "down"]!)
+        func empty(_ name: String, _ inFeatures: Int) -> TensorView {
+            TensorView(name: p + name + " (AWQ int4: see qweight)", dtype: dtype, shape: [0, inFeatures]) { _ in }
+        }
+        var layer = LayerWeights(
+            attnNorm: files.view(p + "attention_norm.weight", as: p + "attention_norm.weight"),
+            q: empty("q", hidden), k: empty("k", hidden), v: empty("v", hidden), o: empty("o", qDim),
+            ffnNorm: files.view(p + "ffn_norm.weight", as: p + "ffn_norm.weight"),
+            gate: empty("gate", hidden), up: empty("up", hidden), down: empty("down", inter))
+        layer.awq = awq
+        if plan.bias {
+            // Biases: the fp16 gather plans, restored like the fp16 reader does.
+            var owned: [String: TensorView] = [:]
+            for name in ["q_bias", "k_bias", "v_bias"] {
+                owned[p + name] = TensorView(name: p + name, dtype: dtype, shape: plan.canonicalShape(p + name)) { _ in }
+            }
+            for tensor in plans {
+                guard case .gather = tensor.kind else { continue }
+                let targets = tensor.sources.map { owned[$0]! }
+                WorkspaceTransform.restore(tensor, file: files.mapped[tensor.name]!.bytes.baseAddress!, elementSize: dtype.byteSize,
+                                           targets: targets.map { UnsafeMutableRawPointer(mutating: $0.data.baseAddress!) },
+                                           targetColumns: targets.map { $0.shape.count > 1 ? $0.shape[1] : 1 })
+            }
+            layer.qBias = owned[p + "q_bias"]
+            layer.kBias = owned[p + "k_bias"]
+            layer.vBias = owned[p + "v_bias"]
+            if outputBias { layer.oBias = files.view(p + "attention.wo.0.bias", as: p + "attention.wo.bias") }
+        }
+        return layer
+    }
+}
+
+/// The int4 files of a workspace, shared read-only by the loading threads.
+private final class MappedInt4Files: @unchecked Sendable {
+    let mapped: [String: MappedFile]
+    init(mapped: [String: MappedFile]) { self.mapped = mapped }
+}
+
+/// The first error of the loading threads.
+private final class LayerFailures: @unchecked Sendable {
+    private var error: Error?
+    private let lock = NSLock()
+    func record(_ e: Error) { lock.lock(); if error == nil { error = e }; lock.unlock() }
+    var first: Error? { lock.lock(); defer { lock.unlock() }; return error }
 }
 
 /// The mapped weight files of one workspace, shared read-only by the loading threads.

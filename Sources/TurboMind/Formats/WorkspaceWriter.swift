@@ -24,12 +24,17 @@ public struct WorkspaceConvertOptions: Sendable {
     public var force: Bool
     /// The template's session length; config.ini gets this + 8, as lmdeploy writes it.
     public var templateSessionLength: Int
+    /// `--model-format awq --group-size G`: the source must be an AutoAWQ checkpoint quantized with
+    /// groups of G; the workspace gets weight_type = int4 (AWQWorkspace.swift). nil: fp16.
+    public var awqGroupSize: Int?
 
-    public init(modelName: String, tensorParallel: Int = 1, force: Bool = false, templateSessionLength: Int = 2048) {
+    public init(modelName: String, tensorParallel: Int = 1, force: Bool = false, templateSessionLength: Int = 2048,
+                awqGroupSize: Int? = nil) {
         self.modelName = modelName
         self.tensorParallel = tensorParallel
         self.force = force
         self.templateSessionLength = templateSessionLength
+        self.awqGroupSize = awqGroupSize
     }
 }
 
@@ -72,6 +77,20 @@ public enum WorkspaceWriter {
                 expected: "numbers divisible by --tp \(tp) (tensor parallelism splits the heads and the MLP evenly)")
         }
         let weights = try ModelWeights.load(directory: source, config: config)
+        let quantFile = source.appendingPathComponent(AWQQuantConfig.fileName).path
+        if let group = options.awqGroupSize {
+            guard weights.isAWQ else {
+                throw FormatError.invalid(file: source.path, field: "--model-format awq",
+                                          expected: "an AutoAWQ checkpoint (qweight/qzeros/scales tensors and \(AWQQuantConfig.fileName)); this one has fp16/bf16 weights: quantize it with `lmdeploy lite auto_awq`, or convert it with --model-format hf")
+            }
+            guard weights.awqGroupSize == group else {
+                throw FormatError.invalidConfigValue(file: quantFile, key: "group_size", value: "\(weights.awqGroupSize)",
+                                                     expected: "--group-size \(group) as given to convert (the checkpoint was quantized with groups of \(weights.awqGroupSize): pass --group-size \(weights.awqGroupSize))")
+            }
+        } else if weights.isAWQ {
+            throw FormatError.invalid(file: source.path, field: "--model-format hf",
+                                      expected: "fp16/bf16/fp32 weights; this is an AutoAWQ (int4) checkpoint: convert it with --model-format awq --group-size \(weights.awqGroupSize)")
+        }
 
         // start_id/end_id: config.json's bos/eos, else the tokenizer's (lmdeploy reads the tokenizer).
         var bos = config.bosTokenId, eos = config.eosTokenIds.first
@@ -84,8 +103,13 @@ public enum WorkspaceWriter {
             throw FormatError.missingConfigKey(file: source.appendingPathComponent(ModelConfig.fileName).path,
                                                key: bos == nil ? "bos_token_id" : "eos_token_id")
         }
-        let workspaceConfig = WorkspaceConfig(model: config, modelName: options.modelName, tensorParaSize: tp,
+        var workspaceConfig = WorkspaceConfig(model: config, modelName: options.modelName, tensorParaSize: tp,
                                               templateSessionLength: options.templateSessionLength, startId: startId, endId: endId)
+        if let group = options.awqGroupSize {
+            workspaceConfig.weightType = "int4"
+            workspaceConfig.groupSize = group
+            try WorkspacePlan(config: workspaceConfig, outputBias: false).checkInt4(group: group, file: quantFile)
+        }
         try checkCancelled()
 
         // The temporary directory beside the destination.
@@ -118,7 +142,11 @@ public enum WorkspaceWriter {
 
         // Weight files.
         let plan = WorkspacePlan(config: workspaceConfig, outputBias: weights.layers.first?.oBias != nil)
-        let tensors = plan.tensors
+        let int4 = options.awqGroupSize
+        // int4: the linears are written as qweight/scales_zeros pairs below, the rest as fp16.
+        let tensors = plan.tensors.filter { int4 == nil || !WorkspacePlan.isLinear($0) }
+        let int4Files = int4 == nil ? [] : plan.int4Files
+        let totalFiles = tensors.count + 2 * int4Files.count
         let buffer = UnsafeMutableBufferPointer<UInt16>.allocate(capacity: WorkspaceTransform.blockElements)
         defer { buffer.deallocate() }
         var bytes = 0
@@ -139,7 +167,24 @@ public enum WorkspaceWriter {
             bytes += tensorPlan.elementCount * 2
             for tensor in sources.compactMap({ $0 }) { WorkspaceTransform.releasePages(tensor) }
             manifestTensors.append("{\"name\":\(JSONText.quote(tensorPlan.name)),\"shape\":[\(tensorPlan.shape.map(String.init).joined(separator: ","))],\"dtype\":\"F16\"}")
-            progress?(index + 1, tensors.count)
+            progress?(index + 1, totalFiles)
+        }
+        if let group = int4 {
+            for (index, filePlan) in int4Files.enumerated() {
+                try checkCancelled()
+                let layerIndex = Int(filePlan.name.split(separator: ".")[1])!
+                let (qweight, scalesZeros) = AWQWorkspace.files(filePlan, layer: weights.layers[layerIndex].awq!, group: group)
+                let cols = filePlan.columns.count
+                for (name, content, shape, dtype) in [(filePlan.qweightName, qweight, [filePlan.rows, cols / 8], "I32"),
+                                                    (filePlan.scalesZerosName, scalesZeros, [filePlan.rows / group, cols, 2], "F16")] {
+                    let file = try OutputFile(layout.weights.appendingPathComponent(name))
+                    try file.write(content)
+                    try file.finish()
+                    manifestTensors.append("{\"name\":\(JSONText.quote(name)),\"shape\":[\(shape.map(String.init).joined(separator: ","))],\"dtype\":\"\(dtype)\"}")
+                }
+                bytes += qweight.count + scalesZeros.count
+                progress?(tensors.count + 2 * (index + 1), totalFiles)
+            }
         }
 
         try writeManifest(layout: layout, source: source, config: config, options: options, tensors: manifestTensors)
@@ -168,7 +213,7 @@ public enum WorkspaceWriter {
         onTemporaryDirectory?(nil)
         try? OutputFile.syncDirectory(parent)
         if let trash { try? fm.removeItem(at: trash) }
-        return WorkspaceConvertReport(destination: destination, weightFiles: tensors.count, weightBytes: bytes,
+        return WorkspaceConvertReport(destination: destination, weightFiles: totalFiles, weightBytes: bytes,
                                       seconds: Date().timeIntervalSince(started))
     }
 

@@ -53,3 +53,70 @@ public struct AWQWeights: @unchecked Sendable {
         self.outFeatures = outFeatures
     }
 }
+
+/// The seven AWQ linears of one decoder layer (AutoAWQ layout each).
+public struct AWQLayerWeights: @unchecked Sendable {
+    public var q, k, v, o, gate, up, down: AWQWeights
+
+    public init(q: AWQWeights, k: AWQWeights, v: AWQWeights, o: AWQWeights, gate: AWQWeights, up: AWQWeights, down: AWQWeights) {
+        (self.q, self.k, self.v, self.o, self.gate, self.up, self.down) = (q, k, v, o, gate, up, down)
+    }
+
+    public var all: [AWQWeights] { [q, k, v, o, gate, up, down] }
+}
+
+extension AWQWeights {
+    /// `parts` (sharing inFeatures and groupSize) stacked along the output dimension into one owned
+    /// AWQ matrix: row i of qweight/qzeros/scales is the parts' rows i one after another. A single
+    /// part is returned as is. The copy is 4-bit sized and lives only while a backend repacks it.
+    public static func stacked(_ parts: [AWQWeights]) -> AWQWeights {
+        precondition(!parts.isEmpty)
+        if parts.count == 1 { return parts[0] }
+        let first = parts[0]
+        let outFeatures = parts.reduce(0) { $0 + $1.outFeatures }
+        let groups = first.inFeatures / first.groupSize
+        func stack(_ pick: (AWQWeights) -> TensorView, rows: Int, columnsOf: (AWQWeights) -> Int, dtype: DType) -> TensorView {
+            let total = parts.reduce(0) { $0 + columnsOf($1) }
+            return TensorView(name: parts.map { pick($0).name }.joined(separator: "+"), dtype: dtype, shape: [rows, total]) { dst in
+                let esize = dtype.byteSize
+                var column = 0
+                for part in parts {
+                    let src = pick(part).data, width = columnsOf(part) * esize
+                    for r in 0..<rows {
+                        let at = (r * total + column) * esize
+                        UnsafeMutableRawBufferPointer(rebasing: dst[at..<(at + width)])
+                            .copyMemory(from: UnsafeRawBufferPointer(rebasing: src[(r * width)..<(r * width + width)]))
+                    }
+                    column += columnsOf(part)
+                }
+            }
+        }
+        return AWQWeights(qweight: stack({ $0.qweight }, rows: first.inFeatures, columnsOf: { $0.outFeatures / 8 }, dtype: .i32),
+                          qzeros: stack({ $0.qzeros }, rows: groups, columnsOf: { $0.outFeatures / 8 }, dtype: .i32),
+                          scales: stack({ $0.scales }, rows: groups, columnsOf: { $0.outFeatures }, dtype: .f16),
+                          groupSize: first.groupSize, inFeatures: first.inFeatures, outFeatures: outFeatures)
+    }
+
+    /// Bytes of the packed weights, zeros and scales.
+    public var byteCount: Int { qweight.data.count + qzeros.data.count + scales.data.count }
+
+    /// The uint4 value of output `row`, input `column` (AutoAWQ's nibble order).
+    public func value(row: Int, column: Int) -> Int {
+        let word = qweight.data.loadUnaligned(fromByteOffset: (column * (outFeatures / 8) + row / 8) * 4, as: UInt32.self)
+        return Int((word >> (4 * UInt32(AWQPacking.slot[row % 8]))) & 15)
+    }
+
+    /// The zero point and scale of output `row` in group `group`.
+    public func zeroAndScale(row: Int, group: Int) -> (zero: Int, scale: UInt16) {
+        let word = qzeros.data.loadUnaligned(fromByteOffset: (group * (outFeatures / 8) + row / 8) * 4, as: UInt32.self)
+        let zero = Int((word >> (4 * UInt32(AWQPacking.slot[row % 8]))) & 15)
+        return (zero, scales.data.loadUnaligned(fromByteOffset: (group * outFeatures + row) * 2, as: UInt16.self))
+    }
+}
+
+/// AutoAWQ's order of eight 4-bit values in an int32: nibble i holds output 8c + order[i].
+public enum AWQPacking {
+    public static let order = [0, 2, 4, 6, 1, 3, 5, 7]
+    /// The nibble holding output 8c + j: the inverse of `order`.
+    public static let slot = [0, 4, 1, 5, 2, 6, 3, 7]
+}

@@ -31,7 +31,8 @@ public final class LlamaModel<B: Backend>: @unchecked Sendable {
     var headDim: Int { config.headDim }
     var vocab: Int { config.vocabSize }
 
-    /// Prepares `weights` on `backend`: q/k/v and gate/up are fused into one matrix each.
+    /// Prepares `weights` on `backend`: q/k/v and gate/up are fused into one matrix each (AWQ
+    /// layers too, stacked in 4 bits).
     public init(backend: B, config: ModelConfig, weights: ModelWeights) throws {
         self.backend = backend
         self.config = config
@@ -44,8 +45,10 @@ public final class LlamaModel<B: Backend>: @unchecked Sendable {
                 qkvBias = try backend.upload(part(l.qBias, config.qDim) + part(l.kBias, config.kvDim) + part(l.vBias, config.kvDim))
             }
             return Layer(attnNorm: try vector(l.attnNorm), ffnNorm: try vector(l.ffnNorm),
-                         qkv: try backend.prepare(linear: .dense([l.q, l.k, l.v])), o: try backend.prepare(linear: .dense([l.o])),
-                         gateUp: try backend.prepare(linear: .dense([l.gate, l.up])), down: try backend.prepare(linear: .dense([l.down])),
+                         qkv: try backend.prepare(linear: l.awq.map { LinearWeights.awq(.stacked([$0.q, $0.k, $0.v])) } ?? .dense([l.q, l.k, l.v])),
+                         o: try backend.prepare(linear: l.awq.map { LinearWeights.awq($0.o) } ?? .dense([l.o])),
+                         gateUp: try backend.prepare(linear: l.awq.map { LinearWeights.awq(.stacked([$0.gate, $0.up])) } ?? .dense([l.gate, l.up])),
+                         down: try backend.prepare(linear: l.awq.map { LinearWeights.awq($0.down) } ?? .dense([l.down])),
                          qkvBias: qkvBias, oBias: try l.oBias.map(vector), window: config.slidingWindow(layer: i) ?? 0)
         }
         embedding = try backend.prepare(linear: .dense([weights.embed]))

@@ -35,6 +35,8 @@ public struct LayerWeights: @unchecked Sendable {
     public var vBias: TensorView?
     /// [hidden] when `config.attentionOutputBias`
     public var oBias: TensorView?
+    /// AWQ W4A16 checkpoints: the seven linears in 4 bits. q…down are then empty ([0, in]) views.
+    public var awq: AWQLayerWeights? = nil
 
     public init(attnNorm: TensorView, q: TensorView, k: TensorView, v: TensorView, o: TensorView,
                 ffnNorm: TensorView, gate: TensorView, up: TensorView, down: TensorView,
@@ -81,6 +83,11 @@ public struct ModelWeights: @unchecked Sendable {
     public static func load(checkpoint: SafetensorsCheckpoint, config: ModelConfig) throws -> ModelWeights {
         let loader = WeightLoader(checkpoint: checkpoint, config: config)
         let weights: ModelWeights
+        if hasAWQTensors(checkpoint) {
+            weights = try loadAWQ(checkpoint: checkpoint, config: config)
+            try checkNoExtraLayers(checkpoint: checkpoint, config: config)
+            return weights
+        }
         switch config.architecture {
         case .llama, .mistral, .qwen2, .internlm:
             weights = try loader.loadLlamaNaming()

@@ -1,0 +1,338 @@
+// W4A16 products: Y[m][n] = X[m][k] · W[n][k]ᵀ with W in 4-bit groups (layout in ck_int4.h).
+// Decode is bound by reading weights, and 4-bit weights are a quarter of fp16's bytes, so the
+// loop must dequantize faster than memory delivers: per 32 inputs one 16-byte load widens into
+// 16 lanes of low and 16 of high nibbles, each converted once and used for up to four vectors.
+// The zero point is taken out of the inner loop: Σ (q − z)·s·x = s·Σ q·x − z·s·Σ x, with Σ x per
+// group computed once per call for each input vector.
+#include "ck_int4.h"
+#include "ckernels.h"
+#include "convert.h"
+#include "isa.h"
+#include "pool.h"
+#include <cblas.h>
+#include <stdlib.h>
+
+static const int awq_order[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+
+// ---- repacking --------------------------------------------------------------------------------
+typedef struct { const int32_t *qw; int k, n; uint8_t *dst; } repack_job;
+
+enum { REPACK_COLS = 8 };   // one task: 8 int32 columns of qweight = 64 output rows
+
+static void repack_task(void *ctx, int t) {
+    const repack_job *j = ctx;
+    const int packed_cols = j->n / 8, c0 = t * REPACK_COLS;
+    const int c1 = c0 + REPACK_COLS < packed_cols ? c0 + REPACK_COLS : packed_cols;
+    const size_t row_bytes = (size_t)j->k / 2;
+    for (int i = 0; i < j->k; i++) {
+        // Input i lands in block i/32: low nibble of byte i%32 for the first 16, high of byte i%32−16 after.
+        const size_t byte = (size_t)(i / 32) * 16 + (size_t)(i % 16);
+        const int high = (i % 32) >= 16;
+        const uint32_t *src = (const uint32_t *)j->qw + (size_t)i * packed_cols;
+        for (int c = c0; c < c1; c++) {
+            uint32_t word = src[c];
+            for (int s = 0; s < 8; s++) {
+                uint8_t q = (uint8_t)((word >> (4 * s)) & 15);
+                uint8_t *d = j->dst + (size_t)(8 * c + awq_order[s]) * row_bytes + byte;
+                *d = high ? (uint8_t)((*d & 0x0F) | (q << 4)) : (uint8_t)((*d & 0xF0) | q);
+            }
+        }
+    }
+}
+
+void ck_q4_repack_awq(const int32_t *qweight, int k, int n, uint8_t *dst) {
+    if (k <= 0 || n <= 0) return;
+    repack_job j = {qweight, k, n, dst};
+    ck_parallel(repack_task, &j, (n / 8 + REPACK_COLS - 1) / REPACK_COLS);
+}
+
+// ---- the product job --------------------------------------------------------------------------
+typedef struct {
+    const uint8_t *W; const uint16_t *sz; int group; const float *X; float *Y; int m, n, k;
+    const float *bias; const float *xsum; int rows_per_task;
+} q4_job;
+
+static inline int nibble(const uint8_t *row, int i) {
+    uint8_t b = row[(i / 32) * 16 + (i % 16)];
+    return (i % 32) >= 16 ? b >> 4 : b & 15;
+}
+
+// ---- portable C ---------------------------------------------------------------------------------
+static void rows_scalar(const q4_job *j, int r0, int r1) {
+    const int k = j->k, G = j->group, groups = k / G;
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *w = j->W + (size_t)r * (k / 2);
+        const uint16_t *sz = j->sz + (size_t)r * groups * 2;
+        for (int v = 0; v < j->m; v++) {
+            const float *x = j->X + (size_t)v * k;
+            float acc = 0.0f, corr = 0.0f;
+            for (int g = 0; g < groups; g++) {
+                float s = ck_f16_to_f32(sz[2 * g]), z = ck_f16_to_f32(sz[2 * g + 1]);
+                float d[4] = {0, 0, 0, 0};
+                for (int i = g * G; i < (g + 1) * G; i += 4)
+                    for (int l = 0; l < 4; l++) d[l] += (float)nibble(w, i + l) * x[i + l];
+                acc += s * ((d[0] + d[1]) + (d[2] + d[3]));
+                corr -= z * s * j->xsum[(size_t)v * groups + g];
+            }
+            j->Y[(size_t)v * j->n + r] = acc + corr + (j->bias ? j->bias[r] : 0.0f);
+        }
+    }
+}
+
+static void dequant_scalar(const uint8_t *W, const uint16_t *szs, int G, int k, int r0, int r1, float *dst) {
+    const int groups = k / G;
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *w = W + (size_t)r * (k / 2);
+        const uint16_t *sz = szs + (size_t)r * groups * 2;
+        float *o = dst + (size_t)(r - r0) * k;
+        for (int g = 0; g < groups; g++) {
+            float s = ck_f16_to_f32(sz[2 * g]), z = ck_f16_to_f32(sz[2 * g + 1]);
+            for (int i = g * G; i < (g + 1) * G; i++) o[i] = ((float)nibble(w, i) - z) * s;
+        }
+    }
+}
+
+#if CK_HAVE_X86
+// ---- AVX-512: 16 lanes; one row × up to 4 vectors, four partial sums per vector ---------------
+CK_TARGET_AVX512 CK_INLINE void row512(const q4_job *j, int r, int v0, int V) {
+    const int k = j->k, G = j->group, groups = k / G;
+    const uint8_t *w = j->W + (size_t)r * (k / 2);
+    const uint16_t *sz = j->sz + (size_t)r * groups * 2;
+    const __m512i low = _mm512_set1_epi32(15);
+    __m512 acc[4];
+    float corr[4] = {0, 0, 0, 0};
+    for (int v = 0; v < V; v++) acc[v] = _mm512_setzero_ps();
+    for (int g = 0; g < groups; g++) {
+        const int base = g * G;
+        __m512 a[4][4];
+        for (int v = 0; v < V; v++) a[v][0] = a[v][1] = a[v][2] = a[v][3] = _mm512_setzero_ps();
+        // Blocks alternate between two pairs of partial sums (more FMA chains in flight).
+        for (int b = 0; b < G; b += 32) {
+            const int p = (b / 32) & 1;
+            __m512i e = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(w + (base + b) / 2)));
+            __m512 lo = _mm512_cvtepi32_ps(_mm512_and_si512(e, low));
+            __m512 hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(e, 4));
+            for (int v = 0; v < V; v++) {
+                const float *x = j->X + (size_t)(v0 + v) * k + base + b;
+                a[v][2 * p] = _mm512_fmadd_ps(lo, _mm512_loadu_ps(x), a[v][2 * p]);
+                a[v][2 * p + 1] = _mm512_fmadd_ps(hi, _mm512_loadu_ps(x + 16), a[v][2 * p + 1]);
+            }
+        }
+        const float s = _cvtsh_ss(sz[2 * g]), z = _cvtsh_ss(sz[2 * g + 1]);
+        const __m512 sv = _mm512_set1_ps(s);
+        for (int v = 0; v < V; v++) {
+            __m512 d = _mm512_add_ps(_mm512_add_ps(a[v][0], a[v][1]), _mm512_add_ps(a[v][2], a[v][3]));
+            acc[v] = _mm512_fmadd_ps(d, sv, acc[v]);
+            corr[v] -= z * s * j->xsum[(size_t)(v0 + v) * groups + g];
+        }
+    }
+    for (int v = 0; v < V; v++)
+        j->Y[(size_t)(v0 + v) * j->n + r] = _mm512_reduce_add_ps(acc[v]) + corr[v] + (j->bias ? j->bias[r] : 0.0f);
+}
+
+CK_TARGET_AVX512 static void rows_avx512(const q4_job *j, int r0, int r1) {
+    // Row by row (one stream the prefetcher follows); a row's 16..3000 bytes stay in L1 while
+    // every group of four vectors passes over it.
+    for (int r = r0; r < r1; r++)
+        for (int v0 = 0; v0 < j->m; v0 += 4) {
+            switch (j->m - v0) {
+            case 1: row512(j, r, v0, 1); break;
+            case 2: row512(j, r, v0, 2); break;
+            case 3: row512(j, r, v0, 3); break;
+            default: row512(j, r, v0, 4); break;
+            }
+        }
+}
+
+CK_TARGET_AVX512 static void dequant_avx512(const uint8_t *W, const uint16_t *szs, int G, int k, int r0, int r1, float *dst) {
+    const int groups = k / G;
+    const __m512i low = _mm512_set1_epi32(15);
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *w = W + (size_t)r * (k / 2);
+        const uint16_t *sz = szs + (size_t)r * groups * 2;
+        float *o = dst + (size_t)(r - r0) * k;
+        for (int g = 0; g < groups; g++) {
+            const float s = _cvtsh_ss(sz[2 * g]), z = _cvtsh_ss(sz[2 * g + 1]);
+            const __m512 sv = _mm512_set1_ps(s), zv = _mm512_set1_ps(z);
+            for (int b = g * G; b < (g + 1) * G; b += 32) {
+                __m512i e = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(w + b / 2)));
+                _mm512_storeu_ps(o + b, _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_and_si512(e, low)), zv), sv));
+                _mm512_storeu_ps(o + b + 16, _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(e, 4)), zv), sv));
+            }
+        }
+    }
+}
+
+// ---- AVX2 + F16C + FMA: 8 lanes; one row × up to 2 vectors --------------------------------------
+CK_TARGET_AVX2 CK_INLINE float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+CK_TARGET_AVX2 CK_INLINE void row256(const q4_job *j, int r, int v0, int V) {
+    const int k = j->k, G = j->group, groups = k / G;
+    const uint8_t *w = j->W + (size_t)r * (k / 2);
+    const uint16_t *sz = j->sz + (size_t)r * groups * 2;
+    const __m256i low = _mm256_set1_epi32(15);
+    __m256 acc[2];
+    float corr[2] = {0, 0};
+    for (int v = 0; v < V; v++) acc[v] = _mm256_setzero_ps();
+    for (int g = 0; g < groups; g++) {
+        const int base = g * G;
+        __m256 a[2][4];
+        for (int v = 0; v < V; v++) a[v][0] = a[v][1] = a[v][2] = a[v][3] = _mm256_setzero_ps();
+        for (int b = 0; b < G; b += 32) {
+            __m128i raw = _mm_loadu_si128((const __m128i *)(w + (base + b) / 2));
+            __m256i e0 = _mm256_cvtepu8_epi32(raw), e1 = _mm256_cvtepu8_epi32(_mm_srli_si128(raw, 8));
+            __m256 w0 = _mm256_cvtepi32_ps(_mm256_and_si256(e0, low));    // inputs 0..7
+            __m256 w1 = _mm256_cvtepi32_ps(_mm256_and_si256(e1, low));    // 8..15
+            __m256 w2 = _mm256_cvtepi32_ps(_mm256_srli_epi32(e0, 4));     // 16..23
+            __m256 w3 = _mm256_cvtepi32_ps(_mm256_srli_epi32(e1, 4));     // 24..31
+            for (int v = 0; v < V; v++) {
+                const float *x = j->X + (size_t)(v0 + v) * k + base + b;
+                a[v][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x), a[v][0]);
+                a[v][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + 8), a[v][1]);
+                a[v][2] = _mm256_fmadd_ps(w2, _mm256_loadu_ps(x + 16), a[v][2]);
+                a[v][3] = _mm256_fmadd_ps(w3, _mm256_loadu_ps(x + 24), a[v][3]);
+            }
+        }
+        const float s = _cvtsh_ss(sz[2 * g]), z = _cvtsh_ss(sz[2 * g + 1]);
+        const __m256 sv = _mm256_set1_ps(s);
+        for (int v = 0; v < V; v++) {
+            __m256 d = _mm256_add_ps(_mm256_add_ps(a[v][0], a[v][1]), _mm256_add_ps(a[v][2], a[v][3]));
+            acc[v] = _mm256_fmadd_ps(d, sv, acc[v]);
+            corr[v] -= z * s * j->xsum[(size_t)(v0 + v) * groups + g];
+        }
+    }
+    for (int v = 0; v < V; v++)
+        j->Y[(size_t)(v0 + v) * j->n + r] = hsum256(acc[v]) + corr[v] + (j->bias ? j->bias[r] : 0.0f);
+}
+
+CK_TARGET_AVX2 static void rows_avx2(const q4_job *j, int r0, int r1) {
+    for (int r = r0; r < r1; r++)
+        for (int v0 = 0; v0 < j->m; v0 += 2) {
+            if (j->m - v0 >= 2) row256(j, r, v0, 2); else row256(j, r, v0, 1);
+        }
+}
+
+CK_TARGET_AVX2 static void dequant_avx2(const uint8_t *W, const uint16_t *szs, int G, int k, int r0, int r1, float *dst) {
+    const int groups = k / G;
+    const __m256i low = _mm256_set1_epi32(15);
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *w = W + (size_t)r * (k / 2);
+        const uint16_t *sz = szs + (size_t)r * groups * 2;
+        float *o = dst + (size_t)(r - r0) * k;
+        for (int g = 0; g < groups; g++) {
+            const float s = _cvtsh_ss(sz[2 * g]), z = _cvtsh_ss(sz[2 * g + 1]);
+            const __m256 sv = _mm256_set1_ps(s), zv = _mm256_set1_ps(z);
+            for (int b = g * G; b < (g + 1) * G; b += 32) {
+                __m128i raw = _mm_loadu_si128((const __m128i *)(w + b / 2));
+                __m256i e0 = _mm256_cvtepu8_epi32(raw), e1 = _mm256_cvtepu8_epi32(_mm_srli_si128(raw, 8));
+                _mm256_storeu_ps(o + b, _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_and_si256(e0, low)), zv), sv));
+                _mm256_storeu_ps(o + b + 8, _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_and_si256(e1, low)), zv), sv));
+                _mm256_storeu_ps(o + b + 16, _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(e0, 4)), zv), sv));
+                _mm256_storeu_ps(o + b + 24, _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(e1, 4)), zv), sv));
+            }
+        }
+    }
+}
+#endif
+
+void ck_q4_dequantize_rows(const uint8_t *packed, const uint16_t *sz, int group, int k, int r0, int r1, float *dst) {
+    switch (ck_isa_level()) {
+#if CK_HAVE_X86
+    case CK_ISA_AVX512: dequant_avx512(packed, sz, group, k, r0, r1, dst); break;
+    case CK_ISA_AVX2: dequant_avx2(packed, sz, group, k, r0, r1, dst); break;
+#endif
+    default: dequant_scalar(packed, sz, group, k, r0, r1, dst); break;
+    }
+}
+
+// ---- decode ---------------------------------------------------------------------------------------
+static void q4_task(void *ctx, int t) {
+    const q4_job *j = ctx;
+    int r0 = t * j->rows_per_task, r1 = r0 + j->rows_per_task;
+    if (r1 > j->n) r1 = j->n;
+    if (r0 >= r1) return;
+    switch (ck_isa_level()) {
+#if CK_HAVE_X86
+    case CK_ISA_AVX512: rows_avx512(j, r0, r1); break;
+    case CK_ISA_AVX2: rows_avx2(j, r0, r1); break;
+#endif
+    default: rows_scalar(j, r0, r1); break;
+    }
+}
+
+// Σ x over each group of each input vector, in a fixed order (a vector's sums never depend on m).
+static float *group_sums(const float *X, int m, int k, int G) {
+    static _Thread_local float *buf;
+    static _Thread_local size_t len;
+    const int groups = k / G;
+    size_t need = (size_t)m * groups;
+    if (need > len) {
+        free(buf);
+        len = need;
+        buf = malloc(len * sizeof(float));
+    }
+    for (int v = 0; v < m; v++)
+        for (int g = 0; g < groups; g++) {
+            const float *x = X + (size_t)v * k + (size_t)g * G;
+            float s[4] = {0, 0, 0, 0};
+            for (int i = 0; i < G; i += 4)
+                for (int l = 0; l < 4; l++) s[l] += x[i + l];
+            buf[(size_t)v * groups + g] = (s[0] + s[1]) + (s[2] + s[3]);
+        }
+    return buf;
+}
+
+void ck_matmul_q4(const uint8_t *packed, const uint16_t *sz, int group, const float *X, float *Y, int m, int n, int k,
+                  const float *bias) {
+    if (m <= 0 || n <= 0) return;
+    q4_job j = {packed, sz, group, X, Y, m, n, k, bias, group_sums(X, m, k, group), 0};
+    // ~16 KiB of packed weights per task at least.
+    int min_rows = (int)(32768 / ((size_t)k + 1)) + 1;
+    int tasks = ck_task_count(n, min_rows);
+    j.rows_per_task = (n + tasks - 1) / tasks;
+    tasks = (n + j.rows_per_task - 1) / j.rows_per_task;
+    ck_parallel(q4_task, &j, tasks);
+}
+
+// ---- prefill ----------------------------------------------------------------------------------------
+enum { TILE_ROWS = 64 };
+
+static _Thread_local float *tile;
+static _Thread_local size_t tile_len;
+
+static void gemm_task(void *ctx, int t) {
+    const q4_job *j = ctx;
+    int r0 = t * TILE_ROWS, rows = j->n - r0 < TILE_ROWS ? j->n - r0 : TILE_ROWS;
+    size_t need = (size_t)TILE_ROWS * j->k;
+    if (need > tile_len) {
+        free(tile);
+        tile_len = need;
+        tile = malloc(tile_len * sizeof(float));
+    }
+    ck_q4_dequantize_rows(j->W, j->sz, j->group, j->k, r0, r0 + rows, tile);
+    float beta = 0.0f;
+    if (j->bias) {
+        for (int i = 0; i < j->m; i++)
+            for (int c = 0; c < rows; c++) j->Y[(size_t)i * j->n + r0 + c] = j->bias[r0 + c];
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->m, rows, j->k, 1.0f, j->X, j->k, tile, j->k,
+                beta, j->Y + r0, j->n);
+}
+
+void ck_gemm_q4(const uint8_t *packed, const uint16_t *sz, int group, const float *X, float *Y, int m, int n, int k,
+                const float *bias) {
+    if (m <= 0 || n <= 0) return;
+    static int blas_single = 0;
+    if (!blas_single) {
+        openblas_set_num_threads(1);
+        blas_single = 1;
+    }
+    q4_job j = {packed, sz, group, X, Y, m, n, k, bias, NULL, 0};
+    ck_parallel(gemm_task, &j, (n + TILE_ROWS - 1) / TILE_ROWS);
+}
