@@ -175,7 +175,21 @@ def conversation_checks(driver, url, mode):
     driver.save_screenshot(shot)
     out["screenshot"] = shot
 
-    # Cancel during a long answer, with Esc.
+    # Reset from the keyboard (focus the button, press Enter): transcript and session cleared.
+    reset = driver.find_element(By.ID, "reset")
+    js(driver, "arguments[0].focus()", reset)
+    reset.send_keys(Keys.ENTER)
+    wait(driver, lambda d: js(d, "return document.body.dataset.resets") == "1", 15, "Reset")
+    out["after_reset"] = js(driver, """
+      return {items: document.querySelectorAll('#transcript > li').length, history: document.body.dataset.historyTokens,
+              empty_shown: !document.getElementById('empty').hidden, focus: document.activeElement.id};
+    """)
+    set_number(driver, "max-new-tokens", 40)
+    out["after_reset_turn"] = ask(driver, "And of Germany?")
+    # Cancel during a long answer, with Esc, in a fresh conversation (Reset by click this time).
+    driver.find_element(By.ID, "reset").click()
+    wait(driver, lambda d: js(d, "return document.body.dataset.resets") == "2", 15, "the second Reset")
+
     set_number(driver, "max-new-tokens", 400)
     started = time.monotonic()
     ask(driver, "Count from 1 to 300, separated by commas.", wait_done=False)
@@ -189,17 +203,6 @@ def conversation_checks(driver, url, mode):
     out["cancelled"] = answers(driver)[-1]
     out["cancel_status"] = driver.find_element(By.ID, "status").text
 
-    # Reset from the keyboard (focus the button, press Enter): transcript and session cleared.
-    reset = driver.find_element(By.ID, "reset")
-    js(driver, "arguments[0].focus()", reset)
-    reset.send_keys(Keys.ENTER)
-    wait(driver, lambda d: js(d, "return document.body.dataset.resets") == "1", 15, "Reset")
-    out["after_reset"] = js(driver, """
-      return {items: document.querySelectorAll('#transcript > li').length, history: document.body.dataset.historyTokens,
-              empty_shown: !document.getElementById('empty').hidden, focus: document.activeElement.id};
-    """)
-    set_number(driver, "max-new-tokens", 40)
-    out["after_reset_turn"] = ask(driver, "And of Germany?")
     out["console_problems"] = console_problems(driver)
     return out
 

@@ -64,6 +64,13 @@ import TurboMind
         let a2 = try await api.directChat([("user", q1), ("assistant", a1), ("user", q2)], maxTokens: 40).text
         let alone = try await api.directChat([("user", q2)], maxTokens: 40).text
         #expect(a2.contains("Berlin"), "the follow-up needs the first turn: \(a2)")
+        // The history a fresh interactive session has after that follow-up alone.
+        let format = api.context.format
+        let fresh = try await api.engine.run(session: 9_990_001, input: .full(try format.tokens([.init(role: "user", content: q2)])),
+                                             config: format.generationConfig(maxNewTokens: 40, sampling: .greedy), interactive: true)
+        api.engine.end(session: 9_990_001)
+        #expect(fresh.text == alone)
+        let freshHistory = fresh.historyTokens
         var firstToken: [String: [Double]] = [:]
         for mode in ["local", "restful"] {
             let m = try #require(results[mode] as? [String: Any], "\(mode) results")
@@ -104,7 +111,7 @@ import TurboMind
             // After Reset the session starts over: the follow-up alone gets the answer it gets alone.
             let after = try #require(m["after_reset_turn"] as? [String: Any])
             #expect(after["raw"] as? String == alone, "\(mode): after Reset the server forgot the conversation")
-            #expect((after["history"] as? Int ?? .max) < h[1], "\(mode)")
+            #expect(after["history"] as? Int == freshHistory, "\(mode): the history of a fresh session, \(freshHistory) tokens")
             #expect((m["console_problems"] as? [String] ?? ["?"]).isEmpty, "\(mode): \(m["console_problems"] ?? "")")
         }
 
