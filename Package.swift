@@ -54,7 +54,9 @@ let package = Package(
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            path: "Sources/Serve"
+            path: "Sources/Serve",
+            // The chat web page of `serve gradio`, served from the binary.
+            resources: [.embedInCode("WebUI/chat.html"), .embedInCode("WebUI/chat.css"), .embedInCode("WebUI/chat.js")]
         ),
         // Generic terminal input (line editor, message reading, Ctrl-C): no engine code.
         .target(name: "TerminalUI", path: "Sources/TerminalUI"),

@@ -28,15 +28,15 @@ extension ServeContext {
             engine.end(session: session)
             sessions.reset(session)
             // lmdeploy's clients end a session with an empty prompt and request_output_len 0.
-            if body.prompt.isEmpty && body.requestOutputLen == 0 {
+            if !body.hasPrompt && body.requestOutputLen == 0 {
                 return try json(InteractiveResponse(text: "", tokens: 0, finishReason: FinishReason.stop.rawValue, historyTokens: 0))
             }
         }
-        guard !body.prompt.isEmpty else {
+        guard body.hasPrompt else {
             throw APIError.invalid("`prompt` is empty: send the user's message", param: "prompt", code: "empty_prompt")
         }
         let history = sessions.state(session).messages
-        let messages = history + [ChatMessage(role: "user", content: body.prompt)]
+        let messages = history + body.turn
         let prompt: [Int32]
         do {
             prompt = try format.tokens(messages)

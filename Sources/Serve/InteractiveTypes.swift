@@ -1,8 +1,11 @@
 // POST /v1/chat/interactive: lmdeploy's own chat route, whose sessions keep their history and KV
 // cache on the server between calls.
+import Tokenizers
 
 struct InteractiveRequest: Decodable, Sendable, SchemaDescribed {
     var prompt: String
+    /// lmdeploy's other form of `prompt`: messages to append (a system prompt with the first turn).
+    var promptMessages: [ChatMessageInput]?
     var sessionID: Int
     var interactiveMode: Bool
     var stream: Bool
@@ -22,7 +25,16 @@ struct InteractiveRequest: Decodable, Sendable, SchemaDescribed {
 
     init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        prompt = try c.field(String.self, .prompt, default: "")
+        if c.contains(.prompt), (try? c.decodeNil(forKey: .prompt)) == false, (try? c.decode(String.self, forKey: .prompt)) == nil {
+            prompt = ""
+            do {
+                promptMessages = try c.decode([ChatMessageInput].self, forKey: .prompt)
+            } catch DecodingError.typeMismatch(_, let context) where context.codingPath.count <= 1 {
+                throw APIError.invalid("`prompt`: expected a string or an array of {role, content} messages", param: "prompt", code: "invalid_type")
+            }
+        } else {
+            prompt = try c.field(String.self, .prompt, default: "")
+        }
         sessionID = try c.field(Int.self, .sessionID, default: -1)
         interactiveMode = try c.field(Bool.self, .interactiveMode, default: false)
         stream = try c.field(Bool.self, .stream, default: false)
@@ -38,7 +50,10 @@ struct InteractiveRequest: Decodable, Sendable, SchemaDescribed {
     static var fieldNames: [String] { CodingKeys.allCases.map(\.stringValue) }
 
     static let schema = Schema.object([
-        ("prompt", Schema.string("The user's message (this turn only: the server keeps the history).")),
+        ("prompt", Schema.oneOf([
+            Schema.string("The user's message (this turn only: the server keeps the history)."),
+            Schema.array(ChatMessageInput.schema, "Messages to append to the session's history (e.g. a system prompt and the first user message).", minItems: 1),
+        ])),
         ("session_id", Schema.integer("The session; -1 = a one-off session.", minimum: -1)),
         ("interactive_mode", Schema.boolean("true: keep the session's history and KV cache between calls; false: end the session first (a fresh conversation).")),
         ("stream", Schema.boolean("Answer as JSON lines, one per update.")),
@@ -52,6 +67,13 @@ struct InteractiveRequest: Decodable, Sendable, SchemaDescribed {
     ])
 
     func validate() throws {
+        if let list = promptMessages {
+            try require(!list.isEmpty, "prompt", "must hold at least one message")
+            for (i, m) in list.enumerated() {
+                try require(ChatMessageInput.roles.contains(m.role), "prompt[\(i)].role",
+                            "must be one of \(ChatMessageInput.roles.joined(separator: ", ")), got \(m.role)")
+            }
+        }
         try require(sessionID >= -1, "session_id", "must be ≥ -1 (-1 = none), got \(sessionID)")
         try require(requestOutputLen >= 0, "request_output_len", "must be ≥ 0, got \(requestOutputLen)")
         try require(topP > 0 && topP <= 1, "top_p", "must be in (0, 1], got \(topP)")
@@ -59,6 +81,15 @@ struct InteractiveRequest: Decodable, Sendable, SchemaDescribed {
         try require(temperature.isFinite && temperature >= 0 && temperature <= 2, "temperature", "must be in [0, 2], got \(temperature)")
         try require(repetitionPenalty > 0 && repetitionPenalty <= 10, "repetition_penalty", "must be in (0, 10], got \(repetitionPenalty)")
     }
+}
+
+extension InteractiveRequest {
+    /// The messages this turn appends to the session's history.
+    var turn: [ChatMessage] {
+        promptMessages?.map { ChatMessage(role: $0.role == "developer" ? "system" : $0.role, content: $0.content?.text ?? "") }
+            ?? [ChatMessage(role: "user", content: prompt)]
+    }
+    var hasPrompt: Bool { promptMessages != nil || !prompt.isEmpty }
 }
 
 extension KeyedDecodingContainer {

@@ -12,7 +12,7 @@ struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
         abstract: "Serve a model over HTTP (OpenAI-compatible API) or talk to such a server.",
-        subcommands: [APIServer.self, APIClient.self]
+        subcommands: [APIServer.self, APIClient.self, ServeGradio.self]
     )
 }
 
