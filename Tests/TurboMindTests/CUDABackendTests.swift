@@ -30,7 +30,7 @@ let cudaUsable: Bool = (try? CUDABackend()) != nil
 
     @Test func everyKernelTheBackendLaunchesIsInTheEmbeddedSource() {
         let source = CUDARuntime.kernelSource
-        for name in ["to_f16", "f32_to_f16", "embed", "rmsnorm", "silu_mul", "add", "add_bias", "gather_rows", "rope_store_kv", "attention", "attention_d64", "attention_d128", "attention_tiles_d64", "attention_tiles_d128", "gemv_f16"] {
+        for name in ["to_f16", "f32_to_f16", "embed", "rmsnorm", "silu_mul", "add", "add_bias", "gather_rows", "rope_store_kv", "attention", "attention_d64", "attention_d128", "attention_tiles_d64", "attention_tiles_d128", "gemv_f16", "sample_rows", "attention_merge", "attention_mma_d128"] {
             #expect(source.contains("extern \"C\" __global__ void \(name)("), "kernels.cu has no kernel \(name)")
         }
     }
