@@ -524,9 +524,15 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         if mode == .decode && rows <= 4 {
             // Decode at small batch: memory-bound, our GEMV streams the weights once (fused bias).
             try enqueue("gemv \(weight.rows)x\(weight.columns)") {
-                try kernels.launch(fGemv, name: "gemv_f16", grid: ((weight.rows + 7) / 8, 1, 1), threads: 256,
+                // Warps per output by n alone (fixed summation order): small matrices split k so the
+                // grid fills the GPU (4096 outputs in one warp each were two ragged waves).
+                let n = weight.rows
+                let split = weight.columns % 8 != 0 ? 1 : n >= 16384 ? 1 : n >= 8192 ? 2 : 4
+                let perBlock = 8 / split
+                try kernels.launch(fGemv, name: "gemv_f16", grid: ((n + perBlock - 1) / perBlock, 1, 1), threads: 256,
                                    [.pointer(weight.weight.address), .pointer(xh), .pointer(out.address),
-                                    .pointer(bias?.address ?? 0), .int(Int32(rows)), .int(Int32(weight.rows)), .int(Int32(weight.columns))])
+                                    .pointer(bias?.address ?? 0), .int(Int32(rows)), .int(Int32(n)), .int(Int32(weight.columns)),
+                                    .int(Int32(split))])
             }
             return
         }
@@ -545,7 +551,8 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     public func rmsNorm(_ x: CUDABuffer, weight: CUDABuffer, out: CUDABuffer, rows: Int, dim: Int, eps: Float) throws {
         try enqueue("rmsnorm") {
             let oh = try halfCopy(out)
-            try kernels.launch(fRMSNorm, name: "rmsnorm", grid: (rows, 1, 1), threads: 256,
+            // 1024 threads: a 4096-wide row in 256 threads took 13 us, latency-bound.
+            try kernels.launch(fRMSNorm, name: "rmsnorm", grid: (rows, 1, 1), threads: dim >= 2048 ? 1024 : 256,
                                [.pointer(x.address), .pointer(weight.address), .pointer(out.address), .pointer(oh), .int(Int32(dim)), .float(eps)])
         }
     }
@@ -558,7 +565,8 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         try step.ensureUploaded()
         try enqueue("rope_store_kv") {
             qkv.halfValid = false
-            try kernels.launch(fRope, name: "rope_store_kv", grid: (step.plan.rows, 1, 1), threads: 256,
+            let perRow = max(1, min(8, (heads + kvHeads) * headDim / 2 / 256))
+            try kernels.launch(fRope, name: "rope_store_kv", grid: (step.plan.rows, perRow, 1), threads: 256,
                                [.pointer(qkv.address), .int(Int32(stride)), .int(Int32(heads)), .int(Int32(kvHeads)), .int(Int32(headDim)),
                                 .pointer(step.positions), .pointer(step.frequencies), .pointer(step.frequencySet),
                                 .pointer(cache.keys[layer].address), .pointer(cache.values[layer].address), .pointer(step.slots)])

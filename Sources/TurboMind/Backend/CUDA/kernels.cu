@@ -83,8 +83,9 @@ extern "C" __global__ void rmsnorm(const float *x, const float *w, float *out, h
 extern "C" __global__ void silu_mul(const float *gu, float *out, half_t *out_h, int rows, int inter) {
     long long n = (long long)rows * inter;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-        long long r = i / inter, c = i - r * inter;
-        float g = gu[r * 2 * inter + c], u = gu[r * 2 * inter + inter + c];
+        int r = (int)i / inter, c = (int)i - r * inter;   // 32-bit division (n < 2^31): a 64-bit one is a long instruction sequence
+        long long base = (long long)r * 2 * inter;
+        float g = gu[base + c], u = gu[base + inter + c];
         float v = g / (1.0f + expf(-g)) * u;
         out[i] = v;
         if (out_h) out_h[i] = f2h(v);
@@ -113,7 +114,8 @@ extern "C" __global__ void gather_rows(const float *x, const int *rows, int widt
 
 // ---- rotary embedding + KV store -----------------------------------------------------------------
 /// Rotate-half RoPE (HF Llama) of q and k at the row's position, then K and V to the cache slot
-/// (fp16). grid.x = rows; each thread takes (head, i) pairs of the q and k heads, then V elements.
+/// (fp16). grid.x = rows, grid.y blocks per row; each thread takes (head, i) pairs of the q and k
+/// heads, then V elements.
 extern "C" __global__ void rope_store_kv(float *qkv, int stride, int heads, int kv_heads, int d, const int *pos,
                                          const float *inv_freq, const int *freq_set, half_t *k_pool, half_t *v_pool,
                                          const int *slots) {
@@ -123,7 +125,9 @@ extern "C" __global__ void rope_store_kv(float *qkv, int stride, int heads, int 
     float p = (float)pos[r];
     long long slot = (long long)slots[r] * kvw;
     int pairs = (heads + kv_heads) * half;
-    for (int t = threadIdx.x; t < pairs; t += blockDim.x) {
+    // grid.y blocks share the row: one block per row was latency-bound (16 us for a 7B row).
+    int first = blockIdx.y * blockDim.x + threadIdx.x, step = blockDim.x * gridDim.y;
+    for (int t = first; t < pairs; t += step) {
         int h = t / half, i = t - h * half;
         float angle = p * freq[i];   // fp32 product, as HF and the CPU compute it
         float s, c;
@@ -140,7 +144,7 @@ extern "C" __global__ void rope_store_kv(float *qkv, int stride, int heads, int 
         }
     }
     const float *vsrc = row + (long long)(heads + kv_heads) * d;
-    for (int t = threadIdx.x; t < kvw; t += blockDim.x) v_pool[slot + t] = f2h(vsrc[t]);
+    for (int t = first; t < kvw; t += step) v_pool[slot + t] = f2h(vsrc[t]);
 }
 
 // ---- paged attention -----------------------------------------------------------------------------
@@ -696,30 +700,33 @@ extern "C" __global__ void attention_mma_d128(const float *qkv, int q_stride, co
 #define GEMV_LOADS 8
 
 /// out[r][o] = x[r] · W[o] (+ bias[o]) for m ≤ 4 rows (decode), W fp16 [n][k], x fp16 [m][k] (the
-/// producers' fp16 copy, as the GEMM path reads it): one warp per output, each lane with eight
-/// 16-byte weight loads in flight; each output's summation order is fixed (independent of m), so a
-/// row gets the same bits alone or in a batch. blockDim 256 = 8 outputs.
-extern "C" __global__ void gemv_f16(const half_t *w, const half_t *x, float *out, const float *bias, int m, int n, int k) {
+/// producers' fp16 copy, as the GEMM path reads it): `split` warps (1, 2 or 4) per output, each
+/// taking one contiguous share of k with eight 16-byte weight loads in flight per lane, their sums
+/// added in warp order. The split depends on n alone, so each output's summation order is fixed
+/// whatever m: a row gets the same bits alone or in a batch. Small n splits k so that the grid
+/// covers the GPU in about one wave. blockDim 256 = 8 / split outputs.
+extern "C" __global__ void gemv_f16(const half_t *w, const half_t *x, float *out, const float *bias, int m, int n, int k, int split) {
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int o = blockIdx.x * 8 + warp;
-    if (o >= n) return;
-    const half_t *wr = w + (long long)o * k;
+    int o = blockIdx.x * (8 / split) + warp / split, part = warp % split;
+    bool valid = o < n;
+    const half_t *wr = w + (long long)(valid ? o : 0) * k;
     float acc[GEMV_MAX_ROWS];
 #pragma unroll
     for (int r = 0; r < GEMV_MAX_ROWS; r++) acc[r] = 0;
-    if ((k & 7) == 0) {
-        int chunks = k / 8;
-        for (int c0 = lane; c0 < chunks; c0 += 32 * GEMV_LOADS) {
+    if (valid && (k & 7) == 0) {
+        int chunks = k / 8, share = (chunks + split - 1) / split;
+        int c_lo = part * share, c_hi = min(chunks, c_lo + share);
+        for (int c0 = c_lo + lane; c0 < c_hi; c0 += 32 * GEMV_LOADS) {
             uint4 raw[GEMV_LOADS];
 #pragma unroll
             for (int u = 0; u < GEMV_LOADS; u++) {
                 int c = c0 + u * 32;
-                raw[u] = c < chunks ? ((const uint4 *)wr)[c] : make_uint4(0, 0, 0, 0);
+                raw[u] = c < c_hi ? ((const uint4 *)wr)[c] : make_uint4(0, 0, 0, 0);
             }
 #pragma unroll
             for (int u = 0; u < GEMV_LOADS; u++) {
                 int c = c0 + u * 32;
-                if (c >= chunks) break;
+                if (c >= c_hi) break;
                 const half_t *hv = (const half_t *)&raw[u];
                 float wf[8];
 #pragma unroll
@@ -736,7 +743,7 @@ extern "C" __global__ void gemv_f16(const half_t *w, const half_t *x, float *out
                 }
             }
         }
-    } else {
+    } else if (valid && part == 0) {   // k not a multiple of 8: the host passes split 1
         for (int i = lane; i < k; i += 32) {
             float wf = h2f(wr[i]);
 #pragma unroll
@@ -744,11 +751,17 @@ extern "C" __global__ void gemv_f16(const half_t *w, const half_t *x, float *out
                 if (r < m) acc[r] += wf * h2f(x[(long long)r * k + i]);
         }
     }
+    __shared__ float partial[8][GEMV_MAX_ROWS];
 #pragma unroll
     for (int r = 0; r < GEMV_MAX_ROWS; r++) {
-        if (r >= m) break;
         float s = warp_sum(acc[r]);
-        if (lane == 0) out[(long long)r * n + o] = s + (bias ? bias[o] : 0.0f);
+        if (lane == 0) partial[warp][r] = s;
+    }
+    __syncthreads();
+    if (valid && part == 0 && lane < m) {
+        float s = partial[warp][lane];
+        for (int q = 1; q < split; q++) s += partial[warp + q][lane];
+        out[(long long)lane * n + o] = s + (bias ? bias[o] : 0.0f);
     }
 }
 
