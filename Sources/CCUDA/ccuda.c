@@ -18,6 +18,9 @@ typedef void *CUcontext;
 typedef void *CUmodule;
 typedef void *CUfunction;
 typedef void *CUstream;
+typedef void *CUevent;
+typedef void *CUgraph;
+typedef void *CUgraphExec;
 typedef int nvrtcResult;   // 0 = NVRTC_SUCCESS
 typedef void *nvrtcProgram;
 typedef int cublasStatus;  // 0 = CUBLAS_STATUS_SUCCESS
@@ -53,6 +56,19 @@ static struct {
     CUresult (*LaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream,
                              void **, void **);
     CUresult (*GetErrorString)(CUresult, const char **);
+    // The one stream every op is enqueued on (blocking: it orders with the legacy stream, so the
+    // synchronous copies still see its work), and what graph capture and timing need.
+    CUresult (*StreamCreate)(CUstream *, unsigned);
+    CUresult (*StreamBeginCapture)(CUstream, int);
+    CUresult (*StreamEndCapture)(CUstream, CUgraph *);
+    CUresult (*GraphInstantiate)(CUgraphExec *, CUgraph, unsigned long long);
+    CUresult (*GraphLaunch)(CUgraphExec, CUstream);
+    CUresult (*GraphExecDestroy)(CUgraphExec);
+    CUresult (*GraphDestroy)(CUgraph);
+    CUresult (*EventCreate)(CUevent *, unsigned);
+    CUresult (*EventRecord)(CUevent, CUstream);
+    CUresult (*EventSynchronize)(CUevent);
+    CUresult (*EventElapsedTime)(float *, CUevent, CUevent);
 } cu;
 
 static struct {
@@ -72,10 +88,14 @@ static struct {
     cublasStatus (*GetVersion)(cublasHandle, int *);
     cublasStatus (*GemmEx)(cublasHandle, int, int, int, int, int, const void *, const void *, int, int, const void *, int,
                            int, const void *, void *, int, int, int, int);
+    cublasStatus (*SetStream)(cublasHandle, CUstream);
+    cublasStatus (*SetWorkspace)(cublasHandle, void *, size_t);   // optional (cuBLAS ≥ 11.x)
 } cb;
 
 static void *libcuda, *libnvrtc, *libcublas;
 static CUcontext context;
+static CUstream stream;
+static ccuda_ptr blas_workspace;
 static CUdevice device;
 static cublasHandle blas;
 static int opened, compute_opened, generation = 1;
@@ -153,6 +173,17 @@ static int load_driver_symbols(void) {
     SYM(libcuda, cu, FuncSetAttribute, "cuFuncSetAttribute");
     SYM(libcuda, cu, LaunchKernel, "cuLaunchKernel");
     SYM(libcuda, cu, GetErrorString, "cuGetErrorString");
+    SYM(libcuda, cu, StreamCreate, "cuStreamCreate");
+    SYM(libcuda, cu, StreamBeginCapture, "cuStreamBeginCapture_v2");
+    SYM(libcuda, cu, StreamEndCapture, "cuStreamEndCapture");
+    SYM(libcuda, cu, GraphInstantiate, "cuGraphInstantiateWithFlags");
+    SYM(libcuda, cu, GraphLaunch, "cuGraphLaunch");
+    SYM(libcuda, cu, GraphExecDestroy, "cuGraphExecDestroy");
+    SYM(libcuda, cu, GraphDestroy, "cuGraphDestroy");
+    SYM(libcuda, cu, EventCreate, "cuEventCreate");
+    SYM(libcuda, cu, EventRecord, "cuEventRecord");
+    SYM(libcuda, cu, EventSynchronize, "cuEventSynchronize");
+    SYM(libcuda, cu, EventElapsedTime, "cuEventElapsedTime");
     return 0;
 }
 
@@ -186,6 +217,8 @@ int ccuda_open(int ordinal) {
     cu.DeviceGetAttribute(&sm_count, ATTR_SM_COUNT, device);
     cc = major * 10 + minor;
     if ((rc = cu_check(cu.DevicePrimaryCtxRetain(&context, device), "cuDevicePrimaryCtxRetain"))) goto done;
+    if ((rc = cu_check(cu.CtxSetCurrent(context), "cuCtxSetCurrent"))) goto done;
+    if ((rc = cu_check(cu.StreamCreate(&stream, 0), "cuStreamCreate"))) goto done;
     opened = 1;
     generation++;
     note("libcuda.so.1: loaded (driver %d.%d)\n", driver_version / 1000, driver_version % 1000 / 10);
@@ -299,12 +332,20 @@ static int open_compute_locked(void) {
         SYM(libcublas, cb, Create, "cublasCreate_v2");
         SYM(libcublas, cb, GetVersion, "cublasGetVersion_v2");
         SYM(libcublas, cb, GemmEx, "cublasGemmEx");
+        SYM(libcublas, cb, SetStream, "cublasSetStream_v2");
+        *(void **)&cb.SetWorkspace = dlsym(libcublas, "cublasSetWorkspace_v2");
     }
     if (!blas) {
         if (ensure()) return -1;
         cublasStatus s = cb.Create(&blas);
         if (s != 0) return fail("cublasCreate failed: status %d", s);
         cb.GetVersion(blas, &cublas_version);
+        if ((s = cb.SetStream(blas, stream))) return fail("cublasSetStream failed: status %d", s);
+        // A workspace of our own: GEMMs captured into a CUDA graph must not allocate.
+        enum { WORKSPACE = 32 << 20 };
+        if (cb.SetWorkspace && cu.MemAlloc(&blas_workspace, WORKSPACE) == 0 &&
+            (s = cb.SetWorkspace(blas, (void *)blas_workspace, WORKSPACE)))
+            return fail("cublasSetWorkspace failed: status %d", s);
     }
     compute_opened = 1;
     return 0;
@@ -433,7 +474,7 @@ int ccuda_launch(void *function, unsigned gx, unsigned gy, unsigned gz, unsigned
                  unsigned shared_bytes, void **params) {
     if (ensure()) return -1;
     if (gx == 0 || gy == 0 || gz == 0) return 0;
-    return cu_check(cu.LaunchKernel(function, gx, gy, gz, bx, by, bz, shared_bytes, NULL, params, NULL), "cuLaunchKernel");
+    return cu_check(cu.LaunchKernel(function, gx, gy, gz, bx, by, bz, shared_bytes, stream, params, NULL), "cuLaunchKernel");
 }
 
 int ccuda_gemm_f16(ccuda_ptr w, ccuda_ptr x, ccuda_ptr out, int m, int n, int k) {
@@ -447,4 +488,48 @@ int ccuda_gemm_f16(ccuda_ptr w, ccuda_ptr x, ccuda_ptr out, int m, int n, int k)
                                CUBLAS_GEMM_DEFAULT);
     pthread_mutex_unlock(&blas_lock);
     return s ? fail("cublasGemmEx (m %d, n %d, k %d) failed: status %d", m, n, k, s) : 0;
+}
+
+int ccuda_capture_begin(void) {
+    if (ensure()) return -1;
+    return cu_check(cu.StreamBeginCapture(stream, 2 /* CU_STREAM_CAPTURE_MODE_RELAXED */), "cuStreamBeginCapture");
+}
+
+int ccuda_capture_end(void **exec) {
+    if (ensure()) return -1;
+    CUgraph graph = NULL;
+    if (cu_check(cu.StreamEndCapture(stream, &graph), "cuStreamEndCapture (an op could not be captured)")) return -1;
+    if (!exec) {   // capture abandoned
+        if (graph) cu.GraphDestroy(graph);
+        return 0;
+    }
+    CUresult r = cu.GraphInstantiate((CUgraphExec *)exec, graph, 0);
+    cu.GraphDestroy(graph);
+    return cu_check(r, "cuGraphInstantiateWithFlags");
+}
+
+int ccuda_graph_launch(void *exec) {
+    if (ensure()) return -1;
+    return cu_check(cu.GraphLaunch(exec, stream), "cuGraphLaunch");
+}
+
+int ccuda_graph_destroy(void *exec) {
+    if (ensure()) return -1;
+    return exec ? cu_check(cu.GraphExecDestroy(exec), "cuGraphExecDestroy") : 0;
+}
+
+int ccuda_event_create(void **event) {
+    if (ensure()) return -1;
+    return cu_check(cu.EventCreate((CUevent *)event, 0), "cuEventCreate");
+}
+
+int ccuda_event_record(void *event) {
+    if (ensure()) return -1;
+    return cu_check(cu.EventRecord(event, stream), "cuEventRecord");
+}
+
+int ccuda_event_elapsed(void *start, void *end, float *ms) {
+    if (ensure()) return -1;
+    if (cu_check(cu.EventSynchronize(end), "cuEventSynchronize")) return -1;
+    return cu_check(cu.EventElapsedTime(ms, start, end), "cuEventElapsedTime");
 }

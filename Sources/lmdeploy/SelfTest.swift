@@ -23,6 +23,10 @@ struct SelfTest: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: "The golden fixtures (golden.json, golden-logits.safetensors, reference-f64.json).")
     var fixtures: String = "Tests/Fixtures/smollm2"
 
+    @Option(name: [.customLong("engine-model"), .customLong("engine_model")], parsing: .unconditional,
+            help: "Any Llama-family directory (e.g. Scripts/make-random-llama DIR 7b): also check that CUDA graphs and GPU sampling change no token.")
+    var engineModel: String?
+
     func validate() throws {
         guard device == "cuda" || device == "auto" else { throw ValidationError("--device must be cuda or auto, got '\(device)'") }
     }
@@ -32,7 +36,8 @@ struct SelfTest: AsyncParsableCommand {
             _ = try CUDABackend()   // no GPU: the error names what is missing (exit 1)
         }
         let test = CUDASelfTest { line in print(line) }
-        let outcome = await test.run(model: model.map { URL(fileURLWithPath: $0) }, fixtures: URL(fileURLWithPath: fixtures))
+        var outcome = await test.run(model: model.map { URL(fileURLWithPath: $0) }, fixtures: URL(fileURLWithPath: fixtures))
+        if let engineModel { outcome = await test.engineChecks(directory: URL(fileURLWithPath: engineModel)) }
         print("\(outcome.passed) passed, \(outcome.failed) failed\(outcome.skipped > 0 ? ", \(outcome.skipped) skipped" : "")")
         if outcome.failed > 0 { throw ExitCode(1) }
     }

@@ -54,7 +54,7 @@ int ccuda_compile(const char *source, const char *name, int arch, void **cubin, 
 /// Loads a cubin; *module is an opaque handle.
 int ccuda_load_module(const void *image, void **module);
 int ccuda_get_function(void *module, const char *name, void **function);
-/// Launches `function` on the current stream with `params` (an array of pointers to each argument).
+/// Launches `function` on the op stream with `params` (an array of pointers to each argument).
 int ccuda_launch(void *function, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                  unsigned shared_bytes, void **params);
 /// Raises a kernel's dynamic shared-memory limit.
@@ -62,6 +62,18 @@ int ccuda_set_max_shared(void *function, int bytes);
 
 /// Row-major out[m][n] (fp32) = x[m][k] (fp16) · w[n][k]ᵀ (fp16), fp32 accumulation (cuBLAS GemmEx).
 int ccuda_gemm_f16(ccuda_ptr w, ccuda_ptr x, ccuda_ptr out, int m, int n, int k);
+
+/// CUDA graphs of the op stream: begin capturing (ops are recorded, not run), end it and
+/// instantiate the graph (exec NULL: abandon the capture), launch it, free it.
+int ccuda_capture_begin(void);
+int ccuda_capture_end(void **exec);
+int ccuda_graph_launch(void *exec);
+int ccuda_graph_destroy(void *exec);
+
+/// Events on the op stream (profiling): create, record now, milliseconds between two (waits for `end`).
+int ccuda_event_create(void **event);
+int ccuda_event_record(void *event);
+int ccuda_event_elapsed(void *start, void *end, float *ms);
 
 #ifdef __cplusplus
 }

@@ -88,11 +88,58 @@ public protocol Backend: AnyObject, Sendable {
     func add(_ y: Buffer, _ x: Buffer, count: Int) throws
     /// out[i] = x[plan.logitRows[i]] for rows of `width` floats.
     func gatherLogitRows(_ x: Buffer, step: Step, width: Int, out: Buffer) throws
+
+    /// Runs `body`, which enqueues every op of one forward step over `step`. A backend may record
+    /// the ops the first time a step of this shape runs with these `owners` (the model, cache and
+    /// run state whose memory the ops touch) and replay the recording later instead of calling
+    /// `body` (CUDA graphs). Default: calls `body`.
+    func replaying(step: Step, owners: [AnyObject], _ body: () throws -> Void) throws
+    /// Whether `sample` runs here: then only token ids cross back to the host. Default: false (the
+    /// engine downloads the logits and samples on the host).
+    var samplesOnDevice: Bool { get }
+    /// The next token of each of the first `rows.count` rows of `logits` (`[rows][vocab]`), with the
+    /// host Sampler's semantics (penalties, temperature, top-k, top-p, the draw `uniform`). Only
+    /// called when `samplesOnDevice`, for rows `DeviceSampling.supports`.
+    func sample(_ logits: Buffer, vocab: Int, rows: [DeviceSampling]) throws -> [Int32]
 }
 
 extension Backend {
     /// A float (fp16/fp32) cache, which needs no quantization parameters.
     public func makeKVCache(_ layout: KVCacheLayout) throws -> KVCache { try makeKVCache(layout, quantParameters: nil) }
+
+    public func replaying(step: Step, owners: [AnyObject], _ body: () throws -> Void) throws { try body() }
+    public var samplesOnDevice: Bool { false }
+    public func sample(_ logits: Buffer, vocab: Int, rows: [DeviceSampling]) throws -> [Int32] {
+        throw BackendError.unsupported("\(description) does not sample on the device")
+    }
+}
+
+/// One row's sampling on the device: what `Sampler.sample` would use, with its random draw taken
+/// on the host from the request's generator (so a seed gives the same tokens on either side).
+public struct DeviceSampling: Sendable {
+    public var params: SamplingParams
+    /// The draw in [0, 1) the host sampler would have made (unused when greedy).
+    public var uniform: Float
+    /// Tokens the repetition penalty applies to (the whole sequence), and the generated tail the
+    /// presence and frequency penalties count.
+    public var context: [Int32]
+    public var generated: ArraySlice<Int32>
+
+    public init(params: SamplingParams, uniform: Float, context: [Int32], generated: ArraySlice<Int32>) {
+        self.params = params
+        self.uniform = uniform
+        self.context = context
+        self.generated = generated
+    }
+
+    /// The largest top-k the device kernel sorts.
+    public static let maxTopK = 1024
+
+    /// Greedy, or top-k in 1...maxTopK below the vocabulary (top-k off sorts the whole vocabulary,
+    /// which stays on the host).
+    public static func supports(_ params: SamplingParams, vocab: Int) -> Bool {
+        params.isGreedy || (params.topK >= 1 && params.topK <= maxTopK && params.topK < vocab)
+    }
 }
 
 /// Errors of a backend: memory, unsupported element types and layouts.

@@ -330,6 +330,24 @@ public final class Engine<B: Backend>: InferenceEngine, @unchecked Sendable {
                 return ForwardItem(tokens: [s.tokens[s.cachedLength]], start: s.cachedLength, blocks: s.blocks, logits: .last)
             }
             do {
+                // On a backend that samples (CUDA) only token ids come back, when no request needs
+                // the logits themselves; the host sampler's generator still supplies each draw.
+                if model.backend.samplesOnDevice, decoding.allSatisfy(samplesOnDevice) {
+                    let rows = decoding.map { r -> DeviceSampling in
+                        let s = r.sequence!
+                        let p = r.sampler.params
+                        return DeviceSampling(params: p, uniform: p.isGreedy ? 0 : r.sampler.uniform(),
+                                              context: p.repetitionPenalty != 1 ? s.tokens : [],
+                                              generated: p.presencePenalty != 0 || p.frequencyPenalty != 0 ? s.tokens.suffix(r.generated) : [])
+                    }
+                    let tokens = try model.forward(try model.plan(items, layout: layout), cache: cache, state: state, sampling: rows)
+                    for (r, token) in zip(decoding, tokens) {
+                        r.sequence!.cachedLength += 1
+                        take(r, token: token, logits: nil)
+                    }
+                    for r in active where r.finish != nil { retire(r, reason: r.finish!) }
+                    return
+                }
                 let out = try forward(items)
                 for (r, logits) in zip(decoding, out) {
                     if r.sequence!.cachedLength < r.promptLength {   // a one-token prompt's only row
@@ -367,14 +385,28 @@ public final class Engine<B: Backend>: InferenceEngine, @unchecked Sendable {
             return
         }
         let token = r.sampler.sample(logits, context: s.tokens, generated: s.tokens.suffix(r.generated))
+        take(r, token: token, logits: logits)
+    }
+
+    /// Whether `r`'s next token can be sampled on the device: a decode row past its first token
+    /// whose logits are not wanted (no logprobs) with parameters the device sampler supports.
+    private func samplesOnDevice(_ r: Request) -> Bool {
+        r.generated > 0 && !r.config.logprobs && r.sequence!.cachedLength >= r.promptLength
+            && DeviceSampling.supports(r.sampler.params, vocab: model.config.vocabSize)
+    }
+
+    /// Appends the sampled `token` (its `logits` are needed only for logprobs) and decides whether
+    /// the request goes on.
+    private func take(_ r: Request, token: Int32, logits: [Float]?) {
+        let s = r.sequence!
         if !r.config.ignoreEOS, r.config.stopTokenIds.contains(token) {
             r.finish = .stop
             return
         }
         s.tokens.append(token)
         r.generated += 1
-        let logprob = r.config.logprobs ? Float(LogSoftmax.value(logits[...], at: Int(token))) : nil
-        let top = r.config.logprobs && r.config.topLogprobs > 0 ? LogSoftmax.top(logits, count: r.config.topLogprobs) : nil
+        let logprob = r.config.logprobs ? logits.map { Float(LogSoftmax.value($0[...], at: Int(token))) } : nil
+        let top = r.config.logprobs && r.config.topLogprobs > 0 ? logits.map { LogSoftmax.top($0, count: r.config.topLogprobs) } : nil
         let stoppedByWord = r.push(token: token, logprob: logprob, top: top)
         if stoppedByWord && !r.config.ignoreEOS {
             r.finish = .stop

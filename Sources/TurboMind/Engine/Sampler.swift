@@ -116,13 +116,17 @@ public struct Sampler: Sendable {
             }
         }
         let mass = probs[0..<keep].reduce(0, +)
-        var r = Float.random(in: 0..<1, using: &rng) * mass
+        var r = uniform() * mass
         for i in 0..<keep {
             r -= probs[i]
             if r < 0 { return Int32(order[i]) }
         }
         return Int32(order[keep - 1])
     }
+
+    /// The draw of one non-greedy sample (a device sampler takes it from here, so the generator
+    /// advances exactly as when the host samples).
+    public mutating func uniform() -> Float { Float.random(in: 0..<1, using: &rng) }
 
     /// Index of the largest value (the first one on ties, as torch.argmax on CPU).
     public static func argmax(_ x: [Float]) -> Int {

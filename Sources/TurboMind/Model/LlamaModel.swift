@@ -86,12 +86,47 @@ public final class LlamaModel<B: Backend>: @unchecked Sendable {
     /// `.decode` kernels, whose per-row arithmetic ignores the other rows; attention, norms and
     /// RoPE are per row or per sequence. An item's outputs are then the same bits in any batch.
     public func forward(_ plan: BatchPlan, cache: B.KVCache, state: RunState<B>, observer: ForwardObserver? = nil) throws -> [[Float]] {
+        let m = try enqueue(plan, cache: cache, state: state, observer: observer)
+        guard m > 0 else { return plan.logitCounts.map { _ in [] } }
+        let flat = try backend.download(state.logits, count: m * vocab)
+        var result: [[Float]] = []
+        var cursor = 0
+        for count in plan.logitCounts {
+            result.append(Array(flat[cursor * vocab..<(cursor + count) * vocab]))
+            cursor += count
+        }
+        return result
+    }
+
+    /// The same step, with the next token of each logit row sampled on the device (only the ids
+    /// come back); `sampling` has one entry per logit row. Needs `backend.samplesOnDevice`.
+    public func forward(_ plan: BatchPlan, cache: B.KVCache, state: RunState<B>, sampling: [DeviceSampling]) throws -> [Int32] {
+        precondition(sampling.count == plan.logitRows.count, "one sampling entry per logit row")
+        let m = try enqueue(plan, cache: cache, state: state, observer: nil)
+        guard m > 0 else { return [] }
+        return try backend.sample(state.logits, vocab: vocab, rows: sampling)
+    }
+
+    /// Enqueues the step (through `replaying`, so a backend may replay a recording of it) and
+    /// returns its number of logit rows, left in `state.logits`.
+    private func enqueue(_ plan: BatchPlan, cache: B.KVCache, state: RunState<B>, observer: ForwardObserver?) throws -> Int {
         let n = plan.rows
         guard n <= state.maxRows, plan.logitRows.count <= state.maxLogitRows else {
             throw EngineError.invalidConfig("a step of \(n) rows and \(plan.logitRows.count) logit rows exceeds the run state's \(state.maxRows) and \(state.maxLogitRows)")
         }
-        let mode = plan.mode
         let step = try backend.upload(plan: plan)
+        // An observer downloads inside the step: nothing to replay then.
+        if observer == nil {
+            try backend.replaying(step: step, owners: [self, cache, state]) { try layers(plan, step: step, cache: cache, state: state, observer: nil) }
+        } else {
+            try layers(plan, step: step, cache: cache, state: state, observer: observer)
+        }
+        return plan.logitRows.count
+    }
+
+    private func layers(_ plan: BatchPlan, step: B.Step, cache: B.KVCache, state: RunState<B>, observer: ForwardObserver?) throws {
+        let n = plan.rows
+        let mode = plan.mode
         let qkvWidth = (heads + 2 * kvHeads) * headDim
         let s = state
         func observe(_ layer: Int, _ tensor: ObservedTensor, _ buffer: B.Buffer, width: Int, stride: Int? = nil, offset: Int = 0) throws {
@@ -131,17 +166,9 @@ public final class LlamaModel<B: Backend>: @unchecked Sendable {
         // decode kernel, so a sequence's next-token logits are the same bits whether it was
         // prefilled alone or decoded in a batch.
         let m = plan.logitRows.count
-        guard m > 0 else { return plan.logitCounts.map { _ in [] } }
+        guard m > 0 else { return }
         try backend.gatherLogitRows(s.x, step: step, width: hidden, out: s.lastRows)
         try backend.rmsNorm(s.lastRows, weight: finalNorm, out: s.lastRows, rows: m, dim: hidden, eps: config.rmsNormEps)
         try backend.linear(s.lastRows, rows: m, weight: lmHead, bias: nil, out: s.logits, mode: plan.logitsMode)  // [m][hidden]·[vocab][hidden]ᵀ
-        let flat = try backend.download(s.logits, count: m * vocab)
-        var result: [[Float]] = []
-        var cursor = 0
-        for count in plan.logitCounts {
-            result.append(Array(flat[cursor * vocab..<(cursor + count) * vocab]))
-            cursor += count
-        }
-        return result
     }
 }

@@ -1,9 +1,11 @@
-// The CUDA backend ([G]): every buffer lives in device memory, ops are enqueued in order on the
-// device's default stream, and the host waits only in `download`. Activations are fp32 as on the
-// CPU (so each op can be checked against CKernels); weights and the embedding table are fp16 in
-// device memory (bf16/fp32 checkpoints are converted on the GPU at load); linear layers are cuBLAS
-// GEMMs with fp16 inputs and fp32 accumulation and output; the paged KV cache is fp16.
-// Sampling stays on the host: the logits rows come back through pinned memory.
+// The CUDA backend ([G]): every buffer lives in device memory, ops are enqueued in order on one
+// stream, and the host waits only in `download`/`sample`. Activations are fp32 as on the CPU (so
+// each op can be checked against CKernels); the ops whose output feeds a linear layer also write
+// an fp16 copy, which the GEMMs and the decode GEMV read (no conversion before each linear).
+// Weights and the embedding table are fp16 in device memory (bf16/fp32 checkpoints are converted
+// on the GPU at load); linear layers are cuBLAS GEMMs with fp16 inputs and fp32 accumulation, or
+// our GEMV at ≤ 4 decode rows; the paged KV cache is fp16. Decode steps are recorded as CUDA graphs
+// (one per batch size, model, cache and run state) and replayed; tokens are sampled on the GPU.
 import CCUDA
 import Foundation
 
@@ -13,6 +15,10 @@ public final class CUDABuffer: @unchecked Sendable {
     let type: ElementType
     let count: Int
     var bytes: Int { count * type.byteSize }
+    /// The fp16 copy its producer wrote (RMSNorm, SiLU·mul, attention), and whether the last op
+    /// that wrote this buffer (in stream order) wrote it.
+    var half: CUDABuffer?
+    var halfValid = false
 
     init(type: ElementType, count: Int, zeroed: Bool = true) throws {
         let bytes = max(count, 1) * type.byteSize
@@ -56,19 +62,41 @@ public final class CUDAKVCache: @unchecked Sendable {
 }
 
 /// A step's plan in device memory: one int32 upload holding every array (and the rotary
-/// frequencies' bits), with each array's address.
+/// frequencies' bits), with each array's address. The block tables come last, so a decode step's
+/// other arrays sit at offsets fixed by its row count: a recorded graph keeps one buffer per shape
+/// and each replay uploads the new plan into it.
 public final class CUDAStep: @unchecked Sendable {
     public let plan: BatchPlan
-    let buffer: CUDABuffer
-    let tokens, positions, slots, tables, rowTables, logitRows, frequencies: ccuda_ptr
-    let frequencySet: ccuda_ptr   // 0 when every row uses set 0
+    let packed: [Int32]
+    let offsets: [Int]
+    private var buffer: CUDABuffer?
+    private(set) var base: ccuda_ptr = 0
+    var tokens: ccuda_ptr { at(0) }
+    var positions: ccuda_ptr { at(1) }
+    var slots: ccuda_ptr { at(2) }
+    var rowTables: ccuda_ptr { at(3) }
+    var logitRows: ccuda_ptr { at(4) }
+    var frequencies: ccuda_ptr { at(5) }
+    var frequencySet: ccuda_ptr { plan.frequencySet == nil ? 0 : at(6) }   // 0 when every row uses set 0
     /// Attention's work split: rows of one-token sequences (one block per row and head, keys split
     /// across warps), and tiles of up to 16 consecutive rows of longer ones (K/V shared per tile).
-    let decodeRows, tileFirst, tileCount: ccuda_ptr
-    let decodeRowCount, tileTotal: Int
-    static let tileRows = 16
+    var decodeRows: ccuda_ptr { at(7) }
+    var tileFirst: ccuda_ptr { at(8) }
+    var tileCount: ccuda_ptr { at(9) }
+    /// The same rows in tiles of up to 64, for the tensor-core prefill kernel.
+    var wideFirst: ccuda_ptr { at(10) }
+    var wideCount: ccuda_ptr { at(11) }
+    var tables: ccuda_ptr { at(12) }
+    let decodeRowCount, tileTotal, wideTotal: Int
+    static let tileRows = 16, wideRows = 64
 
-    init(plan: BatchPlan) throws {
+    private func at(_ i: Int) -> ccuda_ptr {
+        precondition(base != 0, "a step plan used before its upload")
+        return base + ccuda_ptr(offsets[i] * 4)
+    }
+
+    /// Packs the plan; `upload` false leaves the device copy to `bind` (a graph's buffer).
+    init(plan: BatchPlan, upload: Bool) throws {
         self.plan = plan
         var packed: [Int32] = []
         var offsets: [Int] = []
@@ -84,12 +112,11 @@ public final class CUDAStep: @unchecked Sendable {
         append(plan.tokens)
         append(plan.positions)
         append(plan.slots)
-        append(plan.blockTables)
         append(tableOf)
         append(plan.logitRows)
         append(plan.frequencies.map { Int32(bitPattern: $0.bitPattern) })
         append(plan.frequencySet ?? [])
-        var decode: [Int32] = [], firsts: [Int32] = [], counts: [Int32] = []
+        var decode: [Int32] = [], firsts: [Int32] = [], counts: [Int32] = [], wideFirsts: [Int32] = [], wideCounts: [Int32] = []
         for s in plan.sequences {
             if s.tokens == 1 {
                 decode.append(Int32(s.queryRow))
@@ -99,19 +126,160 @@ public final class CUDAStep: @unchecked Sendable {
                 firsts.append(Int32(s.queryRow + start))
                 counts.append(Int32(min(Self.tileRows, s.tokens - start)))
             }
+            for start in stride(from: 0, to: s.tokens, by: Self.wideRows) {
+                wideFirsts.append(Int32(s.queryRow + start))
+                wideCounts.append(Int32(min(Self.wideRows, s.tokens - start)))
+            }
         }
         append(decode)
         append(firsts)
         append(counts)
+        append(wideFirsts)
+        append(wideCounts)
+        append(plan.blockTables)
         decodeRowCount = decode.count
         tileTotal = firsts.count
-        let buffer = try CUDABuffer(type: .i32, count: packed.count, zeroed: false)
+        wideTotal = wideFirsts.count
+        self.packed = packed
+        self.offsets = offsets
+        if upload {
+            let buffer = try CUDABuffer(type: .i32, count: packed.count, zeroed: false)
+            try bind(buffer)
+            self.buffer = buffer
+        }
+    }
+
+    /// Uploads the plan into `buffer` (large enough) and points the arrays there.
+    func bind(_ buffer: CUDABuffer) throws {
+        precondition(buffer.count >= packed.count)
         try packed.withUnsafeBytes { try cudaCheck(ccuda_upload(buffer.address, $0.baseAddress, $0.count), "uploading a step plan") }
+        base = buffer.address
+    }
+
+    /// Uploads into a buffer of its own when not bound yet (a decode plan used outside a replay).
+    func ensureUploaded() throws {
+        guard base == 0 else { return }
+        let buffer = try CUDABuffer(type: .i32, count: packed.count, zeroed: false)
+        try bind(buffer)
         self.buffer = buffer
-        let a = offsets.map { buffer.address + ccuda_ptr($0 * 4) }
-        tokens = a[0]; positions = a[1]; slots = a[2]; tables = a[3]; rowTables = a[4]; logitRows = a[5]; frequencies = a[6]
-        frequencySet = plan.frequencySet == nil ? 0 : a[7]
-        decodeRows = a[8]; tileFirst = a[9]; tileCount = a[10]
+    }
+
+    /// Whether the step can be recorded and replayed: decode rows only, the model's own rotary
+    /// frequencies (dynamic NTK sets change the plan's layout), decode-mode logits.
+    var replayable: Bool { plan.mode == .decode && plan.logitsMode == .decode && plan.frequencySet == nil }
+}
+
+/// A recorded decode step: the graph, the plan buffer it reads, and what it was recorded over.
+final class CUDAGraph {
+    let exec: UnsafeMutableRawPointer
+    let planBuffer: CUDABuffer
+    let offsets: [Int]
+    let scratchGeneration: Int
+    private let owners: [Weak]
+
+    struct Weak {
+        weak var object: AnyObject?
+    }
+
+    init(exec: UnsafeMutableRawPointer, planBuffer: CUDABuffer, offsets: [Int], scratchGeneration: Int, owners: [AnyObject]) {
+        self.exec = exec
+        self.planBuffer = planBuffer
+        self.offsets = offsets
+        self.scratchGeneration = scratchGeneration
+        self.owners = owners.map { Weak(object: $0) }
+    }
+
+    /// Still valid for a step over `owners` (the same objects, all alive: memory is never reused
+    /// under a graph), with this plan layout and the backend's current scratch.
+    func fits(owners: [AnyObject], step: CUDAStep, scratchGeneration: Int) -> Bool {
+        guard owners.count == self.owners.count, scratchGeneration == self.scratchGeneration, step.offsets == offsets,
+              step.packed.count <= planBuffer.count else { return false }
+        return zip(owners, self.owners).allSatisfy { $1.object === $0 }
+    }
+
+    /// Whether everything it was recorded over still exists.
+    var alive: Bool { owners.allSatisfy { $0.object != nil } }
+
+    deinit { _ = ccuda_graph_destroy(exec) }
+}
+
+/// Launch and sync counts and per-kernel GPU time (LMDEPLOY_CUDA_PROFILE=1; graphs off then), printed
+/// when the backend goes away: where a step's time goes.
+final class CUDAProfile {
+    private var events: [UnsafeMutableRawPointer] = []
+    private var names: [String] = []
+    private var used = 0
+    var launches = 0, steps = 0, syncs = 0
+    private var total: [String: (count: Int, ms: Double)] = [:]
+
+    /// Records an event after the op `name` was enqueued.
+    func mark(_ name: String) {
+        launches += 1
+        if used == events.count {
+            var e: UnsafeMutableRawPointer?
+            guard ccuda_event_create(&e) == 0, let e else { return }
+            events.append(e)
+            names.append("")
+        }
+        if used == 0 {   // the first op of a batch gets a start event of its own
+            _ = ccuda_event_record(events[0])
+            names[0] = "(start)"
+            used = 1
+            mark(name)
+            launches -= 1
+            return
+        }
+        _ = ccuda_event_record(events[used])
+        names[used] = name
+        used += 1
+    }
+
+    /// After a sync: attributes the time between consecutive events to the later op.
+    func collect() {
+        syncs += 1
+        guard used > 1 else { used = 0; return }
+        for i in 1..<used {
+            var ms: Float = 0
+            if ccuda_event_elapsed(events[i - 1], events[i], &ms) == 0 {
+                total[names[i], default: (0, 0)].count += 1
+                total[names[i], default: (0, 0)].ms += Double(ms)
+            }
+        }
+        used = 0
+    }
+
+    var report: String {
+        let sum = total.values.reduce(0) { $0 + $1.ms }
+        var lines = [String(format: "CUDA profile: %d steps, %d launches, %d host syncs, %.1f ms of GPU time between events", steps,
+                            launches, syncs, sum)]
+        for (name, t) in total.sorted(by: { $0.value.ms > $1.value.ms }) {
+            lines.append(String(format: "  %-24@ %8d calls %10.3f ms %6.1f%%  %8.2f us/call", name, t.count, t.ms, 100 * t.ms / max(sum, 1e-9),
+                                1000 * t.ms / Double(t.count)))
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    /// Profiles print at exit too: a command may end without releasing its engine.
+    private static let registry = NSLock()
+    nonisolated(unsafe) private static var live: [CUDAProfile] = []
+    nonisolated(unsafe) private static var registered = false
+
+    static func register(_ profile: CUDAProfile) {
+        registry.lock()
+        defer { registry.unlock() }
+        live.append(profile)
+        if !registered {
+            registered = true
+            atexit { CUDAProfile.printAll() }
+        }
+    }
+
+    static func printAll() {
+        registry.lock()
+        let all = live
+        live.removeAll()
+        registry.unlock()
+        for p in all where p.launches > 0 { FileHandle.standardError.write(Data((p.report + "\n").utf8)) }
     }
 }
 
@@ -124,13 +292,37 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     public let device: CUDARuntime.Device
     let kernels: CUDAKernels
     /// The per-step kernels, resolved once.
-    private let fEmbed, fRMSNorm, fRope, fAttention, fAttention64, fAttention128, fTiles64, fTiles128, fGemv, fSiluMul, fAdd, fAddBias, fGather, fToHalf: UnsafeMutableRawPointer
+    private let fEmbed, fRMSNorm, fRope, fAttention, fAttention64, fAttention128, fTiles64, fTiles128, fGemv, fSiluMul, fAdd, fAddBias, fGather, fToHalf, fSample, fMerge, fMMA128: UnsafeMutableRawPointer
     /// Serialises what shares the backend's scratch (the fp16 copy of a GEMM's input, the pinned
     /// download buffer): engines sharing one model may call from several threads.
     private let lock = NSLock()
     private var halfScratch: CUDABuffer?
     private var pinned: UnsafeMutableRawPointer?
     private var pinnedBytes = 0
+    /// Bumped when the GEMM input scratch moves: graphs recorded over the old one are stale.
+    private var scratchGeneration = 0
+    /// The sampler's zeroed [rows][vocab] marks.
+    private var sampleMarks: CUDABuffer?
+    /// The sampler's parameters, penalty ids and output (grown as needed).
+    private var sampleStaging: CUDABuffer?
+    /// Split-K attention's per-share partial results.
+    private var attentionParts: CUDABuffer?
+
+    /// Whether decode steps are recorded as CUDA graphs and replayed (LMDEPLOY_CUDA_GRAPHS=0: off).
+    public var usesGraphs: Bool
+    /// Whether tokens are sampled on the GPU (LMDEPLOY_CUDA_SAMPLING=0: on the host).
+    public var samplesOnGPU: Bool
+    private var graphs: [GraphKey: CUDAGraph] = [:]
+    /// Shapes whose capture failed (they run op by op), with why.
+    public private(set) var graphFailures: [String] = []
+    /// Graphs recorded and replays launched, for tests and the profile.
+    public private(set) var graphsRecorded = 0, graphReplays = 0
+    private let profile: CUDAProfile?
+
+    struct GraphKey: Hashable {
+        let rows: Int
+        let owners: [ObjectIdentifier]
+    }
 
     /// Opens GPU 0, loads NVRTC and cuBLAS and compiles (or loads from the cache) the kernels; a
     /// clear `CUDAError.unavailable` where any of that is missing.
@@ -151,10 +343,30 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         fAddBias = try kernels.function("add_bias")
         fGather = try kernels.function("gather_rows")
         fToHalf = try kernels.function("f32_to_f16")
+        fSample = try kernels.function("sample_rows")
+        fMerge = try kernels.function("attention_merge")
+        fMMA128 = try kernels.function("attention_mma_d128")
+        let env = ProcessInfo.processInfo.environment
+        profile = env["LMDEPLOY_CUDA_PROFILE"].map { $0 != "0" && !$0.isEmpty } == true ? CUDAProfile() : nil
+        usesGraphs = env["LMDEPLOY_CUDA_GRAPHS"] != "0" && profile == nil
+        if let profile { CUDAProfile.register(profile) }
+        samplesOnGPU = env["LMDEPLOY_CUDA_SAMPLING"] != "0"
     }
 
     deinit {
+        graphs.removeAll()
         if let pinned { _ = ccuda_host_free(pinned) }
+    }
+
+    /// Every op enqueues under this lock: a graph being recorded must see only its own step's ops.
+    private static let stream = NSRecursiveLock()
+
+    @inline(__always) private func enqueue<T>(_ name: @autoclosure () -> String, _ body: () throws -> T) rethrows -> T {
+        Self.stream.lock()
+        defer { Self.stream.unlock() }
+        let r = try body()
+        if let profile { profile.mark(name()) }
+        return r
     }
 
     public var description: String {
@@ -187,9 +399,16 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     public func download(_ buffer: CUDABuffer, count: Int) throws -> [Float] {
         precondition(buffer.type == .f32, "download of a \(buffer.type) buffer")
         let n = min(count, buffer.count)
+        Self.stream.lock()
+        defer { Self.stream.unlock() }
         lock.lock()
         defer { lock.unlock() }
-        let bytes = n * 4
+        try fetch(buffer.address, bytes: n * 4)
+        return Array(UnsafeBufferPointer(start: pinned!.assumingMemoryBound(to: Float.self), count: n))
+    }
+
+    /// Waits for the stream and copies `bytes` from `address` into the pinned buffer (under `lock`).
+    private func fetch(_ address: ccuda_ptr, bytes: Int) throws {
         if bytes > pinnedBytes {
             if let pinned { _ = ccuda_host_free(pinned) }
             pinned = nil
@@ -199,8 +418,8 @@ public final class CUDABackend: Backend, @unchecked Sendable {
             pinned = p
             pinnedBytes = bytes
         }
-        try cudaCheck(ccuda_download(pinned, buffer.address, bytes))
-        return Array(UnsafeBufferPointer(start: pinned!.assumingMemoryBound(to: Float.self), count: n))
+        try cudaCheck(ccuda_download(pinned, address, bytes))
+        profile?.collect()
     }
 
     public func prepare(linear: LinearWeights) throws -> CUDALinear {
@@ -253,43 +472,89 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         return try CUDAKVCache(layout: layout)
     }
 
-    public func upload(plan: BatchPlan) throws -> CUDAStep { try CUDAStep(plan: plan) }
+    public func upload(plan: BatchPlan) throws -> CUDAStep {
+        // A replayable plan waits for `replaying` to put it in its graph's buffer.
+        let step = try CUDAStep(plan: plan, upload: false)
+        if !(usesGraphs && step.replayable) { try step.ensureUploaded() }
+        profile?.steps += 1
+        return step
+    }
+
+    /// The fp16 copy of `buffer` (allocated at its first producer), marked as written.
+    private func halfCopy(_ buffer: CUDABuffer) throws -> ccuda_ptr {
+        if buffer.half == nil { buffer.half = try CUDABuffer(type: .f16, count: buffer.count, zeroed: false) }
+        buffer.halfValid = true
+        return buffer.half!.address
+    }
 
     public func embed(_ table: CUDALinear, step: CUDAStep, out: CUDABuffer) throws {
         precondition(step.plan.rows * table.columns <= out.count)
-        try kernels.launch(fEmbed, name: "embed", grid: (step.plan.rows, 1, 1), threads: 256,
-                           [.pointer(table.weight.address), .int(Int32(table.columns)), .pointer(step.tokens), .pointer(out.address)])
+        try step.ensureUploaded()
+        try enqueue("embed") {
+            out.halfValid = false
+            try kernels.launch(fEmbed, name: "embed", grid: (step.plan.rows, 1, 1), threads: 256,
+                               [.pointer(table.weight.address), .int(Int32(table.columns)), .pointer(step.tokens), .pointer(out.address)])
+        }
     }
 
     public func linear(_ x: CUDABuffer, rows: Int, weight: CUDALinear, bias: CUDABuffer?, out: CUDABuffer, mode: LinearMode) throws {
         precondition(rows * weight.columns <= x.count && rows * weight.rows <= out.count, "linear \(weight.name): buffers too small")
-        if mode == .decode && rows <= 4 {
-            // Decode at small batch: memory-bound, our GEMV streams the weights once (fused bias).
-            try kernels.launch(fGemv, name: "gemv_f16", grid: ((weight.rows + 7) / 8, 1, 1), threads: 256,
-                               [.pointer(weight.weight.address), .pointer(x.address), .pointer(out.address),
-                                .pointer(bias?.address ?? 0), .int(Int32(rows)), .int(Int32(weight.rows)), .int(Int32(weight.columns))])
-            return
-        }
-        let n = rows * weight.columns
+        Self.stream.lock()
+        defer { Self.stream.unlock() }
         lock.lock()
         defer { lock.unlock() }
-        if (halfScratch?.count ?? 0) < n {
-            halfScratch = nil
-            halfScratch = try CUDABuffer(type: .f16, count: n, zeroed: false)
+        // The input in fp16: its producer's copy, else converted here into the scratch.
+        let xh: ccuda_ptr
+        if x.halfValid, let half = x.half {
+            xh = half.address
+        } else {
+            let n = rows * weight.columns
+            if (halfScratch?.count ?? 0) < n {
+                halfScratch = nil
+                halfScratch = try CUDABuffer(type: .f16, count: n, zeroed: false)
+                scratchGeneration += 1
+            }
+            xh = halfScratch!.address
+            try enqueue("f32_to_f16") {
+                try kernels.launch(fToHalf, name: "f32_to_f16", grid: (blocks(n), 1, 1), threads: 256,
+                                   [.pointer(x.address), .pointer(xh), .long(Int64(n))])
+            }
         }
-        let xh = halfScratch!.address
-        try kernels.launch(fToHalf, name: "f32_to_f16", grid: (blocks(n), 1, 1), threads: 256, [.pointer(x.address), .pointer(xh), .long(Int64(n))])
-        try cudaCheck(ccuda_gemm_f16(weight.weight.address, xh, out.address, Int32(rows), Int32(weight.rows), Int32(weight.columns)),
-                      "linear \(weight.name)")
+        out.halfValid = false
+        if mode == .decode && rows <= 4 {
+            // Decode at small batch: memory-bound, our GEMV streams the weights once (fused bias).
+            try enqueue("gemv \(weight.rows)x\(weight.columns)") {
+                // Warps per output by n alone (fixed summation order): small matrices split k so the
+                // grid fills the GPU (4096 outputs in one warp each were two ragged waves).
+                let n = weight.rows
+                let split = weight.columns % 8 != 0 ? 1 : n >= 16384 ? 1 : n >= 8192 ? 2 : 4
+                let perBlock = 8 / split
+                try kernels.launch(fGemv, name: "gemv_f16", grid: ((n + perBlock - 1) / perBlock, 1, 1), threads: 256,
+                                   [.pointer(weight.weight.address), .pointer(xh), .pointer(out.address),
+                                    .pointer(bias?.address ?? 0), .int(Int32(rows)), .int(Int32(n)), .int(Int32(weight.columns)),
+                                    .int(Int32(split))])
+            }
+            return
+        }
+        try enqueue("gemm \(weight.rows)x\(weight.columns)") {
+            try cudaCheck(ccuda_gemm_f16(weight.weight.address, xh, out.address, Int32(rows), Int32(weight.rows), Int32(weight.columns)),
+                          "linear \(weight.name)")
+        }
         if let bias {
-            try kernels.launch(fAddBias, name: "add_bias", grid: (blocks(rows * weight.rows), 1, 1), threads: 256,
-                               [.pointer(out.address), .pointer(bias.address), .int(Int32(rows)), .int(Int32(weight.rows))])
+            try enqueue("add_bias") {
+                try kernels.launch(fAddBias, name: "add_bias", grid: (blocks(rows * weight.rows), 1, 1), threads: 256,
+                                   [.pointer(out.address), .pointer(bias.address), .int(Int32(rows)), .int(Int32(weight.rows))])
+            }
         }
     }
 
     public func rmsNorm(_ x: CUDABuffer, weight: CUDABuffer, out: CUDABuffer, rows: Int, dim: Int, eps: Float) throws {
-        try kernels.launch(fRMSNorm, name: "rmsnorm", grid: (rows, 1, 1), threads: 256,
-                           [.pointer(x.address), .pointer(weight.address), .pointer(out.address), .int(Int32(dim)), .float(eps)])
+        try enqueue("rmsnorm") {
+            let oh = try halfCopy(out)
+            // 1024 threads: a 4096-wide row in 256 threads took 13 us, latency-bound.
+            try kernels.launch(fRMSNorm, name: "rmsnorm", grid: (rows, 1, 1), threads: dim >= 2048 ? 1024 : 256,
+                               [.pointer(x.address), .pointer(weight.address), .pointer(out.address), .pointer(oh), .int(Int32(dim)), .float(eps)])
+        }
     }
 
     public func ropeAndStoreKV(_ qkv: CUDABuffer, step: CUDAStep, cache: CUDAKVCache, layer: Int, heads: Int, kvHeads: Int,
@@ -297,50 +562,185 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         guard headDim % 2 == 0 else { throw BackendError.unsupported("RoPE needs an even head dimension, got \(headDim)") }
         let stride = (heads + 2 * kvHeads) * headDim
         precondition(step.plan.rows * stride <= qkv.count)
-        try kernels.launch(fRope, name: "rope_store_kv", grid: (step.plan.rows, 1, 1), threads: 256,
-                           [.pointer(qkv.address), .int(Int32(stride)), .int(Int32(heads)), .int(Int32(kvHeads)), .int(Int32(headDim)),
-                            .pointer(step.positions), .pointer(step.frequencies), .pointer(step.frequencySet),
-                            .pointer(cache.keys[layer].address), .pointer(cache.values[layer].address), .pointer(step.slots)])
+        try step.ensureUploaded()
+        try enqueue("rope_store_kv") {
+            qkv.halfValid = false
+            let perRow = max(1, min(8, (heads + kvHeads) * headDim / 2 / 256))
+            try kernels.launch(fRope, name: "rope_store_kv", grid: (step.plan.rows, perRow, 1), threads: 256,
+                               [.pointer(qkv.address), .int(Int32(stride)), .int(Int32(heads)), .int(Int32(kvHeads)), .int(Int32(headDim)),
+                                .pointer(step.positions), .pointer(step.frequencies), .pointer(step.frequencySet),
+                                .pointer(cache.keys[layer].address), .pointer(cache.values[layer].address), .pointer(step.slots)])
+        }
     }
 
     public func attention(_ qkv: CUDABuffer, step: CUDAStep, cache: CUDAKVCache, layer: Int, out: CUDABuffer, heads: Int,
                           kvHeads: Int, headDim: Int, scale: Float, window: Int) throws {
         guard headDim <= 256 else { throw BackendError.unsupported("CUDA attention supports head dimensions up to 256, got \(headDim)") }
         guard heads % kvHeads == 0 else { throw BackendError.unsupported("\(heads) query heads are not a multiple of \(kvHeads) KV heads") }
+        try step.ensureUploaded()
         let stride = (heads + 2 * kvHeads) * headDim
-        let common: [KernelArgument] = [
-            .pointer(qkv.address), .int(Int32(stride)), .pointer(cache.keys[layer].address), .pointer(cache.values[layer].address),
-            .int(Int32(kvHeads * headDim)), .int(Int32(step.plan.blockSize)), .pointer(step.positions), .pointer(step.rowTables),
-            .pointer(step.tables), .pointer(out.address), .int(Int32(heads * headDim)), .int(Int32(heads)), .int(Int32(kvHeads)),
-            .int(Int32(headDim)), .float(scale), .int(Int32(window)),
-        ]
-        guard headDim == 64 || headDim == 128 else {
-            // Other head sizes: the generic kernel, one block per row and head.
-            try kernels.launch(fAttention, name: "attention", grid: (heads, step.plan.rows, 1), threads: 128, common)
-            return
-        }
-        let wide = headDim == 128
-        if step.decodeRowCount > 0 {
-            try kernels.launch(wide ? fAttention128 : fAttention64, name: "attention_d\(headDim)",
-                               grid: (heads, step.decodeRowCount, 1), threads: 128, common + [.pointer(step.decodeRows)])
-        }
-        if step.tileTotal > 0 {
-            try kernels.launch(wide ? fTiles128 : fTiles64, name: "attention_tiles_d\(headDim)",
-                               grid: (heads, step.tileTotal, 1), threads: 128, common + [.pointer(step.tileFirst), .pointer(step.tileCount)])
+        try enqueue("attention") {
+            let oh = try halfCopy(out)
+            let common: [KernelArgument] = [
+                .pointer(qkv.address), .int(Int32(stride)), .pointer(cache.keys[layer].address), .pointer(cache.values[layer].address),
+                .int(Int32(kvHeads * headDim)), .int(Int32(step.plan.blockSize)), .pointer(step.positions), .pointer(step.rowTables),
+                .pointer(step.tables), .pointer(out.address), .int(Int32(heads * headDim)), .int(Int32(heads)), .int(Int32(kvHeads)),
+                .int(Int32(headDim)), .float(scale), .int(Int32(window)), .pointer(oh),
+            ]
+            guard headDim == 64 || headDim == 128 else {
+                // Other head sizes: the generic kernel, one block per row and head.
+                try kernels.launch(fAttention, name: "attention", grid: (heads, step.plan.rows, 1), threads: 128, common)
+                return
+            }
+            let wide = headDim == 128
+            if step.decodeRowCount > 0 {
+                // Split-K at ≤ 4 decode rows (one split count for all of them, so a row computes the
+                // same bits alone or beside three others, as the GEMV does); more rows fill the GPU.
+                let rows = step.decodeRowCount
+                let splits = rows <= 4 ? 8 : max(1, min(8, 2 * device.multiprocessors / (heads * rows)))
+                var part: ccuda_ptr = 0
+                if splits > 1 {
+                    let need = rows * heads * splits * (headDim + 2)
+                    if (attentionParts?.count ?? 0) < need {
+                        attentionParts = nil
+                        attentionParts = try CUDABuffer(type: .f32, count: need, zeroed: false)
+                        scratchGeneration += 1
+                    }
+                    part = attentionParts!.address
+                }
+                try kernels.launch(wide ? fAttention128 : fAttention64, name: "attention_d\(headDim)",
+                                   grid: (heads, rows, splits), threads: 128,
+                                   common + [.pointer(step.decodeRows), .int(Int32(splits)), .pointer(part)])
+                if splits > 1 {
+                    try kernels.launch(fMerge, name: "attention_merge", grid: (heads, rows, 1), threads: headDim,
+                                       [.pointer(part), .int(Int32(splits)), .int(Int32(headDim)), .pointer(step.decodeRows),
+                                        .pointer(out.address), .pointer(oh), .int(Int32(heads * headDim)), .int(Int32(heads))])
+                }
+            }
+            if step.tileTotal > 0 && wide {
+                // Head size 128: tensor cores (fp16 q and P, fp32 accumulation and softmax).
+                try kernels.launch(fMMA128, name: "attention_mma_d128", grid: (heads, step.wideTotal, 1), threads: 128,
+                                   common + [.pointer(step.wideFirst), .pointer(step.wideCount)])
+            } else if step.tileTotal > 0 {
+                try kernels.launch(wide ? fTiles128 : fTiles64, name: "attention_tiles_d\(headDim)",
+                                   grid: (heads, step.tileTotal, 1), threads: 128, common + [.pointer(step.tileFirst), .pointer(step.tileCount)])
+            }
         }
     }
 
     public func siluMul(_ gateUp: CUDABuffer, rows: Int, inter: Int, out: CUDABuffer) throws {
-        try kernels.launch(fSiluMul, name: "silu_mul", grid: (blocks(rows * inter), 1, 1), threads: 256,
-                           [.pointer(gateUp.address), .pointer(out.address), .int(Int32(rows)), .int(Int32(inter))])
+        try enqueue("silu_mul") {
+            let oh = try halfCopy(out)
+            try kernels.launch(fSiluMul, name: "silu_mul", grid: (blocks(rows * inter), 1, 1), threads: 256,
+                               [.pointer(gateUp.address), .pointer(out.address), .pointer(oh), .int(Int32(rows)), .int(Int32(inter))])
+        }
     }
 
     public func add(_ y: CUDABuffer, _ x: CUDABuffer, count: Int) throws {
-        try kernels.launch(fAdd, name: "add", grid: (blocks(count), 1, 1), threads: 256, [.pointer(y.address), .pointer(x.address), .long(Int64(count))])
+        try enqueue("add") {
+            y.halfValid = false
+            try kernels.launch(fAdd, name: "add", grid: (blocks(count), 1, 1), threads: 256,
+                               [.pointer(y.address), .pointer(x.address), .long(Int64(count))])
+        }
     }
 
     public func gatherLogitRows(_ x: CUDABuffer, step: CUDAStep, width: Int, out: CUDABuffer) throws {
-        try kernels.launch(fGather, name: "gather_rows", grid: (step.plan.logitRows.count, 1, 1), threads: 256,
-                           [.pointer(x.address), .pointer(step.logitRows), .int(Int32(width)), .pointer(out.address)])
+        try step.ensureUploaded()
+        try enqueue("gather_rows") {
+            out.halfValid = false
+            try kernels.launch(fGather, name: "gather_rows", grid: (step.plan.logitRows.count, 1, 1), threads: 256,
+                               [.pointer(x.address), .pointer(step.logitRows), .int(Int32(width)), .pointer(out.address)])
+        }
+    }
+
+    // MARK: - CUDA graphs
+
+    /// Decode steps: the first step of a shape runs op by op and is then recorded (capture runs
+    /// nothing); later steps of that shape upload their plan into the graph's buffer and launch the
+    /// graph, one launch instead of ~15 per layer. A capture that fails leaves that shape op by op.
+    public func replaying(step: CUDAStep, owners: [AnyObject], _ body: () throws -> Void) throws {
+        guard usesGraphs, step.replayable, step.base == 0 else {
+            try step.ensureUploaded()
+            try body()
+            return
+        }
+        Self.stream.lock()
+        defer { Self.stream.unlock() }
+        let key = GraphKey(rows: step.plan.rows, owners: owners.map(ObjectIdentifier.init))
+        if let graph = graphs[key], graph.fits(owners: owners, step: step, scratchGeneration: scratchGeneration) {
+            try step.bind(graph.planBuffer)
+            try cudaCheck(ccuda_graph_launch(graph.exec), "launching the decode graph of \(step.plan.rows) rows")
+            graphReplays += 1
+            return
+        }
+        graphs = graphs.filter { $0.key != key && $0.value.alive }
+        // Room for longer block tables later: the buffer outlives this step.
+        let planBuffer = try CUDABuffer(type: .i32, count: step.packed.count * 2 + 256, zeroed: false)
+        try step.bind(planBuffer)
+        try body()   // this step's work, op by op (and every lazy allocation made outside the capture)
+        if graphFailures.count >= 8 { return }
+        let generation = scratchGeneration
+        try cudaCheck(ccuda_capture_begin(), "starting a graph capture")
+        do {
+            try body()
+        } catch {
+            _ = ccuda_capture_end(nil)
+            graphFailures.append("\(step.plan.rows) rows: \(error)")
+            return
+        }
+        var exec: UnsafeMutableRawPointer?
+        if ccuda_capture_end(&exec) != 0 || exec == nil || generation != scratchGeneration {
+            graphFailures.append("\(step.plan.rows) rows: \(String(cString: ccuda_error()))")
+            if let exec { _ = ccuda_graph_destroy(exec) }
+            return
+        }
+        graphs[key] = CUDAGraph(exec: exec!, planBuffer: planBuffer, offsets: step.offsets, scratchGeneration: generation, owners: owners)
+        graphsRecorded += 1
+    }
+
+    // MARK: - sampling
+
+    public var samplesOnDevice: Bool { samplesOnGPU }
+
+    public func sample(_ logits: CUDABuffer, vocab: Int, rows: [DeviceSampling]) throws -> [Int32] {
+        let m = rows.count
+        guard m > 0 else { return [] }
+        precondition(m * vocab <= logits.count, "sampling \(m) rows of \(vocab) from a buffer of \(logits.count)")
+        var params: [Int32] = []
+        var ids: [Int32] = []
+        params.reserveCapacity(m * 12)
+        for row in rows {
+            let p = row.params
+            guard DeviceSampling.supports(p, vocab: vocab) else {
+                throw BackendError.unsupported("top-k \(p.topK) is not sampled on the GPU (1...\(DeviceSampling.maxTopK) below the vocabulary)")
+            }
+            let contextOffset = ids.count
+            if p.repetitionPenalty != 1 { ids += row.context }
+            let generatedOffset = ids.count
+            if p.presencePenalty != 0 || p.frequencyPenalty != 0 { ids += row.generated }
+            params += [Int32(bitPattern: p.temperature.bitPattern), Int32(bitPattern: p.topP.bitPattern), Int32(p.isGreedy ? 1 : p.topK),
+                       Int32(bitPattern: p.repetitionPenalty.bitPattern), Int32(bitPattern: p.presencePenalty.bitPattern),
+                       Int32(bitPattern: p.frequencyPenalty.bitPattern), Int32(bitPattern: row.uniform.bitPattern),
+                       Int32(contextOffset), Int32(generatedOffset - contextOffset), Int32(generatedOffset), Int32(ids.count - generatedOffset), 0]
+        }
+        let upload = params + ids
+        Self.stream.lock()
+        defer { Self.stream.unlock() }
+        lock.lock()
+        defer { lock.unlock() }
+        if (sampleMarks?.count ?? 0) < m * vocab { sampleMarks = nil; sampleMarks = try CUDABuffer(type: .i32, count: m * vocab) }
+        if (sampleStaging?.count ?? 0) < upload.count + m {
+            sampleStaging = nil
+            sampleStaging = try CUDABuffer(type: .i32, count: 2 * (upload.count + m), zeroed: false)
+        }
+        let staging = sampleStaging!
+        try upload.withUnsafeBytes { try cudaCheck(ccuda_upload(staging.address, $0.baseAddress, $0.count), "uploading sampling parameters") }
+        let out = staging.address + ccuda_ptr(upload.count * 4)
+        try kernels.launch(fSample, name: "sample_rows", grid: (m, 1, 1), threads: 1024,
+                           [.pointer(logits.address), .int(Int32(vocab)), .pointer(staging.address),
+                            .pointer(staging.address + ccuda_ptr(params.count * 4)), .pointer(sampleMarks!.address), .pointer(out)])
+        profile?.mark("sample_rows")
+        try fetch(out, bytes: m * 4)
+        return Array(UnsafeBufferPointer(start: pinned!.assumingMemoryBound(to: Int32.self), count: m))
     }
 }

@@ -1,7 +1,9 @@
 // The CUDA backend's kernels, compiled at first use by NVRTC for the device's architecture (no
 // CUDA headers: fp16 conversions are inline PTX). Activations are fp32 [rows][width] as on the
-// CPU; weights, the embedding table and the KV cache are fp16. Every kernel mirrors one CKernels
-// routine and is tested against it (`lmdeploy selftest --device cuda`).
+// CPU; the ops whose output only feeds a linear layer (RMSNorm, SiLU·mul, attention) also write an
+// fp16 copy (`out_h`, may be null), which is what the GEMMs read. Weights, the embedding table and
+// the KV cache are fp16. Every kernel mirrors one CKernels routine (or the host Sampler) and is
+// tested against it (`lmdeploy selftest --device cuda`).
 typedef unsigned short half_t;
 #define NEG_INF __int_as_float(0xff800000)
 
@@ -53,7 +55,7 @@ extern "C" __global__ void embed(const half_t *table, int cols, const int *ids, 
 }
 
 /// out[r] = x[r] / rms(x[r]) * w; grid.x = rows, blockDim 256. out may be x.
-extern "C" __global__ void rmsnorm(const float *x, const float *w, float *out, int dim, float eps) {
+extern "C" __global__ void rmsnorm(const float *x, const float *w, float *out, half_t *out_h, int dim, float eps) {
     const float *xr = x + (long long)blockIdx.x * dim;
     float *o = out + (long long)blockIdx.x * dim;
     float ss = 0;
@@ -69,16 +71,24 @@ extern "C" __global__ void rmsnorm(const float *x, const float *w, float *out, i
     }
     __syncthreads();
     float inv = 1.0f / sqrtf(part[0] / dim + eps);
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) o[i] = (xr[i] * inv) * w[i];
+    half_t *oh = out_h ? out_h + (long long)blockIdx.x * dim : 0;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        float v = (xr[i] * inv) * w[i];
+        o[i] = v;
+        if (oh) oh[i] = f2h(v);
+    }
 }
 
 /// out[r][i] = silu(gu[r][i]) * gu[r][inter + i]; grid over rows*inter.
-extern "C" __global__ void silu_mul(const float *gu, float *out, int rows, int inter) {
+extern "C" __global__ void silu_mul(const float *gu, float *out, half_t *out_h, int rows, int inter) {
     long long n = (long long)rows * inter;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-        long long r = i / inter, c = i - r * inter;
-        float g = gu[r * 2 * inter + c], u = gu[r * 2 * inter + inter + c];
-        out[i] = g / (1.0f + expf(-g)) * u;
+        int r = (int)i / inter, c = (int)i - r * inter;   // 32-bit division (n < 2^31): a 64-bit one is a long instruction sequence
+        long long base = (long long)r * 2 * inter;
+        float g = gu[base + c], u = gu[base + inter + c];
+        float v = g / (1.0f + expf(-g)) * u;
+        out[i] = v;
+        if (out_h) out_h[i] = f2h(v);
     }
 }
 
@@ -104,7 +114,8 @@ extern "C" __global__ void gather_rows(const float *x, const int *rows, int widt
 
 // ---- rotary embedding + KV store -----------------------------------------------------------------
 /// Rotate-half RoPE (HF Llama) of q and k at the row's position, then K and V to the cache slot
-/// (fp16). grid.x = rows; each thread takes (head, i) pairs of the q and k heads, then V elements.
+/// (fp16). grid.x = rows, grid.y blocks per row; each thread takes (head, i) pairs of the q and k
+/// heads, then V elements.
 extern "C" __global__ void rope_store_kv(float *qkv, int stride, int heads, int kv_heads, int d, const int *pos,
                                          const float *inv_freq, const int *freq_set, half_t *k_pool, half_t *v_pool,
                                          const int *slots) {
@@ -114,7 +125,9 @@ extern "C" __global__ void rope_store_kv(float *qkv, int stride, int heads, int 
     float p = (float)pos[r];
     long long slot = (long long)slots[r] * kvw;
     int pairs = (heads + kv_heads) * half;
-    for (int t = threadIdx.x; t < pairs; t += blockDim.x) {
+    // grid.y blocks share the row: one block per row was latency-bound (16 us for a 7B row).
+    int first = blockIdx.y * blockDim.x + threadIdx.x, step = blockDim.x * gridDim.y;
+    for (int t = first; t < pairs; t += step) {
         int h = t / half, i = t - h * half;
         float angle = p * freq[i];   // fp32 product, as HF and the CPU compute it
         float s, c;
@@ -131,7 +144,7 @@ extern "C" __global__ void rope_store_kv(float *qkv, int stride, int heads, int 
         }
     }
     const float *vsrc = row + (long long)(heads + kv_heads) * d;
-    for (int t = threadIdx.x; t < kvw; t += blockDim.x) v_pool[slot + t] = f2h(vsrc[t]);
+    for (int t = first; t < kvw; t += step) v_pool[slot + t] = f2h(vsrc[t]);
 }
 
 // ---- paged attention -----------------------------------------------------------------------------
@@ -145,7 +158,7 @@ extern "C" __global__ void rope_store_kv(float *qkv, int stride, int heads, int 
 extern "C" __global__ void attention(const float *qkv, int q_stride, const half_t *k_pool, const half_t *v_pool,
                                      int kv_stride, int block_size, const int *pos, const int *row_table,
                                      const int *tables, float *out, int out_stride, int heads, int kv_heads, int d,
-                                     float scale, int window) {
+                                     float scale, int window, half_t *out_h) {
     int h = blockIdx.x, r = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int kvh = h / (heads / kv_heads);
     __shared__ float q[ATT_MAX_D];
@@ -220,6 +233,7 @@ extern "C" __global__ void attention(const float *qkv, int q_stride, const half_
         for (int w = 0; w < ATT_WARPS; w++)
             if (wm[w] != NEG_INF) sum += expf(wm[w] - M) * wacc[w][i];
         o[i] = sum / L;
+        if (out_h) out_h[(long long)r * out_stride + (long long)h * d + i] = f2h(sum / L);
     }
 }
 
@@ -232,7 +246,8 @@ template <int D>
 __device__ __forceinline__ void attention_fixed(const float *qkv, int q_stride, const half_t *k_pool, const half_t *v_pool,
                                                 int kv_stride, int block_size, const int *pos, const int *row_table,
                                                 const int *tables, float *out, int out_stride, int heads, int kv_heads,
-                                                float scale, int window, const int *row_list) {
+                                                float scale, int window, const int *row_list, half_t *out_h, int splits,
+                                                float *part) {
     constexpr int C = D / 32;   // dimensions per lane: 2 or 4
     int h = blockIdx.x, r = row_list ? row_list[blockIdx.y] : blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int kvh = h / (heads / kv_heads);
@@ -242,8 +257,12 @@ __device__ __forceinline__ void attention_fixed(const float *qkv, int q_stride, 
     const float *qr = qkv + (long long)r * q_stride + (long long)h * D;
     for (int i = threadIdx.x; i < D; i += blockDim.x) q[i] = qr[i] * scale;
     __syncthreads();
-    int n = pos[r] + 1;
-    int lo = window > 0 && n > window ? n - window : 0;
+    int end = pos[r] + 1;
+    int lo = window > 0 && end > window ? end - window : 0;
+    // Split-K (flash-decoding): block z of `splits` takes one 32-key-aligned share of the keys.
+    int share = ((end - lo + splits - 1) / splits + 31) & ~31;
+    lo += blockIdx.z * share;
+    int n = min(end, lo + share);
     const int *table = tables + row_table[r];
     float m = NEG_INF, l = 0;
     float acc[C];
@@ -309,27 +328,68 @@ __device__ __forceinline__ void attention_fixed(const float *qkv, int q_stride, 
     for (int w = 0; w < ATT_WARPS; w++) M = fmaxf(M, wm[w]);
     float L = 0;
     for (int w = 0; w < ATT_WARPS; w++) L += wm[w] == NEG_INF ? 0 : expf(wm[w] - M) * wl[w];
+    if (splits > 1) {
+        // This share's max, mass and unnormalised sum, merged by attention_merge.
+        float *pp = part + (((long long)blockIdx.y * heads + h) * splits + blockIdx.z) * (D + 2);
+        for (int i = threadIdx.x; i < D; i += blockDim.x) {
+            float sum = 0;
+            for (int w = 0; w < ATT_WARPS; w++)
+                if (wm[w] != NEG_INF) sum += expf(wm[w] - M) * wacc[w][i];
+            pp[2 + i] = sum;
+        }
+        if (threadIdx.x == 0) {
+            pp[0] = M;
+            pp[1] = L;
+        }
+        return;
+    }
     float *o = out + (long long)r * out_stride + (long long)h * D;
     for (int i = threadIdx.x; i < D; i += blockDim.x) {
         float sum = 0;
         for (int w = 0; w < ATT_WARPS; w++)
             if (wm[w] != NEG_INF) sum += expf(wm[w] - M) * wacc[w][i];
         o[i] = sum / L;
+        if (out_h) out_h[(long long)r * out_stride + (long long)h * D + i] = f2h(sum / L);
     }
 }
 
 extern "C" __global__ void attention_d64(const float *qkv, int q_stride, const half_t *k_pool, const half_t *v_pool, int kv_stride,
                                          int block_size, const int *pos, const int *row_table, const int *tables, float *out,
-                                         int out_stride, int heads, int kv_heads, int d, float scale, int window, const int *row_list) {
+                                         int out_stride, int heads, int kv_heads, int d, float scale, int window, half_t *out_h,
+                                         const int *row_list, int splits, float *part) {
     attention_fixed<64>(qkv, q_stride, k_pool, v_pool, kv_stride, block_size, pos, row_table, tables, out, out_stride, heads,
-                        kv_heads, scale, window, row_list);
+                        kv_heads, scale, window, row_list, out_h, splits, part);
 }
 
 extern "C" __global__ void attention_d128(const float *qkv, int q_stride, const half_t *k_pool, const half_t *v_pool, int kv_stride,
                                           int block_size, const int *pos, const int *row_table, const int *tables, float *out,
-                                          int out_stride, int heads, int kv_heads, int d, float scale, int window, const int *row_list) {
+                                          int out_stride, int heads, int kv_heads, int d, float scale, int window, half_t *out_h,
+                                          const int *row_list, int splits, float *part) {
     attention_fixed<128>(qkv, q_stride, k_pool, v_pool, kv_stride, block_size, pos, row_table, tables, out, out_stride, heads,
-                         kv_heads, scale, window, row_list);
+                         kv_heads, scale, window, row_list, out_h, splits, part);
+}
+
+/// Merges the split-K shares of attention_d64/d128: out = Σ e^(M_z − M) sum_z / Σ e^(M_z − M) L_z.
+/// grid (heads, decode rows), blockDim = d.
+extern "C" __global__ void attention_merge(const float *part, int splits, int d, const int *row_list, float *out, half_t *out_h,
+                                           int out_stride, int heads) {
+    int h = blockIdx.x, r = row_list[blockIdx.y], i = threadIdx.x;
+    const float *pp = part + ((long long)blockIdx.y * heads + h) * splits * (d + 2);
+    float M = NEG_INF;
+    for (int z = 0; z < splits; z++) M = fmaxf(M, pp[z * (d + 2)]);
+    float L = 0, sum = 0;
+    for (int z = 0; z < splits; z++) {
+        float mz = pp[z * (d + 2)];
+        if (mz == NEG_INF) continue;   // an empty share
+        float c = expf(mz - M);
+        L += c * pp[z * (d + 2) + 1];
+        if (i < d) sum += c * pp[z * (d + 2) + 2 + i];
+    }
+    if (i < d) {
+        long long o = (long long)r * out_stride + (long long)h * d + i;
+        out[o] = sum / L;
+        if (out_h) out_h[o] = f2h(sum / L);
+    }
 }
 
 // ---- prefill attention: query tiles sharing K/V tiles in shared memory -------------------------------
@@ -344,7 +404,8 @@ template <int D>
 __device__ __forceinline__ void attention_tiles_fixed(const float *qkv, int q_stride, const half_t *k_pool, const half_t *v_pool,
                                                       int kv_stride, int block_size, const int *pos, const int *row_table,
                                                       const int *tables, float *out, int out_stride, int heads, int kv_heads,
-                                                      float scale, int window, const int *tile_first, const int *tile_count) {
+                                                      float scale, int window, const int *tile_first, const int *tile_count,
+                                                      half_t *out_h) {
     constexpr int C = D / 32;
     constexpr int PER_WARP = TILE_ROWS / ATT_WARPS;
     int h = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -422,57 +483,250 @@ __device__ __forceinline__ void attention_tiles_fixed(const float *qkv, int q_st
     for (int w = 0; w < PER_WARP; w++) {
         int rr = warp * PER_WARP + w;
         if (rr >= count) break;
-        float *o = out + (long long)(first + rr) * out_stride + (long long)h * D;
+        long long oo = (long long)(first + rr) * out_stride + (long long)h * D;
 #pragma unroll
-        for (int c = 0; c < C; c++) o[c * 32 + lane] = acc[w][c] / l[w];
+        for (int c = 0; c < C; c++) {
+            float v = acc[w][c] / l[w];
+            out[oo + c * 32 + lane] = v;
+            if (out_h) out_h[oo + c * 32 + lane] = f2h(v);
+        }
     }
 }
 
 extern "C" __global__ void attention_tiles_d64(const float *qkv, int q_stride, const half_t *k_pool, const half_t *v_pool,
                                                int kv_stride, int block_size, const int *pos, const int *row_table,
                                                const int *tables, float *out, int out_stride, int heads, int kv_heads, int d,
-                                               float scale, int window, const int *tile_first, const int *tile_count) {
+                                               float scale, int window, half_t *out_h, const int *tile_first, const int *tile_count) {
     attention_tiles_fixed<64>(qkv, q_stride, k_pool, v_pool, kv_stride, block_size, pos, row_table, tables, out, out_stride, heads,
-                              kv_heads, scale, window, tile_first, tile_count);
+                              kv_heads, scale, window, tile_first, tile_count, out_h);
 }
 
 extern "C" __global__ void attention_tiles_d128(const float *qkv, int q_stride, const half_t *k_pool, const half_t *v_pool,
                                                 int kv_stride, int block_size, const int *pos, const int *row_table,
                                                 const int *tables, float *out, int out_stride, int heads, int kv_heads, int d,
-                                                float scale, int window, const int *tile_first, const int *tile_count) {
+                                                float scale, int window, half_t *out_h, const int *tile_first, const int *tile_count) {
     attention_tiles_fixed<128>(qkv, q_stride, k_pool, v_pool, kv_stride, block_size, pos, row_table, tables, out, out_stride, heads,
-                               kv_heads, scale, window, tile_first, tile_count);
+                               kv_heads, scale, window, tile_first, tile_count, out_h);
+}
+
+// ---- prefill attention on tensor cores ------------------------------------------------------------
+#define MMA_ROWS 64   // query rows per block: 16 per warp
+#define MMA_KEYS 64   // keys per K/V tile
+
+__device__ __forceinline__ unsigned pack_half2(float lo, float hi) {
+    return (unsigned)f2h(lo) | ((unsigned)f2h(hi) << 16);
+}
+
+/// d += a · b for one m16n8k16 tile (fp16 inputs, fp32 accumulation).
+__device__ __forceinline__ void mma16816(float *d, const unsigned *a, unsigned b0, unsigned b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/// Causal prefill attention in the style of FlashAttention-2, on the tensor cores: one block per
+/// (query head, tile of up to 64 consecutive rows of one sequence), each warp owning 16 rows. K and
+/// V tiles of 64 keys are staged in shared memory as fp16 (rows padded by 8 halves so fragment
+/// loads hit distinct banks); S = Q·Kᵀ and O += P·V are m16n8k16 MMAs with fp32 accumulation, the
+/// softmax is online in fp32, and P is rounded to fp16 for the second product (as FlashAttention
+/// does). q is scaled, then rounded to fp16.
+template <int D>
+__device__ __forceinline__ void attention_mma_fixed(const float *qkv, int q_stride, const half_t *k_pool, const half_t *v_pool,
+                                                    int kv_stride, int block_size, const int *pos, const int *row_table,
+                                                    const int *tables, float *out, int out_stride, int heads, int kv_heads,
+                                                    float scale, int window, const int *tile_first, const int *tile_count,
+                                                    half_t *out_h) {
+    constexpr int KS = D / 16;   // k-steps over the head dimension
+    constexpr int DN = D / 8;    // 8-wide output tiles
+    constexpr int PAD = D + 8;
+    __shared__ __align__(16) half_t ks[MMA_KEYS][PAD];
+    __shared__ __align__(16) half_t vs[MMA_KEYS][PAD];
+    int h = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tig = lane & 3;
+    int first = tile_first[blockIdx.y], count = tile_count[blockIdx.y];
+    int kvh = h / (heads / kv_heads);
+    const int *table = tables + row_table[first];
+    int p0 = pos[first];
+    int hi = pos[first + count - 1] + 1;
+    int lo = window > 0 && p0 + 1 > window ? p0 + 1 - window : 0;
+
+    // This thread's two query rows (g and g + 8 of the warp's 16) and their fragments.
+    int r0 = warp * 16 + g, r1 = r0 + 8;
+    int pr0 = p0 + r0, pr1 = p0 + r1;
+    bool v0 = r0 < count, v1 = r1 < count;
+    unsigned qa[KS][4];
+    {
+        const float *q0 = qkv + (long long)(first + (v0 ? r0 : 0)) * q_stride + (long long)h * D;
+        const float *q1 = qkv + (long long)(first + (v1 ? r1 : 0)) * q_stride + (long long)h * D;
+#pragma unroll
+        for (int t = 0; t < KS; t++) {
+            int c = t * 16 + tig * 2;
+            float2 a = v0 ? *(const float2 *)(q0 + c) : make_float2(0, 0);
+            float2 b = v1 ? *(const float2 *)(q1 + c) : make_float2(0, 0);
+            float2 c2 = v0 ? *(const float2 *)(q0 + c + 8) : make_float2(0, 0);
+            float2 d2 = v1 ? *(const float2 *)(q1 + c + 8) : make_float2(0, 0);
+            qa[t][0] = pack_half2(a.x * scale, a.y * scale);
+            qa[t][1] = pack_half2(b.x * scale, b.y * scale);
+            qa[t][2] = pack_half2(c2.x * scale, c2.y * scale);
+            qa[t][3] = pack_half2(d2.x * scale, d2.y * scale);
+        }
+    }
+    int lo0 = window > 0 && pr0 + 1 > window ? pr0 + 1 - window : 0;
+    int lo1 = window > 0 && pr1 + 1 > window ? pr1 + 1 - window : 0;
+    float o[DN][4];
+#pragma unroll
+    for (int j = 0; j < DN; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0;
+    float m0 = NEG_INF, m1 = NEG_INF, l0 = 0, l1 = 0;
+
+    for (int base = lo; base < hi; base += MMA_KEYS) {
+        __syncthreads();   // the previous tile is consumed
+        for (int u = threadIdx.x; u < MMA_KEYS * D / 8; u += blockDim.x) {
+            int t = u / (D / 8), e = (u - t * (D / 8)) * 8, j = base + t;
+            uint4 kr = make_uint4(0, 0, 0, 0), vr = make_uint4(0, 0, 0, 0);
+            if (j < hi) {
+                long long off = ((long long)table[j / block_size] * block_size + j % block_size) * kv_stride + (long long)kvh * D + e;
+                kr = *(const uint4 *)(k_pool + off);
+                vr = *(const uint4 *)(v_pool + off);
+            }
+            *(uint4 *)&ks[t][e] = kr;
+            *(uint4 *)&vs[t][e] = vr;
+        }
+        __syncthreads();
+        // S = Q·Kᵀ for the warp's 16 rows × 64 keys.
+        float sc[MMA_KEYS / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < MMA_KEYS / 8; nt++) {
+            sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0;
+#pragma unroll
+            for (int t = 0; t < KS; t++) {
+                unsigned b0 = *(const unsigned *)&ks[nt * 8 + g][t * 16 + tig * 2];
+                unsigned b1 = *(const unsigned *)&ks[nt * 8 + g][t * 16 + 8 + tig * 2];
+                mma16816(sc[nt], qa[t], b0, b1);
+            }
+        }
+        // Mask (causal, window, past the chunk) and the online softmax of rows g and g + 8.
+        float t0 = NEG_INF, t1 = NEG_INF;
+#pragma unroll
+        for (int nt = 0; nt < MMA_KEYS / 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                int j = base + nt * 8 + tig * 2 + e;
+                if (!(v0 && j <= pr0 && j >= lo0 && j < hi)) sc[nt][e] = NEG_INF;
+                if (!(v1 && j <= pr1 && j >= lo1 && j < hi)) sc[nt][2 + e] = NEG_INF;
+                t0 = fmaxf(t0, sc[nt][e]);
+                t1 = fmaxf(t1, sc[nt][2 + e]);
+            }
+        }
+        t0 = fmaxf(t0, __shfl_xor_sync(0xffffffffu, t0, 1));
+        t0 = fmaxf(t0, __shfl_xor_sync(0xffffffffu, t0, 2));
+        t1 = fmaxf(t1, __shfl_xor_sync(0xffffffffu, t1, 1));
+        t1 = fmaxf(t1, __shfl_xor_sync(0xffffffffu, t1, 2));
+        float n0 = fmaxf(m0, t0), n1 = fmaxf(m1, t1);
+        float u0 = n0 == NEG_INF ? 0 : n0, u1 = n1 == NEG_INF ? 0 : n1;   // rows with nothing visible yet
+        float c0 = expf(m0 - u0), c1 = expf(m1 - u1);
+        m0 = n0;
+        m1 = n1;
+        l0 *= c0;
+        l1 *= c1;
+#pragma unroll
+        for (int j = 0; j < DN; j++) {
+            o[j][0] *= c0;
+            o[j][1] *= c0;
+            o[j][2] *= c1;
+            o[j][3] *= c1;
+        }
+        unsigned pa[MMA_KEYS / 16][4];
+#pragma unroll
+        for (int nt = 0; nt < MMA_KEYS / 8; nt++) {
+            float e0 = expf(sc[nt][0] - u0), e1 = expf(sc[nt][1] - u0), e2 = expf(sc[nt][2] - u1), e3 = expf(sc[nt][3] - u1);
+            l0 += e0 + e1;
+            l1 += e2 + e3;
+            pa[nt / 2][(nt & 1) * 2 + 0] = pack_half2(e0, e1);
+            pa[nt / 2][(nt & 1) * 2 + 1] = pack_half2(e2, e3);
+        }
+        // O += P·V.
+#pragma unroll
+        for (int t = 0; t < MMA_KEYS / 16; t++) {
+#pragma unroll
+            for (int j = 0; j < DN; j++) {
+                int kr = t * 16 + tig * 2, col = j * 8 + g;
+                unsigned b0 = (unsigned)vs[kr][col] | ((unsigned)vs[kr + 1][col] << 16);
+                unsigned b1 = (unsigned)vs[kr + 8][col] | ((unsigned)vs[kr + 9][col] << 16);
+                mma16816(o[j], pa[t], b0, b1);
+            }
+        }
+    }
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+#pragma unroll
+    for (int j = 0; j < DN; j++) {
+        int col = j * 8 + tig * 2;
+        if (v0) {
+            long long oo = (long long)(first + r0) * out_stride + (long long)h * D + col;
+            float a = o[j][0] / l0, b = o[j][1] / l0;
+            out[oo] = a;
+            out[oo + 1] = b;
+            if (out_h) { out_h[oo] = f2h(a); out_h[oo + 1] = f2h(b); }
+        }
+        if (v1) {
+            long long oo = (long long)(first + r1) * out_stride + (long long)h * D + col;
+            float a = o[j][2] / l1, b = o[j][3] / l1;
+            out[oo] = a;
+            out[oo + 1] = b;
+            if (out_h) { out_h[oo] = f2h(a); out_h[oo + 1] = f2h(b); }
+        }
+    }
+}
+
+extern "C" __global__ void attention_mma_d64(const float *qkv, int q_stride, const half_t *k_pool, const half_t *v_pool,
+                                             int kv_stride, int block_size, const int *pos, const int *row_table,
+                                             const int *tables, float *out, int out_stride, int heads, int kv_heads, int d,
+                                             float scale, int window, half_t *out_h, const int *tile_first, const int *tile_count) {
+    attention_mma_fixed<64>(qkv, q_stride, k_pool, v_pool, kv_stride, block_size, pos, row_table, tables, out, out_stride, heads,
+                            kv_heads, scale, window, tile_first, tile_count, out_h);
+}
+
+extern "C" __global__ void attention_mma_d128(const float *qkv, int q_stride, const half_t *k_pool, const half_t *v_pool,
+                                              int kv_stride, int block_size, const int *pos, const int *row_table,
+                                              const int *tables, float *out, int out_stride, int heads, int kv_heads, int d,
+                                              float scale, int window, half_t *out_h, const int *tile_first, const int *tile_count) {
+    attention_mma_fixed<128>(qkv, q_stride, k_pool, v_pool, kv_stride, block_size, pos, row_table, tables, out, out_stride, heads,
+                             kv_heads, scale, window, tile_first, tile_count, out_h);
 }
 
 // ---- decode GEMV ------------------------------------------------------------------------------
 #define GEMV_MAX_ROWS 4
+#define GEMV_LOADS 8
 
-__device__ __forceinline__ float round_f16(float v) { return h2f(f2h(v)); }
-
-/// out[r][o] = x[r] · W[o] (+ bias[o]) for m ≤ 4 rows (decode), W fp16 [n][k]: one warp per output,
-/// each lane with four 16-byte weight loads in flight; x is rounded to fp16 as the GEMM path rounds
-/// it, and each output's summation order is fixed (independent of m). blockDim 256 = 8 outputs.
-extern "C" __global__ void gemv_f16(const half_t *w, const float *x, float *out, const float *bias, int m, int n, int k) {
+/// out[r][o] = x[r] · W[o] (+ bias[o]) for m ≤ 4 rows (decode), W fp16 [n][k], x fp16 [m][k] (the
+/// producers' fp16 copy, as the GEMM path reads it): `split` warps (1, 2 or 4) per output, each
+/// taking one contiguous share of k with eight 16-byte weight loads in flight per lane, their sums
+/// added in warp order. The split depends on n alone, so each output's summation order is fixed
+/// whatever m: a row gets the same bits alone or in a batch. Small n splits k so that the grid
+/// covers the GPU in about one wave. blockDim 256 = 8 / split outputs.
+extern "C" __global__ void gemv_f16(const half_t *w, const half_t *x, float *out, const float *bias, int m, int n, int k, int split) {
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int o = blockIdx.x * 8 + warp;
-    if (o >= n) return;
-    const half_t *wr = w + (long long)o * k;
+    int o = blockIdx.x * (8 / split) + warp / split, part = warp % split;
+    bool valid = o < n;
+    const half_t *wr = w + (long long)(valid ? o : 0) * k;
     float acc[GEMV_MAX_ROWS];
 #pragma unroll
     for (int r = 0; r < GEMV_MAX_ROWS; r++) acc[r] = 0;
-    if ((k & 7) == 0) {
-        int chunks = k / 8;
-        for (int c0 = lane; c0 < chunks; c0 += 128) {
-            uint4 raw[4];
+    if (valid && (k & 7) == 0) {
+        int chunks = k / 8, share = (chunks + split - 1) / split;
+        int c_lo = part * share, c_hi = min(chunks, c_lo + share);
+        for (int c0 = c_lo + lane; c0 < c_hi; c0 += 32 * GEMV_LOADS) {
+            uint4 raw[GEMV_LOADS];
 #pragma unroll
-            for (int u = 0; u < 4; u++) {
+            for (int u = 0; u < GEMV_LOADS; u++) {
                 int c = c0 + u * 32;
-                raw[u] = c < chunks ? ((const uint4 *)wr)[c] : make_uint4(0, 0, 0, 0);
+                raw[u] = c < c_hi ? ((const uint4 *)wr)[c] : make_uint4(0, 0, 0, 0);
             }
 #pragma unroll
-            for (int u = 0; u < 4; u++) {
+            for (int u = 0; u < GEMV_LOADS; u++) {
                 int c = c0 + u * 32;
-                if (c >= chunks) break;
+                if (c >= c_hi) break;
                 const half_t *hv = (const half_t *)&raw[u];
                 float wf[8];
 #pragma unroll
@@ -480,25 +734,238 @@ extern "C" __global__ void gemv_f16(const half_t *w, const float *x, float *out,
 #pragma unroll
                 for (int r = 0; r < GEMV_MAX_ROWS; r++) {
                     if (r >= m) break;
-                    const float4 *xp = (const float4 *)(x + (long long)r * k + (long long)c * 8);
-                    float4 a = xp[0], b = xp[1];
-                    acc[r] += wf[0] * round_f16(a.x) + wf[1] * round_f16(a.y) + wf[2] * round_f16(a.z) + wf[3] * round_f16(a.w)
-                            + wf[4] * round_f16(b.x) + wf[5] * round_f16(b.y) + wf[6] * round_f16(b.z) + wf[7] * round_f16(b.w);
+                    uint4 xr = ((const uint4 *)(x + (long long)r * k))[c];
+                    const half_t *xh = (const half_t *)&xr;
+                    float s = 0;
+#pragma unroll
+                    for (int e = 0; e < 8; e++) s += wf[e] * h2f(xh[e]);
+                    acc[r] += s;
                 }
             }
         }
-    } else {
+    } else if (valid && part == 0) {   // k not a multiple of 8: the host passes split 1
         for (int i = lane; i < k; i += 32) {
             float wf = h2f(wr[i]);
 #pragma unroll
             for (int r = 0; r < GEMV_MAX_ROWS; r++)
-                if (r < m) acc[r] += wf * round_f16(x[(long long)r * k + i]);
+                if (r < m) acc[r] += wf * h2f(x[(long long)r * k + i]);
         }
     }
+    __shared__ float partial[8][GEMV_MAX_ROWS];
 #pragma unroll
     for (int r = 0; r < GEMV_MAX_ROWS; r++) {
-        if (r >= m) break;
         float s = warp_sum(acc[r]);
-        if (lane == 0) out[(long long)r * n + o] = s + (bias ? bias[o] : 0.0f);
+        if (lane == 0) partial[warp][r] = s;
+    }
+    __syncthreads();
+    if (valid && part == 0 && lane < m) {
+        float s = partial[warp][lane];
+        for (int q = 1; q < split; q++) s += partial[warp + q][lane];
+        out[(long long)lane * n + o] = s + (bias ? bias[o] : 0.0f);
+    }
+}
+
+// ---- sampling ---------------------------------------------------------------------------------
+#define SAMPLE_THREADS 1024
+#define SAMPLE_MAX_K 1024
+#define SAMPLE_PARAMS 12
+
+/// Orders floats as unsigned integers (larger float, larger key).
+__device__ __forceinline__ unsigned order_key(float v) {
+    unsigned b = __float_as_uint(v);
+    return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+
+/// Whether candidate (va, ia) comes before (vb, ib): larger logit first, lower index on ties (the
+/// host's topIndices).
+__device__ __forceinline__ bool sample_before(float va, int ia, float vb, int ib) { return va > vb || (va == vb && ia < ib); }
+
+/// The next token of each logit row, as the host Sampler picks it: repetition penalty over the
+/// context's distinct ids, presence/frequency penalties over the generated tail, then argmax
+/// (greedy) or top-k (k ≤ 1024: radix select of the k-th largest logit, the candidates sorted) →
+/// softmax at the temperature → top-p prefix → the row's draw `uniform` walks the kept mass. The
+/// sums run in the host's order (one thread), so both pick the same token for the same draw.
+/// params per row: temperature, top_p, top_k, repetition, presence, frequency, uniform (float bits
+/// where not ints), context offset/count and generated offset/count into `ids`. `marks` is a
+/// zeroed int [rows][vocab] scratch, left zeroed. grid.x = rows, blockDim = 1024.
+extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS) sample_rows(float *logits, int vocab, const int *params,
+                                                                         const int *ids, int *marks, int *out) {
+    int r = blockIdx.x, tid = threadIdx.x, nt = blockDim.x;
+    const int *p = params + r * SAMPLE_PARAMS;
+    float temperature = __int_as_float(p[0]), top_p = __int_as_float(p[1]);
+    int top_k = p[2];
+    float repetition = __int_as_float(p[3]), presence = __int_as_float(p[4]), frequency = __int_as_float(p[5]);
+    float uniform = __int_as_float(p[6]);
+    float *x = logits + (long long)r * vocab;
+    int *mark = marks + (long long)r * vocab;
+
+    if (repetition != 1.0f && p[8] > 0) {
+        for (int i = tid; i < p[8]; i += nt) {
+            int id = ids[p[7] + i];
+            if (id >= 0 && id < vocab) mark[id] = 1;   // duplicates store the same value
+        }
+        __syncthreads();
+        for (int i = tid; i < vocab; i += nt)
+            if (mark[i]) {
+                float l = x[i];
+                x[i] = l > 0 ? l / repetition : l * repetition;
+                mark[i] = 0;
+            }
+        __syncthreads();
+    }
+    if ((presence != 0.0f || frequency != 0.0f) && p[10] > 0) {
+        for (int i = tid; i < p[10]; i += nt) {
+            int id = ids[p[9] + i];
+            if (id >= 0 && id < vocab) atomicAdd(&mark[id], 1);
+        }
+        __syncthreads();
+        for (int i = tid; i < vocab; i += nt)
+            if (mark[i]) {
+                x[i] -= presence + frequency * (float)mark[i];
+                mark[i] = 0;
+            }
+        __syncthreads();
+    }
+
+    __shared__ float red_v[32];
+    __shared__ int red_i[32];
+    int warp = tid >> 5, lane = tid & 31, warps = nt >> 5;
+    if (temperature <= 0.0f || top_k == 1) {
+        // argmax, the first index on ties
+        float bv = NEG_INF;
+        int bi = 0x7fffffff;
+        for (int i = tid; i < vocab; i += nt) {
+            float v = x[i];
+            if (v > bv || bi == 0x7fffffff) { bv = v; bi = i; }
+        }
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+            int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+            if (ov > bv || (ov == bv && oi < bi)) { bv = ov; bi = oi; }
+        }
+        if (lane == 0) { red_v[warp] = bv; red_i[warp] = bi; }
+        __syncthreads();
+        if (tid == 0) {
+            for (int w = 1; w < warps; w++)
+                if (red_v[w] > bv || (red_v[w] == bv && red_i[w] < bi)) { bv = red_v[w]; bi = red_i[w]; }
+            out[r] = bi;
+        }
+        return;
+    }
+
+    // Radix select: the key of the k-th largest logit, 8 bits at a time from the top.
+    __shared__ unsigned hist[256];
+    __shared__ unsigned s_prefix;
+    __shared__ int s_need;
+    unsigned prefix = 0, mask = 0;
+    int need = top_k;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        for (int i = tid; i < 256; i += nt) hist[i] = 0;
+        __syncthreads();
+        for (int i = tid; i < vocab; i += nt) {
+            unsigned u = order_key(x[i]);
+            if ((u & mask) == prefix) atomicAdd(&hist[(u >> shift) & 255], 1u);
+        }
+        __syncthreads();
+        if (tid == 0) {
+            int above = 0, d = 255;
+            for (; d > 0; d--) {
+                if (above + (int)hist[d] >= need) break;
+                above += hist[d];
+            }
+            s_need = need - above;
+            s_prefix = prefix | ((unsigned)d << shift);
+        }
+        __syncthreads();
+        need = s_need;
+        prefix = s_prefix;
+        mask |= 255u << shift;
+        __syncthreads();
+    }
+    // Candidates: every logit above the threshold, then the `need` lowest-index ones equal to it.
+    __shared__ float cv[SAMPLE_MAX_K];
+    __shared__ int ci[SAMPLE_MAX_K];
+    __shared__ float pr[SAMPLE_MAX_K];
+    __shared__ int s_count, warp_counts[32];
+    if (tid == 0) s_count = 0;
+    __syncthreads();
+    for (int i = tid; i < vocab; i += nt) {
+        float v = x[i];
+        if (order_key(v) > prefix) {
+            int slot = atomicAdd(&s_count, 1);
+            cv[slot] = v;
+            ci[slot] = i;
+        }
+    }
+    __syncthreads();
+    int base = s_count;
+    for (int chunk = 0; chunk < vocab && need > 0; chunk += nt) {
+        int i = chunk + tid;
+        bool eq = i < vocab && order_key(x[i]) == prefix;
+        unsigned ballot = __ballot_sync(0xffffffffu, eq);
+        if (lane == 0) warp_counts[warp] = __popc(ballot);
+        __syncthreads();
+        int rank = __popc(ballot & ((1u << lane) - 1u)), total = 0;
+        for (int w = 0; w < warps; w++) {
+            if (w < warp) rank += warp_counts[w];
+            total += warp_counts[w];
+        }
+        if (eq && rank < need) {
+            cv[base + rank] = x[i];
+            ci[base + rank] = i;
+        }
+        base += min(total, need);
+        need -= total;
+        __syncthreads();
+    }
+    int k = top_k, size = 1;
+    while (size < k) size <<= 1;
+    for (int i = k + tid; i < size; i += nt) {
+        cv[i] = NEG_INF;
+        ci[i] = 0x7fffffff;
+    }
+    // Bitonic sort of the candidates into "before" order.
+    for (int span = 2; span <= size; span <<= 1) {
+        for (int stride = span >> 1; stride > 0; stride >>= 1) {
+            __syncthreads();
+            for (int i = tid; i < size; i += nt) {
+                int j = i ^ stride;
+                if (j > i) {
+                    bool up = (i & span) == 0;
+                    bool jFirst = sample_before(cv[j], ci[j], cv[i], ci[i]);
+                    bool iFirst = sample_before(cv[i], ci[i], cv[j], ci[j]);
+                    if (up ? jFirst : iFirst) {
+                        float tv = cv[i]; cv[i] = cv[j]; cv[j] = tv;
+                        int ti = ci[i]; ci[i] = ci[j]; ci[j] = ti;
+                    }
+                }
+            }
+        }
+    }
+    __syncthreads();
+    float top = cv[0];
+    for (int i = tid; i < k; i += nt) pr[i] = expf((cv[i] - top) / temperature);
+    __syncthreads();
+    if (tid == 0) {
+        float total = 0;
+        for (int i = 0; i < k; i++) total += pr[i];
+        for (int i = 0; i < k; i++) pr[i] /= total;
+        int keep = k;
+        if (top_p < 1.0f) {
+            float cumulative = 0;
+            for (int i = 0; i < k; i++) {
+                cumulative += pr[i];
+                if (cumulative >= top_p) { keep = i + 1; break; }
+            }
+        }
+        float mass = 0;
+        for (int i = 0; i < keep; i++) mass += pr[i];
+        float rest = uniform * mass;
+        int pick = ci[keep - 1];
+        for (int i = 0; i < keep; i++) {
+            rest -= pr[i];
+            if (rest < 0) { pick = ci[i]; break; }
+        }
+        out[r] = pick;
     }
 }
