@@ -150,7 +150,7 @@ public enum AWQWriter {
                 }
             }
         }
-        try syncDirectory(temporary)
+        try DurableFile.syncDirectory(temporary)
         if exists {
             let aside = parent.appendingPathComponent(prefix + "\(getpid())-old")
             try? fm.removeItem(at: aside)
@@ -169,7 +169,7 @@ public enum AWQWriter {
             }
         }
         done = true
-        try? syncDirectory(parent)
+        try? DurableFile.syncDirectory(parent)
     }
 
     /// Removes temporary directories of earlier runs whose process is gone.
@@ -182,12 +182,5 @@ public enum AWQWriter {
                 try? FileManager.default.removeItem(at: parent.appendingPathComponent(name))
             }
         }
-    }
-
-    static func syncDirectory(_ url: URL) throws {
-        let fd = open(url.path, O_RDONLY | O_DIRECTORY)
-        guard fd >= 0 else { throw AWQError.io(file: url.path, detail: "cannot open: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        guard fsync(fd) == 0 else { throw AWQError.io(file: url.path, detail: "fsync failed: \(String(cString: strerror(errno)))") }
     }
 }

@@ -55,12 +55,7 @@ public func buildApplication(context: ServeContext, logger: Logger? = nil,
     if logger == nil { log.logLevel = .info }
     let configuration = ApplicationConfiguration(address: .hostname(context.options.host, port: context.options.port),
                                                  serverName: "lmdeploy-swift")
-    let timeouts = context.options.timeouts
-    let guardLogger = log
-    let server = HTTPServerBuilder.http1(configuration: .init(
-        additionalChannelHandlers: [ConnectionGuard(requestTimeout: .init(timeouts.request), stallTimeout: .init(timeouts.write), logger: guardLogger)],
-        idleTimeout: .init(timeouts.idle)))
-    return Application(router: router, server: server, configuration: configuration, onServerRunning: { channel in
+    return Application(router: router, server: .guardedHTTP1(context.options.timeouts, logger: log), configuration: configuration, onServerRunning: { channel in
         await onServerRunning(channel.localAddress?.port ?? context.options.port)
     }, logger: log)
 }
@@ -90,4 +85,14 @@ struct ModelList: Encodable, Sendable, SchemaDescribed {
 
 extension ServeContext {
     var modelList: ModelList { ModelList(data: [.init(id: options.modelName, created: startTime)]) }
+}
+
+extension HTTPServerBuilder {
+    /// HTTP/1 with the connection deadlines of `timeouts`: Hummingbird's idle timeout and
+    /// ConnectionGuard's request and write deadlines (every server of the product uses it).
+    static func guardedHTTP1(_ timeouts: ConnectionTimeouts, logger: Logger) -> HTTPServerBuilder {
+        .http1(configuration: .init(
+            additionalChannelHandlers: [ConnectionGuard(requestTimeout: .init(timeouts.request), stallTimeout: .init(timeouts.write), logger: logger)],
+            idleTimeout: .init(timeouts.idle)))
+    }
 }

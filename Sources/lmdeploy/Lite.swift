@@ -10,7 +10,7 @@ import TurboMind
 
 struct Lite: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Calibration, INT8 KV-cache parameters and perplexity.",
+        abstract: "Calibration, INT8 KV-cache parameters, AWQ 4-bit weights and perplexity.",
         discussion: """
         INT8 KV cache (quant_policy 4):
           lmdeploy lite calibrate --model HF_DIR --calib-dataset FILE_OR_NAME --work-dir ./quant_output

@@ -56,13 +56,7 @@ struct ServeGradio: AsyncParsableCommand {
             help: "Local mode: the model name the page shows. Default: the workspace's model_name, else the directory name.")
     var servedModelName: String?
 
-    @Option(name: [.customLong("max-concurrent-requests"), .customLong("max_concurrent_requests")],
-            help: "Local mode: answers generated at once; more wait in a queue.")
-    var maxConcurrentRequests = 64
-
-    @Option(name: [.customLong("max-queued-requests"), .customLong("max_queued_requests")],
-            help: "Local mode: answers that may wait beyond --max-concurrent-requests; more are told the server is busy.")
-    var maxQueuedRequests = 64
+    @OptionGroup(title: "Limits and timeouts (the limits apply to a model run here)") var limits: ServerLimitOptions
 
     @Option(name: [.customLong("log-level"), .customLong("log_level")], help: "CRITICAL, ERROR, WARNING, INFO or DEBUG.")
     var logLevel = "INFO"
@@ -119,8 +113,6 @@ struct ServeGradio: AsyncParsableCommand {
         } else {
             if apiKey != nil { throw ValidationError("--api-key is the key of an api_server (restful mode); a model run here needs none") }
             if let batchSize, batchSize < 1 { throw ValidationError("--batch-size must be at least 1, got \(batchSize)") }
-            guard maxConcurrentRequests >= 1 else { throw ValidationError("--max-concurrent-requests must be at least 1") }
-            guard maxQueuedRequests >= 0 else { throw ValidationError("--max-queued-requests must be ≥ 0") }
         }
     }
 
@@ -139,7 +131,9 @@ struct ServeGradio: AsyncParsableCommand {
             } catch let error as ClientError {
                 throw UpstreamError(description: "\(error) (is `lmdeploy serve api_server` running there?)")
             }
-            let app = buildWebUIApplication(backend: .restful(forwarder), host: host, port: serverPort, logger: logger) { port in
+            var options = ServerOptions(host: host, port: serverPort, modelName: forwarder.modelName)
+            limits.apply(to: &options)
+            let app = buildWebUIApplication(backend: .restful(forwarder), host: host, port: serverPort, timeouts: options.timeouts, logger: logger) { port in
                 Terminal.err("chat page for \(forwarder.modelName) (api_server \(forwarder.baseURL)) at http://\(host):\(port)")
             }
             try await Server.run(app, logger: logger)
@@ -153,11 +147,11 @@ struct ServeGradio: AsyncParsableCommand {
             defer { engine.shutdown() }
             for notice in engine.notices { Terminal.err(notice) }
             let served = servedModelName ?? source.workspace?.modelName ?? source.directory.lastPathComponent
-            let options = ServerOptions(host: host, port: serverPort, modelName: served,
-                                        maxConcurrentRequests: maxConcurrentRequests, maxQueuedRequests: maxQueuedRequests)
+            var options = ServerOptions(host: host, port: serverPort, modelName: served)
+            limits.apply(to: &options)
             let context = ServeContext(engine: engine, format: format, options: options)
             let backend = engine.backendDescription, sessionLen = engine.config.sessionLen
-            let app = buildWebUIApplication(backend: .local(context), host: host, port: serverPort, logger: logger) { port in
+            let app = buildWebUIApplication(backend: .local(context), host: host, port: serverPort, timeouts: options.timeouts, logger: logger) { port in
                 Terminal.err("chat page for \(served) on \(backend), session length \(sessionLen), at http://\(host):\(port)")
             }
             try await Server.run(app, logger: logger)

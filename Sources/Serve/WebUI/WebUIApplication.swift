@@ -2,6 +2,7 @@
 // built by one function for the command and the tests alike.
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import Logging
 
 /// Every route of the web UI, with its methods (the router and the 405 answers agree on it).
@@ -14,7 +15,7 @@ enum WebUIRoutes {
 
 /// The web UI for `backend`, listening on `host`:`port`; `onServerRunning` receives the bound port
 /// (tests bind port 0).
-public func buildWebUIApplication(backend: ChatBackend, host: String, port: Int, logger: Logger? = nil,
+public func buildWebUIApplication(backend: ChatBackend, host: String, port: Int, timeouts: ConnectionTimeouts = ConnectionTimeouts(), logger: Logger? = nil,
                                   onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
     let router = Router(context: ServeRequestContext.self)
     router.add(middleware: ErrorMiddleware(routes: WebUIRoutes.table))
@@ -43,7 +44,7 @@ public func buildWebUIApplication(backend: ChatBackend, host: String, port: Int,
     var log = logger ?? Logger(label: "lmdeploy.webui")
     if logger == nil { log.logLevel = .info }
     let configuration = ApplicationConfiguration(address: .hostname(host, port: port), serverName: "lmdeploy-swift")
-    return Application(router: router, configuration: configuration, onServerRunning: { channel in
+    return Application(router: router, server: .guardedHTTP1(timeouts, logger: log), configuration: configuration, onServerRunning: { channel in
         await onServerRunning(channel.localAddress?.port ?? port)
     }, logger: log)
 }

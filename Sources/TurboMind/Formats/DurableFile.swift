@@ -101,6 +101,9 @@ public enum DurableFile {
         try OutputFile.replace(url) { try $0.write(bytes) }
     }
 
+    /// Flushes a directory's entries (new names, renames) to disk.
+    public static func syncDirectory(_ url: URL) throws { try OutputFile.syncDirectory(url) }
+
     /// fp32 values as raw little-endian bytes (numpy's `tofile`).
     public static func bytes(floats: [Float]) -> [UInt8] {
         var bytes: [UInt8] = []
