@@ -87,19 +87,10 @@ struct CLIFailure: Error, CustomStringConvertible {
     }
 }
 
-/// The server under a long load and on shutdown, as a user runs it (the 10-minute soak of the
-/// closing note is the same script with --seconds 600).
+/// The server on shutdown and under abuse, as a user runs it. (The load soak, Scripts/soak-serve, runs
+/// after the unit tests in Scripts/test: its 64 streams would starve the timing of tests beside it.)
 @Suite(.serialized) struct ServeReliabilityCLITests {
     static let python = URL(fileURLWithPath: "/usr/bin/env")
-    static var root: String { URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path }
-
-    @Test func sixtySecondsOf64StreamingChatsWithFaultsLoseNothing() throws {
-        let r = try CLI.execute(Self.python, ["python3", Self.root + "/Scripts/soak-serve", "--seconds", "60", "--concurrency", "64", "--warmup", "0.5",
-                                              "--binary", CLI.binary.path, "--model", CLI.model], timeout: 400)
-        print(r.stdout)
-        #expect(r.status == 0, "soak-serve: \(r.stdout)\n\(r.stderr.suffix(3000))")
-        #expect(r.stdout.contains(" 0 errors"), "\(r.stdout)")
-    }
 
     @Test func sigtermLetsARunningStreamFinishThenExitsZero() throws {
         let server = try ServerProcess(["--instance-num", "4"])
