@@ -41,14 +41,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         switch unwrapInboundIn(data) {
         case .head:
             requestDeadline?.cancel()
-            let channel = context.channel
-            let logger = self.logger
-            let seconds = requestTimeout.nanoseconds / 1_000_000_000
-            requestDeadline = context.eventLoop.scheduleTask(in: requestTimeout) {
-                logger.notice("closing a connection whose request did not arrive whole within \(seconds) s (--request-timeout)",
-                              metadata: ["peer": "\(channel.remoteAddress.map { "\($0)" } ?? "?")"])
-                channel.close(promise: nil)
-            }
+            requestDeadline = close(context, after: requestTimeout, "whose request did not arrive whole", flag: "--request-timeout")
         case .end:
             requestDeadline?.cancel()
             requestDeadline = nil
@@ -63,16 +56,20 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             stallDeadline?.cancel()
             stallDeadline = nil
         } else if stallDeadline == nil {
-            let channel = context.channel
-            let logger = self.logger
-            let seconds = stallTimeout.nanoseconds / 1_000_000_000
-            stallDeadline = context.eventLoop.scheduleTask(in: stallTimeout) {
-                logger.notice("closing a connection that read nothing of its response for \(seconds) s (--write-timeout)",
-                              metadata: ["peer": "\(channel.remoteAddress.map { "\($0)" } ?? "?")"])
-                channel.close(promise: nil)
-            }
+            stallDeadline = close(context, after: stallTimeout, "that left its response unread", flag: "--write-timeout")
         }
         context.fireChannelWritabilityChanged()
+    }
+
+    /// Closes the connection after `delay` unless the returned task is cancelled first.
+    private func close(_ context: ChannelHandlerContext, after delay: TimeAmount, _ what: String, flag: String) -> Scheduled<Void> {
+        let channel = context.channel
+        let logger = self.logger
+        return context.eventLoop.scheduleTask(in: delay) {
+            logger.notice("closing a connection \(what) within \(delay.nanoseconds / 1_000_000_000) s (\(flag))",
+                          metadata: ["peer": "\(channel.remoteAddress.map { "\($0)" } ?? "?")"])
+            channel.close(promise: nil)
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
