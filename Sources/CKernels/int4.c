@@ -1,9 +1,9 @@
 // W4A16 products: Y[m][n] = X[m][k] · W[n][k]ᵀ with W in 4-bit groups (layout in ck_int4.h).
 // Decode is bound by reading weights, and 4-bit weights are a quarter of fp16's bytes, so the
-// loop must dequantize faster than memory delivers: per 32 inputs one 16-byte load widens into
-// 16 lanes of low and 16 of high nibbles, each converted once and used for up to four vectors.
-// The zero point is taken out of the inner loop: Σ (q − z)·s·x = s·Σ q·x − z·s·Σ x, with Σ x per
-// group computed once per call for each input vector.
+// loop must dequantize faster than memory delivers. The zero point is taken out of the inner loop:
+// Σ (q − z)·s·x = s·Σ q·x − z·s·Σ x, with Σ x per group computed once per call for each input
+// vector. AVX-512 multiplies the nibbles as 16-bit integers against the inputs quantized to int16
+// per group (row512); AVX2 and portable C widen the nibbles to fp32.
 #include "ck_int4.h"
 #include "ckernels.h"
 #include "convert.h"
@@ -11,6 +11,26 @@
 #include "pool.h"
 #include <cblas.h>
 #include <stdlib.h>
+
+// AVX-512 VNNI (Ice Lake, Zen 4): vpdpwssd fuses the multiply-add and the int32 sum. Per thread,
+// like ck_force_isa, so a test can run both AVX-512 variants (pool workers see the caller's choice
+// only through the job: see q4_job.vnni).
+static int detected_vnni = -1;
+static _Thread_local int vnni_off;
+
+static int has_vnni(void) {
+#if defined(__x86_64__)
+    if (detected_vnni < 0) { __builtin_cpu_init(); detected_vnni = __builtin_cpu_supports("avx512vnni") ? 1 : 0; }
+    return detected_vnni && !vnni_off;
+#else
+    return 0;
+#endif
+}
+
+int ck_q4_use_vnni(int on) {
+    vnni_off = !on;
+    return has_vnni();
+}
 
 static const int awq_order[8] = {0, 2, 4, 6, 1, 3, 5, 7};
 
@@ -49,7 +69,11 @@ void ck_q4_repack_awq(const int32_t *qweight, int k, int n, uint8_t *dst) {
 // ---- the product job --------------------------------------------------------------------------
 typedef struct {
     const uint8_t *W; const uint16_t *sz; int group; const float *X; float *Y; int m, n, k;
-    const float *bias; const float *xsum; int rows_per_task;
+    const float *bias; const float *xsum;
+    const int16_t *x16; const float *xscale;   // AVX-512 only: X quantized per group, and its scales
+    int pairs;                                 // x16 holds 64-input chunks in paired order (G % 64 == 0)
+    int vnni;                                  // the caller's VNNI choice, for every worker
+    int rows_per_task;
 } q4_job;
 
 static inline int nibble(const uint8_t *row, int i) {
@@ -93,55 +117,149 @@ static void dequant_scalar(const uint8_t *W, const uint16_t *szs, int G, int k, 
 }
 
 #if CK_HAVE_X86
-// ---- AVX-512: 16 lanes; one row × up to 4 vectors, four partial sums per vector ---------------
+// ---- AVX-512: integer dot products ------------------------------------------------------------
+// Converting every nibble to fp32 made the loop compute-bound at ~3 weights per cycle, slower than
+// streaming bf16. Instead each input vector is quantized once per call to int16 per group of G
+// (scale max|x|/32767, so |error| ≤ 2^-16 of the group's largest input: finer than fp16's 2^-11
+// relative step), and the nibbles, widened to 16-bit lanes, meet it in vpmaddwd: 32 products per
+// instruction, summed exactly in int32. Per group: s_w · s_x · Σ q·x16 − z · s_w · Σ x.
 CK_TARGET_AVX512 CK_INLINE void row512(const q4_job *j, int r, int v0, int V) {
     const int k = j->k, G = j->group, groups = k / G;
     const uint8_t *w = j->W + (size_t)r * (k / 2);
     const uint16_t *sz = j->sz + (size_t)r * groups * 2;
-    const __m512i low = _mm512_set1_epi32(15);
+    const __m128i low = _mm_set1_epi8(15);
     __m512 acc[4];
     float corr[4] = {0, 0, 0, 0};
     for (int v = 0; v < V; v++) acc[v] = _mm512_setzero_ps();
     for (int g = 0; g < groups; g++) {
         const int base = g * G;
-        __m512 a[4][4];
-        for (int v = 0; v < V; v++) a[v][0] = a[v][1] = a[v][2] = a[v][3] = _mm512_setzero_ps();
-        // Blocks alternate between two pairs of partial sums (more FMA chains in flight).
-        for (int b = 0; b < G; b += 32) {
+        __m512i a[4][2];
+        for (int v = 0; v < V; v++) a[v][0] = a[v][1] = _mm512_setzero_si512();
+        int b = 0;
+        if (j->pairs) {
+            // Two 32-input blocks per 32-byte load: low nibbles of both blocks widen to one vector of
+            // 32 words, high nibbles to another; x16 holds each 64 inputs in that order.
+            const __m256i low2 = _mm256_set1_epi8(15);
+            for (; b + 64 <= G; b += 64) {
+                __m256i raw = _mm256_loadu_si256((const __m256i *)(w + (base + b) / 2));
+                __m512i lo = _mm512_cvtepu8_epi16(_mm256_and_si256(raw, low2));
+                __m512i hi = _mm512_cvtepu8_epi16(_mm256_and_si256(_mm256_srli_epi16(raw, 4), low2));
+                for (int v = 0; v < V; v++) {
+                    const int16_t *x = j->x16 + (size_t)(v0 + v) * k + base + b;
+                    a[v][0] = _mm512_add_epi32(a[v][0], _mm512_madd_epi16(lo, _mm512_loadu_si512((const void *)x)));
+                    a[v][1] = _mm512_add_epi32(a[v][1], _mm512_madd_epi16(hi, _mm512_loadu_si512((const void *)(x + 32))));
+                }
+            }
+        }
+        for (; b < G; b += 32) {
             const int p = (b / 32) & 1;
-            __m512i e = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(w + (base + b) / 2)));
-            __m512 lo = _mm512_cvtepi32_ps(_mm512_and_si512(e, low));
-            __m512 hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(e, 4));
+            __m128i raw = _mm_loadu_si128((const __m128i *)(w + (base + b) / 2));
+            __m128i lo = _mm_and_si128(raw, low), hi = _mm_and_si128(_mm_srli_epi16(raw, 4), low);
+            // inputs 0..15 then 16..31 of the block, as 32 words
+            __m512i q = _mm512_cvtepu8_epi16(_mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1));
             for (int v = 0; v < V; v++) {
-                const float *x = j->X + (size_t)(v0 + v) * k + base + b;
-                a[v][2 * p] = _mm512_fmadd_ps(lo, _mm512_loadu_ps(x), a[v][2 * p]);
-                a[v][2 * p + 1] = _mm512_fmadd_ps(hi, _mm512_loadu_ps(x + 16), a[v][2 * p + 1]);
+                __m512i x = _mm512_loadu_si512((const void *)(j->x16 + (size_t)(v0 + v) * k + base + b));
+                a[v][p] = _mm512_add_epi32(a[v][p], _mm512_madd_epi16(q, x));
             }
         }
         const float s = _cvtsh_ss(sz[2 * g]), z = _cvtsh_ss(sz[2 * g + 1]);
-        const __m512 sv = _mm512_set1_ps(s);
         for (int v = 0; v < V; v++) {
-            __m512 d = _mm512_add_ps(_mm512_add_ps(a[v][0], a[v][1]), _mm512_add_ps(a[v][2], a[v][3]));
-            acc[v] = _mm512_fmadd_ps(d, sv, acc[v]);
-            corr[v] -= z * s * j->xsum[(size_t)(v0 + v) * groups + g];
+            const size_t gi = (size_t)(v0 + v) * groups + g;
+            __m512 d = _mm512_cvtepi32_ps(_mm512_add_epi32(a[v][0], a[v][1]));
+            acc[v] = _mm512_fmadd_ps(d, _mm512_set1_ps(s * j->xscale[gi]), acc[v]);
+            corr[v] -= z * s * j->xsum[gi];
         }
     }
     for (int v = 0; v < V; v++)
         j->Y[(size_t)(v0 + v) * j->n + r] = _mm512_reduce_add_ps(acc[v]) + corr[v] + (j->bias ? j->bias[r] : 0.0f);
 }
 
-CK_TARGET_AVX512 static void rows_avx512(const q4_job *j, int r0, int r1) {
-    // Row by row (one stream the prefetcher follows); a row's 16..3000 bytes stay in L1 while
-    // every group of four vectors passes over it.
-    for (int r = r0; r < r1; r++)
-        for (int v0 = 0; v0 < j->m; v0 += 4) {
-            switch (j->m - v0) {
-            case 1: row512(j, r, v0, 1); break;
-            case 2: row512(j, r, v0, 2); break;
-            case 3: row512(j, r, v0, 3); break;
-            default: row512(j, r, v0, 4); break;
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c"))) CK_INLINE void row512v(const q4_job *j, int r, int v0, int V) {
+    const int k = j->k, G = j->group, groups = k / G;
+    const uint8_t *w = j->W + (size_t)r * (k / 2);
+    const uint16_t *sz = j->sz + (size_t)r * groups * 2;
+    const __m128i low = _mm_set1_epi8(15);
+    __m512 acc[4];
+    float corr[4] = {0, 0, 0, 0};
+    for (int v = 0; v < V; v++) acc[v] = _mm512_setzero_ps();
+    for (int g = 0; g < groups; g++) {
+        const int base = g * G;
+        __m512i a[4][2];
+        for (int v = 0; v < V; v++) a[v][0] = a[v][1] = _mm512_setzero_si512();
+        int b = 0;
+        if (j->pairs) {
+            // Two 32-input blocks per 32-byte load: low nibbles of both blocks widen to one vector of
+            // 32 words, high nibbles to another; x16 holds each 64 inputs in that order.
+            const __m256i low2 = _mm256_set1_epi8(15);
+            for (; b + 64 <= G; b += 64) {
+                __m256i raw = _mm256_loadu_si256((const __m256i *)(w + (base + b) / 2));
+                __m512i lo = _mm512_cvtepu8_epi16(_mm256_and_si256(raw, low2));
+                __m512i hi = _mm512_cvtepu8_epi16(_mm256_and_si256(_mm256_srli_epi16(raw, 4), low2));
+                for (int v = 0; v < V; v++) {
+                    const int16_t *x = j->x16 + (size_t)(v0 + v) * k + base + b;
+                    a[v][0] = _mm512_dpwssd_epi32(a[v][0], lo, _mm512_loadu_si512((const void *)x));
+                    a[v][1] = _mm512_dpwssd_epi32(a[v][1], hi, _mm512_loadu_si512((const void *)(x + 32)));
+                }
             }
         }
+        for (; b < G; b += 32) {
+            const int p = (b / 32) & 1;
+            __m128i raw = _mm_loadu_si128((const __m128i *)(w + (base + b) / 2));
+            __m128i lo = _mm_and_si128(raw, low), hi = _mm_and_si128(_mm_srli_epi16(raw, 4), low);
+            // inputs 0..15 then 16..31 of the block, as 32 words
+            __m512i q = _mm512_cvtepu8_epi16(_mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1));
+            for (int v = 0; v < V; v++) {
+                __m512i x = _mm512_loadu_si512((const void *)(j->x16 + (size_t)(v0 + v) * k + base + b));
+                a[v][p] = _mm512_dpwssd_epi32(a[v][p], q, x);
+            }
+        }
+        const float s = _cvtsh_ss(sz[2 * g]), z = _cvtsh_ss(sz[2 * g + 1]);
+        for (int v = 0; v < V; v++) {
+            const size_t gi = (size_t)(v0 + v) * groups + g;
+            __m512 d = _mm512_cvtepi32_ps(_mm512_add_epi32(a[v][0], a[v][1]));
+            acc[v] = _mm512_fmadd_ps(d, _mm512_set1_ps(s * j->xscale[gi]), acc[v]);
+            corr[v] -= z * s * j->xsum[gi];
+        }
+    }
+    for (int v = 0; v < V; v++)
+        j->Y[(size_t)(v0 + v) * j->n + r] = _mm512_reduce_add_ps(acc[v]) + corr[v] + (j->bias ? j->bias[r] : 0.0f);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c"))) static void rows_avx512_vnni(const q4_job *j, int r0, int r1) {
+    // Up to four vectors: row by row (one stream the prefetcher follows). More: a block of rows
+    // (~32 KiB of packed weights, kept in L2) meets each group of four vectors (their int16 inputs
+    // kept in L1) in turn; each output's arithmetic is the same either way.
+    const int block = j->m <= 4 ? r1 - r0 : (int)(32768 / ((size_t)j->k / 2)) + 1;
+    for (int b0 = r0; b0 < r1; b0 += block) {
+        const int b1 = b0 + block < r1 ? b0 + block : r1;
+        for (int v0 = 0; v0 < j->m; v0 += 4)
+            for (int r = b0; r < b1; r++) {
+                switch (j->m - v0) {
+                case 1: row512v(j, r, v0, 1); break;
+                case 2: row512v(j, r, v0, 2); break;
+                case 3: row512v(j, r, v0, 3); break;
+                default: row512v(j, r, v0, 4); break;
+                }
+            }
+    }
+}
+CK_TARGET_AVX512 static void rows_avx512(const q4_job *j, int r0, int r1) {
+    // Up to four vectors: row by row (one stream the prefetcher follows). More: a block of rows
+    // (~32 KiB of packed weights, kept in L2) meets each group of four vectors (their int16 inputs
+    // kept in L1) in turn; each output's arithmetic is the same either way.
+    const int block = j->m <= 4 ? r1 - r0 : (int)(32768 / ((size_t)j->k / 2)) + 1;
+    for (int b0 = r0; b0 < r1; b0 += block) {
+        const int b1 = b0 + block < r1 ? b0 + block : r1;
+        for (int v0 = 0; v0 < j->m; v0 += 4)
+            for (int r = b0; r < b1; r++) {
+                switch (j->m - v0) {
+                case 1: row512(j, r, v0, 1); break;
+                case 2: row512(j, r, v0, 2); break;
+                case 3: row512(j, r, v0, 3); break;
+                default: row512(j, r, v0, 4); break;
+                }
+            }
+    }
 }
 
 CK_TARGET_AVX512 static void dequant_avx512(const uint8_t *W, const uint16_t *szs, int G, int k, int r0, int r1, float *dst) {
@@ -258,39 +376,70 @@ static void q4_task(void *ctx, int t) {
     if (r0 >= r1) return;
     switch (ck_isa_level()) {
 #if CK_HAVE_X86
-    case CK_ISA_AVX512: rows_avx512(j, r0, r1); break;
+    case CK_ISA_AVX512: if (j->vnni) rows_avx512_vnni(j, r0, r1); else rows_avx512(j, r0, r1); break;
     case CK_ISA_AVX2: rows_avx2(j, r0, r1); break;
 #endif
     default: rows_scalar(j, r0, r1); break;
     }
 }
 
-// Σ x over each group of each input vector, in a fixed order (a vector's sums never depend on m).
-static float *group_sums(const float *X, int m, int k, int G) {
-    static _Thread_local float *buf;
-    static _Thread_local size_t len;
-    const int groups = k / G;
+// Σ x over each group of each input vector, in a fixed order (a vector's sums never depend on m);
+// for AVX-512 also X as int16 per group (round to nearest, scale max|x|/32767).
+typedef struct { float *sum, *scale; int16_t *x16; size_t len, len16; } group_scratch;
+static _Thread_local group_scratch scratch;
+
+static void prepare_inputs(q4_job *j, int quantize) {
+    const int m = j->m, k = j->k, G = j->group, groups = k / G;
     size_t need = (size_t)m * groups;
-    if (need > len) {
-        free(buf);
-        len = need;
-        buf = malloc(len * sizeof(float));
+    if (need > scratch.len) {
+        free(scratch.sum); free(scratch.scale);
+        scratch.len = need;
+        scratch.sum = malloc(need * sizeof(float));
+        scratch.scale = malloc(need * sizeof(float));
+    }
+    if (quantize && (size_t)m * k > scratch.len16) {
+        free(scratch.x16);
+        scratch.len16 = (size_t)m * k;
+        scratch.x16 = aligned_alloc(64, (scratch.len16 * sizeof(int16_t) + 63) / 64 * 64);
     }
     for (int v = 0; v < m; v++)
         for (int g = 0; g < groups; g++) {
-            const float *x = X + (size_t)v * k + (size_t)g * G;
-            float s[4] = {0, 0, 0, 0};
+            const float *x = j->X + (size_t)v * k + (size_t)g * G;
+            float s[4] = {0, 0, 0, 0}, mx = 0.0f;
             for (int i = 0; i < G; i += 4)
-                for (int l = 0; l < 4; l++) s[l] += x[i + l];
-            buf[(size_t)v * groups + g] = (s[0] + s[1]) + (s[2] + s[3]);
+                for (int l = 0; l < 4; l++) {
+                    s[l] += x[i + l];
+                    float a = x[i + l] < 0 ? -x[i + l] : x[i + l];
+                    if (a > mx) mx = a;
+                }
+            scratch.sum[(size_t)v * groups + g] = (s[0] + s[1]) + (s[2] + s[3]);
+            if (!quantize) continue;
+            float scale = mx > 0 ? mx / 32767.0f : 1.0f, inv = 1.0f / scale;
+            scratch.scale[(size_t)v * groups + g] = scale;
+            int16_t *q = scratch.x16 + (size_t)v * k + (size_t)g * G;
+            for (int i = 0; i < G; i++) {
+                float t = x[i] * inv;
+                int n = (int)(t + (t < 0 ? -0.5f : 0.5f));
+                n = n > 32767 ? 32767 : n < -32767 ? -32767 : n;
+                // Paired order within each 64 inputs: 0..15, 32..47 (low nibbles), 16..31, 48..63 (high).
+                int at = i;
+                if (j->pairs) {
+                    int c = i % 64, block = c / 32, half = (c % 32) / 16;
+                    at = i - c + half * 32 + block * 16 + c % 16;
+                }
+                q[at] = (int16_t)n;
+            }
         }
-    return buf;
+    j->xsum = scratch.sum;
+    j->xscale = scratch.scale;
+    j->x16 = quantize ? scratch.x16 : NULL;
 }
 
 void ck_matmul_q4(const uint8_t *packed, const uint16_t *sz, int group, const float *X, float *Y, int m, int n, int k,
                   const float *bias) {
     if (m <= 0 || n <= 0) return;
-    q4_job j = {packed, sz, group, X, Y, m, n, k, bias, group_sums(X, m, k, group), 0};
+    q4_job j = {packed, sz, group, X, Y, m, n, k, bias, NULL, NULL, NULL, group % 64 == 0, has_vnni(), 0};
+    prepare_inputs(&j, ck_isa_level() == CK_ISA_AVX512);
     // ~16 KiB of packed weights per task at least.
     int min_rows = (int)(32768 / ((size_t)k + 1)) + 1;
     int tasks = ck_task_count(n, min_rows);
@@ -333,6 +482,6 @@ void ck_gemm_q4(const uint8_t *packed, const uint16_t *sz, int group, const floa
         openblas_set_num_threads(1);
         blas_single = 1;
     }
-    q4_job j = {packed, sz, group, X, Y, m, n, k, bias, NULL, 0};
+    q4_job j = {packed, sz, group, X, Y, m, n, k, bias, NULL, NULL, NULL, 0, 0, 0};
     ck_parallel(gemm_task, &j, (n + TILE_ROWS - 1) / TILE_ROWS);
 }

@@ -1,6 +1,7 @@
 // The W4A16 kernels (ck_int4.h) against a float64 Swift reference of (q − zero)·scale weights, on
-// random shapes with odd row counts, for every instruction set this CPU runs; and AWQ repacking
-// against an independent packer of both layouts.
+// random shapes with odd row counts, for every instruction set this CPU runs (AVX-512 with and
+// without VNNI); and AWQ repacking against an independent packer of both layouts. The m = 11
+// batch-invariance case also covers the row-blocked loop for more than four vectors.
 import CKernels
 import Foundation
 import Testing
@@ -77,14 +78,16 @@ private struct Q4Matrix {
             }
         }
         let scale = max(reference.map(abs).max()!, 1e-6)
-        for isa in availableISAs() {
+        for (isa, vnni) in availableISAs().flatMap({ $0 == "avx512" ? [($0, 1), ($0, 0)] : [($0, 1)] }) {
             _ = ck_force_isa(isa)
+            _ = ck_q4_use_vnni(Int32(vnni))
+            defer { _ = ck_q4_use_vnni(1) }
             var y = [Float](repeating: .nan, count: m * n), yb = y
             ck_matmul_q4(packed, sz, Int32(g), x, &y, Int32(m), Int32(n), Int32(k), bias)
             ck_gemm_q4(packed, sz, Int32(g), x, &yb, Int32(m), Int32(n), Int32(k), bias)
             let e1 = zip(y, reference).map { abs(Double($0) - $1) }.max()! / scale
             let e2 = zip(yb, reference).map { abs(Double($0) - $1) }.max()! / scale
-            #expect(e1 <= 1e-4, "matmul_q4 \(isa) m\(m) n\(n) k\(k) g\(g): max relative error \(e1)")
+            #expect(e1 <= 1e-4, "matmul_q4 \(isa)\(vnni == 0 ? " (no VNNI)" : "") m\(m) n\(n) k\(k) g\(g): max relative error \(e1)")
             #expect(e2 <= 1e-4, "gemm_q4 \(isa) m\(m) n\(n) k\(k) g\(g): max relative error \(e2)")
             var d = [Float](repeating: .nan, count: 3 * k)
             ck_q4_dequantize_rows(packed, sz, Int32(g), Int32(k), Int32(n - 3), Int32(n), &d)
@@ -100,8 +103,10 @@ private struct Q4Matrix {
         var r = Rand(state: 9)
         let x = r.array(11 * k)
         let packed = w.packed, sz = w.scalesZeros
-        for isa in availableISAs() {
+        for (isa, vnni) in availableISAs().flatMap({ $0 == "avx512" ? [($0, 1), ($0, 0)] : [($0, 1)] }) {
             _ = ck_force_isa(isa)
+            _ = ck_q4_use_vnni(Int32(vnni))
+            defer { _ = ck_q4_use_vnni(1) }
             var batch = [Float](repeating: 0, count: 11 * n)
             ck_matmul_q4(packed, sz, Int32(g), x, &batch, 11, Int32(n), Int32(k), nil)
             for i in 0..<11 {

@@ -58,7 +58,8 @@ import Testing
         let prefill = try awqLogits(model, fixture.ids, decode: false)
         let decode = try awqLogits(model, fixture.ids, decode: true)
         #expect(maxRelativeError(prefill, fixture.logits) < 1e-4, "int4 workspace prefill: \(maxRelativeError(prefill, fixture.logits))")
-        #expect(maxRelativeError(decode, fixture.logits) < 1e-4, "int4 workspace decode: \(maxRelativeError(decode, fixture.logits))")
+        #expect(maxRelativeError(decode, fixture.logits) < fixture.fp16ActivationError,
+                "int4 workspace decode: \(maxRelativeError(decode, fixture.logits)) (fp16 activations: \(fixture.fp16ActivationError))")
         // What the backend holds for the linears: 4-bit sized, no fp16 copy.
         let held = model.layers.reduce(0) { $0 + $1.qkv.byteCount + $1.o.byteCount + $1.gateUp.byteCount + $1.down.byteCount }
         #expect(Double(held) <= 0.3 * Double(fixture.fp16LinearBytes), "CPU backend linear bytes \(held) vs fp16 \(fixture.fp16LinearBytes)")
