@@ -2,8 +2,8 @@
 // Decode is bound by reading weights, and 4-bit weights are a quarter of fp16's bytes, so the
 // loop must dequantize faster than memory delivers. The zero point is taken out of the inner loop:
 // Σ (q − z)·s·x = s·Σ q·x − z·s·Σ x, with Σ x per group computed once per call for each input
-// vector. AVX-512 multiplies the nibbles as 16-bit integers against the inputs quantized to int16
-// per group (row512); AVX2 and portable C widen the nibbles to fp32.
+// vector. AVX-512 and AVX2 multiply the nibbles as 16-bit integers against the inputs quantized to
+// int16 per group (row512, row256); portable C widens the nibbles to fp32.
 #include "ck_int4.h"
 #include "ckernels.h"
 #include "convert.h"
@@ -70,7 +70,7 @@ void ck_q4_repack_awq(const int32_t *qweight, int k, int n, uint8_t *dst) {
 typedef struct {
     const uint8_t *W; const uint16_t *sz; int group; const float *X; float *Y; int m, n, k;
     const float *bias; const float *xsum;
-    const int16_t *x16; const float *xscale;   // AVX-512 only: X quantized per group, and its scales
+    const int16_t *x16; const float *xscale;   // AVX-512 and AVX2: X quantized per group, and its scales
     int pairs;                                 // x16 holds 64-input chunks in paired order (G % 64 == 0)
     int vnni;                                  // the caller's VNNI choice, for every worker
     int rows_per_task;
@@ -289,39 +289,54 @@ CK_TARGET_AVX2 CK_INLINE float hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+// The AVX-512 scheme on 8 int32 lanes. No widening instruction is needed: a 32-byte load of 64
+// inputs, seen as 16-bit words, gives four vectors of 16 nibbles with one shift and mask each
+// (low nibble of the even bytes, of the odd bytes, high nibble of the even bytes, of the odd
+// bytes); x16 holds each 64 inputs of a group in that order (prepare_inputs, ORDER_WORDS). A group's
+// last 32 inputs when G % 64 == 32 widen from 16 bytes in natural order. Widening to fp32 instead
+// was compute-bound at about 3 weights per cycle, below what memory delivers.
 CK_TARGET_AVX2 CK_INLINE void row256(const q4_job *j, int r, int v0, int V) {
     const int k = j->k, G = j->group, groups = k / G;
     const uint8_t *w = j->W + (size_t)r * (k / 2);
     const uint16_t *sz = j->sz + (size_t)r * groups * 2;
-    const __m256i low = _mm256_set1_epi32(15);
-    __m256 acc[2];
-    float corr[2] = {0, 0};
+    const __m256i m4 = _mm256_set1_epi16(15);
+    __m256 acc[4];
+    float corr[4] = {0, 0, 0, 0};
     for (int v = 0; v < V; v++) acc[v] = _mm256_setzero_ps();
     for (int g = 0; g < groups; g++) {
         const int base = g * G;
-        __m256 a[2][4];
-        for (int v = 0; v < V; v++) a[v][0] = a[v][1] = a[v][2] = a[v][3] = _mm256_setzero_ps();
-        for (int b = 0; b < G; b += 32) {
-            __m128i raw = _mm_loadu_si128((const __m128i *)(w + (base + b) / 2));
-            __m256i e0 = _mm256_cvtepu8_epi32(raw), e1 = _mm256_cvtepu8_epi32(_mm_srli_si128(raw, 8));
-            __m256 w0 = _mm256_cvtepi32_ps(_mm256_and_si256(e0, low));    // inputs 0..7
-            __m256 w1 = _mm256_cvtepi32_ps(_mm256_and_si256(e1, low));    // 8..15
-            __m256 w2 = _mm256_cvtepi32_ps(_mm256_srli_epi32(e0, 4));     // 16..23
-            __m256 w3 = _mm256_cvtepi32_ps(_mm256_srli_epi32(e1, 4));     // 24..31
+        __m256i a[4];
+        for (int v = 0; v < V; v++) a[v] = _mm256_setzero_si256();
+        int b = 0;
+        for (; b + 64 <= G; b += 64) {
+            __m256i raw = _mm256_loadu_si256((const __m256i *)(w + (base + b) / 2));
+            __m256i q0 = _mm256_and_si256(raw, m4);
+            __m256i q1 = _mm256_and_si256(_mm256_srli_epi16(raw, 8), m4);
+            __m256i q2 = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+            __m256i q3 = _mm256_srli_epi16(raw, 12);
             for (int v = 0; v < V; v++) {
-                const float *x = j->X + (size_t)(v0 + v) * k + base + b;
-                a[v][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x), a[v][0]);
-                a[v][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + 8), a[v][1]);
-                a[v][2] = _mm256_fmadd_ps(w2, _mm256_loadu_ps(x + 16), a[v][2]);
-                a[v][3] = _mm256_fmadd_ps(w3, _mm256_loadu_ps(x + 24), a[v][3]);
+                const __m256i *x = (const __m256i *)(j->x16 + (size_t)(v0 + v) * k + base + b);
+                __m256i s0 = _mm256_add_epi32(_mm256_madd_epi16(q0, _mm256_loadu_si256(x)),
+                                              _mm256_madd_epi16(q1, _mm256_loadu_si256(x + 1)));
+                __m256i s1 = _mm256_add_epi32(_mm256_madd_epi16(q2, _mm256_loadu_si256(x + 2)),
+                                              _mm256_madd_epi16(q3, _mm256_loadu_si256(x + 3)));
+                a[v] = _mm256_add_epi32(a[v], _mm256_add_epi32(s0, s1));
+            }
+        }
+        for (; b < G; b += 32) {
+            __m256i e = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(w + (base + b) / 2)));
+            __m256i lo = _mm256_and_si256(e, m4), hi = _mm256_srli_epi16(e, 4);   // inputs 0..15, 16..31
+            for (int v = 0; v < V; v++) {
+                const __m256i *x = (const __m256i *)(j->x16 + (size_t)(v0 + v) * k + base + b);
+                a[v] = _mm256_add_epi32(a[v], _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_loadu_si256(x)),
+                                                               _mm256_madd_epi16(hi, _mm256_loadu_si256(x + 1))));
             }
         }
         const float s = _cvtsh_ss(sz[2 * g]), z = _cvtsh_ss(sz[2 * g + 1]);
-        const __m256 sv = _mm256_set1_ps(s);
         for (int v = 0; v < V; v++) {
-            __m256 d = _mm256_add_ps(_mm256_add_ps(a[v][0], a[v][1]), _mm256_add_ps(a[v][2], a[v][3]));
-            acc[v] = _mm256_fmadd_ps(d, sv, acc[v]);
-            corr[v] -= z * s * j->xsum[(size_t)(v0 + v) * groups + g];
+            const size_t gi = (size_t)(v0 + v) * groups + g;
+            acc[v] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a[v]), _mm256_set1_ps(s * j->xscale[gi]), acc[v]);
+            corr[v] -= z * s * j->xsum[gi];
         }
     }
     for (int v = 0; v < V; v++)
@@ -329,10 +344,20 @@ CK_TARGET_AVX2 CK_INLINE void row256(const q4_job *j, int r, int v0, int V) {
 }
 
 CK_TARGET_AVX2 static void rows_avx2(const q4_job *j, int r0, int r1) {
-    for (int r = r0; r < r1; r++)
-        for (int v0 = 0; v0 < j->m; v0 += 2) {
-            if (j->m - v0 >= 2) row256(j, r, v0, 2); else row256(j, r, v0, 1);
-        }
+    // Blocked as rows_avx512: rows stream for up to four vectors, ~32 KiB row blocks beyond.
+    const int block = j->m <= 4 ? r1 - r0 : (int)(32768 / ((size_t)j->k / 2)) + 1;
+    for (int b0 = r0; b0 < r1; b0 += block) {
+        const int b1 = b0 + block < r1 ? b0 + block : r1;
+        for (int v0 = 0; v0 < j->m; v0 += 4)
+            for (int r = b0; r < b1; r++) {
+                switch (j->m - v0) {
+                case 1: row256(j, r, v0, 1); break;
+                case 2: row256(j, r, v0, 2); break;
+                case 3: row256(j, r, v0, 3); break;
+                default: row256(j, r, v0, 4); break;
+                }
+            }
+    }
 }
 
 CK_TARGET_AVX2 static void dequant_avx2(const uint8_t *W, const uint16_t *szs, int G, int k, int r0, int r1, float *dst) {
@@ -384,11 +409,21 @@ static void q4_task(void *ctx, int t) {
 }
 
 // Σ x over each group of each input vector, in a fixed order (a vector's sums never depend on m);
-// for AVX-512 also X as int16 per group (round to nearest, scale max|x|/32767).
+// for the integer paths also X as int16 per group (round to nearest, scale max|x|/32767), each 64
+// inputs of a group in the order the kernel's nibble vectors come in.
 typedef struct { float *sum, *scale; int16_t *x16; size_t len, len16; } group_scratch;
 static _Thread_local group_scratch scratch;
+enum { X16_NONE, X16_AVX512, X16_AVX2 };
 
-static void prepare_inputs(q4_job *j, int quantize) {
+// Where input c (0..63) of a 64-input chunk goes in x16.
+static int x16_slot(int layout, int c) {
+    const int block = c / 32, half = (c % 32) / 16, byte = 16 * block + c % 16;
+    if (layout == X16_AVX512) return half * 32 + block * 16 + c % 16;   // 0..15, 32..47, 16..31, 48..63
+    return (2 * half + (byte & 1)) * 16 + byte / 2;                     // words: even/odd bytes' low, then high
+}
+
+static void prepare_inputs(q4_job *j, int layout) {
+    const int quantize = layout != X16_NONE;
     const int m = j->m, k = j->k, G = j->group, groups = k / G;
     size_t need = (size_t)m * groups;
     if (need > scratch.len) {
@@ -421,13 +456,10 @@ static void prepare_inputs(q4_job *j, int quantize) {
                 float t = x[i] * inv;
                 int n = (int)(t + (t < 0 ? -0.5f : 0.5f));
                 n = n > 32767 ? 32767 : n < -32767 ? -32767 : n;
-                // Paired order within each 64 inputs: 0..15, 32..47 (low nibbles), 16..31, 48..63 (high).
-                int at = i;
-                if (j->pairs) {
-                    int c = i % 64, block = c / 32, half = (c % 32) / 16;
-                    at = i - c + half * 32 + block * 16 + c % 16;
-                }
-                q[at] = (int16_t)n;
+                // AVX-512 reorders only when G % 64 == 0 (j->pairs); AVX2 every whole 64 of a group.
+                const int c = i % 64;
+                const int reorder = layout == X16_AVX512 ? j->pairs : i - c + 64 <= G;
+                q[reorder ? i - c + x16_slot(layout, c) : i] = (int16_t)n;
             }
         }
     j->xsum = scratch.sum;
@@ -439,7 +471,8 @@ void ck_matmul_q4(const uint8_t *packed, const uint16_t *sz, int group, const fl
                   const float *bias) {
     if (m <= 0 || n <= 0) return;
     q4_job j = {packed, sz, group, X, Y, m, n, k, bias, NULL, NULL, NULL, group % 64 == 0, has_vnni(), 0};
-    prepare_inputs(&j, ck_isa_level() == CK_ISA_AVX512);
+    const int isa = ck_isa_level();
+    prepare_inputs(&j, isa == CK_ISA_AVX512 ? X16_AVX512 : isa == CK_ISA_AVX2 ? X16_AVX2 : X16_NONE);
     // ~16 KiB of packed weights per task at least.
     int min_rows = (int)(32768 / ((size_t)k + 1)) + 1;
     int tasks = ck_task_count(n, min_rows);

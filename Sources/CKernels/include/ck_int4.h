@@ -33,7 +33,7 @@ void ck_matmul_q4(const uint8_t *packed, const uint16_t *sz, int group, const fl
 void ck_gemm_q4(const uint8_t *packed, const uint16_t *sz, int group, const float *X, float *Y,
                 int m, int n, int k, const float *bias);
 
-/// AVX-512 decode: int16 inputs (per group of G, scale max|x|/32767) times the 4-bit weights in
+/// AVX-512 and AVX2 decode: int16 inputs (per group of G, scale max|x|/32767) times the 4-bit weights in
 /// integer dot products; |error| per input ≤ 2^-16 of its group's largest, finer than fp16
 /// activations. `on` = 0 makes the calling thread's products use vpmaddwd instead of AVX-512 VNNI
 /// (tests run both); returns whether VNNI is now used.
