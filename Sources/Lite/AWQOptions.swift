@@ -1,5 +1,6 @@
 // The settings of `lite auto_awq` and its errors. Defaults follow AutoAWQ (asymmetric 4-bit
-// groups, GEMM packing, a 20-point α grid, a 10-point max-value shrink grid for clipping).
+// groups, GEMM packing, a 20-point α grid, duo scaling, clipping searched on a 10-point max-value
+// shrink grid).
 import Foundation
 
 public struct AWQOptions: Sendable, Equatable {
@@ -28,8 +29,8 @@ public struct AWQOptions: Sendable, Equatable {
     public static let supportedBits = [4]
     public static let supportedGroupSizes = [32, 64, 128]
 
-    public init(bits: Int = 4, groupSize: Int = 128, searchScale: Bool = true, searchClip: Bool = false, scaleOutput: Bool = true,
-                duoScaling: Bool = false, scaleGrid: Int = 20, searchTokens: Int = 2048, clipTokens: Int = 512, seed: UInt64 = 0) {
+    public init(bits: Int = 4, groupSize: Int = 128, searchScale: Bool = true, searchClip: Bool = true, scaleOutput: Bool = true,
+                duoScaling: Bool = true, scaleGrid: Int = 20, searchTokens: Int = 2048, clipTokens: Int = 512, seed: UInt64 = 0) {
         self.bits = bits
         self.groupSize = groupSize
         self.searchScale = searchScale

@@ -2,7 +2,9 @@
 // scales s = mean|x|^α, normalised so that max(s)·min(s) = 1, over a grid of α = 0, 1/n, …,
 // (n−1)/n; each candidate quantizes W·diag(s) and undoes the scale, Q(W·diag(s))·diag(s)⁻¹, and
 // the α whose output on the sampled inputs is closest (mean squared error) to the fp output wins.
-// α = 0 is s = 1, round-to-nearest, so the search never picks worse than RTN on its own sample.
+// Round-to-nearest (s = 1) is always a candidate — α = 0 of the paper's grid; with duo scaling α = 0
+// is s = 1/mean(|w|/max|w|), so s = 1 is scored beside the grid — and the search never picks worse
+// than RTN on its own sample.
 //
 // What "the output" is, per group (as AutoAWQ's module2inspect, except q/k/v):
 //   q/k/v      the three projections' outputs (AutoAWQ runs the whole attention; the sampled rows
@@ -16,11 +18,12 @@ public struct AWQScaleChoice: Sendable, Equatable {
     public var alpha: Float
     /// Per input channel.
     public var scales: [Float]
-    /// Mean squared output error for each α of the grid (index 0: α = 0, round-to-nearest).
+    /// Mean squared output error for each α of the grid.
     public var losses: [Double]
+    /// Mean squared output error of round-to-nearest (s = 1).
+    public var rtnLoss: Double
 
-    public var rtnLoss: Double { losses[0] }
-    public var bestLoss: Double { losses.min() ?? 0 }
+    public var bestLoss: Double { Swift.min(losses.min() ?? rtnLoss, rtnLoss) }
 }
 
 enum AWQScaleSearch {
@@ -77,19 +80,13 @@ enum AWQScaleSearch {
     /// the choice's `scales` are the unexpanded ones.
     static func searchLinear(x: Matrix, mean: [Float], weight: Matrix, quantizer: GroupQuantizer, gridPoints: Int,
                              weightMean: [Float]? = nil, expand: ([Float]) -> [Float] = { $0 }) -> AWQScaleChoice {
-        var best: (loss: Double, alpha: Float, scales: [Float])? = nil
-        var losses: [Double] = []
-        for alpha in grid(gridPoints) {
-            let s = scales(mean: mean, alpha: alpha, weightMean: weightMean)
+        return choose(mean: mean, gridPoints: gridPoints, weightMean: weightMean) { s in
             var delta = scaledFakeQuantized(weight, scales: expand(s), quantizer: quantizer)
             // (W − Ŵ)·x: the output error of every row at once.
             for i in 0..<delta.values.count { delta.values[i] = weight.values[i] - delta.values[i] }
             let e = AWQMath.matmulNT(x, delta)
-            let loss = AWQMath.meanSquaredDifference(e.values, [Float](repeating: 0, count: e.values.count))
-            losses.append(loss)
-            if best == nil || loss < best!.loss { best = (loss, alpha, s) }
+            return AWQMath.meanSquaredDifference(e.values, [Float](repeating: 0, count: e.values.count))
         }
-        return AWQScaleChoice(alpha: best!.alpha, scales: best!.scales, losses: losses)
     }
 
     /// down(silu(gate·x) ⊙ up·x).
@@ -104,16 +101,26 @@ enum AWQScaleSearch {
     static func searchMLP(x: Matrix, mean: [Float], gate: Matrix, up: Matrix, down: Matrix, quantizer: GroupQuantizer,
                           gridPoints: Int, weightMean: [Float]? = nil) -> AWQScaleChoice {
         let reference = mlp(x, gate: gate, up: up, down: down)
-        var best: (loss: Double, alpha: Float, scales: [Float])? = nil
+        return choose(mean: mean, gridPoints: gridPoints, weightMean: weightMean) { s in
+            let out = mlp(x, gate: scaledFakeQuantized(gate, scales: s, quantizer: quantizer),
+                          up: scaledFakeQuantized(up, scales: s, quantizer: quantizer), down: down)
+            return AWQMath.meanSquaredDifference(out.values, reference.values)
+        }
+    }
+
+    /// Scores every α of the grid and round-to-nearest with `loss`; the smallest wins (RTN on a tie).
+    static func choose(mean: [Float], gridPoints: Int, weightMean: [Float]?, loss: ([Float]) -> Double) -> AWQScaleChoice {
+        let ones = [Float](repeating: 1, count: mean.count)
+        // Without duo scaling, α = 0 is s = 1 exactly: its loss is RTN's, not computed twice.
+        let rtn: Double? = weightMean == nil ? nil : loss(ones)
+        var best: (loss: Double, alpha: Float, scales: [Float]) = (rtn ?? .infinity, 0, ones)
         var losses: [Double] = []
         for alpha in grid(gridPoints) {
             let s = scales(mean: mean, alpha: alpha, weightMean: weightMean)
-            let out = mlp(x, gate: scaledFakeQuantized(gate, scales: s, quantizer: quantizer),
-                          up: scaledFakeQuantized(up, scales: s, quantizer: quantizer), down: down)
-            let loss = AWQMath.meanSquaredDifference(out.values, reference.values)
-            losses.append(loss)
-            if best == nil || loss < best!.loss { best = (loss, alpha, s) }
+            let l = loss(s)
+            losses.append(l)
+            if l < best.loss { best = (l, alpha, s) }
         }
-        return AWQScaleChoice(alpha: best!.alpha, scales: best!.scales, losses: losses)
+        return AWQScaleChoice(alpha: best.alpha, scales: best.scales, losses: losses, rtnLoss: rtn ?? losses[0])
     }
 }

@@ -136,7 +136,7 @@ func awqReadAll(_ fd: Int32) -> Data {
         let (model, weights) = try loadFP(source)
         let calibration = awqWindows(8, length: 48, vocab: 256, salt: 3)
         func quantized(search: Bool, clip: Bool = false) async throws -> (URL, AWQResult) {
-            let options = AWQOptions(groupSize: 32, searchScale: search, searchClip: clip, searchTokens: 256)
+            let options = AWQOptions(groupSize: 32, searchScale: search, searchClip: clip, duoScaling: false, searchTokens: 256)   // the paper's scales, as measured
             let result = try await AutoAWQ.quantize(model: model, weights: weights, windows: calibration, options: options)
             let dir = try temporaryDirectory("awq-q"), deq = try temporaryDirectory("awq-qd")
             try AWQWriter.write(result: result, source: source, options: options, run: [:], to: dir)
