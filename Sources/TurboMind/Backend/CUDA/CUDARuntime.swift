@@ -207,8 +207,8 @@ public enum CUDARuntime {
     /// The kernel source embedded in the binary, or the file $LMDEPLOY_CUDA_KERNELS names: lets a kernel
     /// change be checked (selftest) and timed on the device without rebuilding the binary. A file that
     /// cannot be read is an error, never a silent fallback to the embedded source.
-    static func kernelSourceText() throws -> String {
-        if let path = ProcessInfo.processInfo.environment["LMDEPLOY_CUDA_KERNELS"], !path.isEmpty {
+    static func kernelSourceText(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> String {
+        if let path = environment["LMDEPLOY_CUDA_KERNELS"], !path.isEmpty {
             guard let data = FileManager.default.contents(atPath: path) else {
                 throw CUDAError.failed("LMDEPLOY_CUDA_KERNELS: cannot read '\(path)'")
             }
