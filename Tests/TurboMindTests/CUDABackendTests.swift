@@ -38,6 +38,20 @@ let cudaUsable: Bool = (try? CUDABackend()) != nil
         }
     }
 
+    /// LMDEPLOY_CUDA_KERNELS replaces the embedded source with the file's text; an unreadable path is an
+    /// error naming it (a silent fallback would time the wrong kernels); unset or empty keeps the embedded one.
+    @Test func kernelSourceOverrideReadsTheNamedFileOrFails() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("kernels-override-\(UUID().uuidString).cu")
+        try "// variant\n".write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        #expect(try CUDARuntime.kernelSourceText(environment: ["LMDEPLOY_CUDA_KERNELS": file.path]) == "// variant\n")
+        #expect(try CUDARuntime.kernelSourceText(environment: [:]) == CUDARuntime.kernelSource)
+        #expect(try CUDARuntime.kernelSourceText(environment: ["LMDEPLOY_CUDA_KERNELS": ""]) == CUDARuntime.kernelSource)
+        let missing = file.path + ".missing"
+        let error = #expect(throws: CUDAError.self) { try CUDARuntime.kernelSourceText(environment: ["LMDEPLOY_CUDA_KERNELS": missing]) }
+        #expect(error?.description.contains(missing) == true, "\(String(describing: error))")
+    }
+
     /// kernels.cu compiles for Ampere and Hopper wherever NVRTC is found, GPU or not (locally:
     /// `pip install --target DIR nvidia-cuda-nvrtc` and LMDEPLOY_CUDA_LIBS=DIR/nvidia/cu13/lib).
     @Test(.enabled(if: CUDARuntime.nvrtcPresent, "NVRTC not found (set LMDEPLOY_CUDA_LIBS): kernels.cu compile check skipped"),

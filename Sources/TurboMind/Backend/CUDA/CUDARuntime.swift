@@ -204,7 +204,18 @@ public enum CUDARuntime {
         return base.appendingPathComponent("lmdeploy-swift/cuda-kernels")
     }
 
-    /// The kernel source embedded in the binary.
+    /// The kernel source embedded in the binary, or the file $LMDEPLOY_CUDA_KERNELS names: lets a kernel
+    /// change be checked (selftest) and timed on the device without rebuilding the binary. A file that
+    /// cannot be read is an error, never a silent fallback to the embedded source.
+    static func kernelSourceText(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> String {
+        if let path = environment["LMDEPLOY_CUDA_KERNELS"], !path.isEmpty {
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw CUDAError.failed("LMDEPLOY_CUDA_KERNELS: cannot read '\(path)'")
+            }
+            return String(decoding: data, as: UTF8.self)
+        }
+        return kernelSource
+    }
     static var kernelSource: String { String(decoding: PackageResources.kernels_cu, as: UTF8.self) }
 
     nonisolated(unsafe) private static var kernelsResult: Result<CUDAKernels, Error>?
@@ -214,7 +225,7 @@ public enum CUDARuntime {
         lock.lock()
         defer { lock.unlock() }
         if kernelsResult == nil {
-            kernelsResult = Result { try CUDAKernels(source: kernelSource, arch: arch, cacheDirectory: kernelCacheDirectory) }
+            kernelsResult = Result { try CUDAKernels(source: try kernelSourceText(), arch: arch, cacheDirectory: kernelCacheDirectory) }
         }
         return try kernelsResult!.get()
     }
