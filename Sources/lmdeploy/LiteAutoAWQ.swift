@@ -104,7 +104,7 @@ struct LiteAutoAWQ: AsyncParsableCommand {
         let calibration = CalibrationOptions(dataset: calibDataset ?? recorded?.dataset ?? "c4", samples: calibSamples ?? recorded?.samples ?? 128,
                                              seqlen: calibSeqlen ?? recorded?.seqlen ?? 2048, seed: seed ?? recorded?.seed ?? 0,
                                              batchTokens: batchTokens, threads: threads)
-        let options = AWQOptions(bits: wBits, groupSize: wGroupSize, searchScale: !noSearch, searchClip: searchClip,
+        let options = AWQOptions(bits: wBits, groupSize: wGroupSize, searchScale: !noSearch, searchClip: searchClip && !noSearch,
                                  duoScaling: duoScaling, searchTokens: searchTokens)
         let source = try ModelSource.load(path: modelPath ?? model!)
         FileHandle.standardError.write(Data("auto_awq: calibration \(calibration.dataset), \(calibration.samples) × \(calibration.seqlen) tokens, seed \(calibration.seed)\(recorded != nil ? " (from calibrate's summary unless overridden)" : "")\n".utf8))

@@ -76,7 +76,7 @@ func awqReadAll(_ fd: Int32) -> Data {
         try #require(status == 0, "awq_reference.py rtn failed: \(output)")
 
         let (model, weights) = try loadFP(source)
-        let options = AWQOptions(groupSize: groupSize, searchScale: false)
+        let options = AWQOptions(groupSize: groupSize, searchScale: false, searchClip: false)   // pure round-to-nearest, as --no-search
         let result = try await AutoAWQ.quantize(model: model, weights: weights, windows: awqWindows(2, length: 16, vocab: 256, salt: 1), options: options)
         try AWQWriter.write(result: result, source: source, options: options, run: [:], to: work)
 
