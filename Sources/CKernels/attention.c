@@ -228,6 +228,116 @@ CK_TARGET_AVX512 static void group_avx512(const float *q, int G, const void *k_p
 }
 #endif
 
+#if CK_HAVE_X86
+// AVX2 counterparts of exp512 / softmax_exp512 / group_avx512_t for machines without AVX-512 (Zen 3):
+// the same Cephes polynomial, 2^n built in the exponent bits (x ≥ -87.3 keeps n ≥ -126).
+CK_TARGET_AVX2 static inline __m256 exp256(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    __m256 y = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+CK_TARGET_AVX2 static inline float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+/// scores[p] = exp(scores[p] - mx) for p < n; returns their sum (8 lanes, then the tail in order).
+CK_TARGET_AVX2 static float softmax_exp256(float *scores, int n, float mx) {
+    __m256 m = _mm256_set1_ps(mx), sum = _mm256_setzero_ps();
+    int p = 0;
+    for (; p + 8 <= n; p += 8) {
+        __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(scores + p), m));
+        _mm256_storeu_ps(scores + p, e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    float s = hsum256(sum);
+    if (p < n) {
+        float t[8] = {0};
+        for (int i = p; i < n; i++) t[i - p] = scores[i] - mx;
+        __m256 e = exp256(_mm256_loadu_ps(t));
+        _mm256_storeu_ps(t, e);
+        for (int i = p; i < n; i++) { scores[i] = t[i - p]; s += t[i - p]; }
+    }
+    return s;
+}
+CK_TARGET_AVX2 CK_INLINE __m256 kv_load8(const void *pool, size_t off, int kind) {
+    if (kind == 2) return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)((const int8_t *)pool + off))));
+    return kind ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)pool + off)))
+                : _mm256_loadu_ps((const float *)pool + off);
+}
+// The G ≤ 8 query heads sharing one KV head in one pass over the context (G = 1 without GQA):
+// each K and V row is read and widened once for the group. q and the outputs (G × head_dim / 8 ≤ 64
+// vectors) live in L1 rather than registers. int8 folds scale and zero point as head_avx512_t does.
+CK_TARGET_AVX2 CK_INLINE void group_avx2_t(const float *q, int G, const void *k_pool, const void *v_pool, int kv_stride,
+                                           int block_size, const int32_t *blocks, int kv_offset, int p0, int n, int d,
+                                           float scale, float *scores, float *o, int kind, float *ml, const float *qp) {
+    const int nv = d / 8, m = n - p0;
+    __m256 qv[64], ov[64];
+    float kbias[8] = {0};
+    for (int g = 0; g < G; g++) {
+        for (int c = 0; c < nv; c++) {
+            qv[g * nv + c] = _mm256_loadu_ps(q + g * d + 8 * c);
+            ov[g * nv + c] = _mm256_setzero_ps();
+            if (kind == 2) {
+                kbias[g] += hsum256(qv[g * nv + c]);
+                qv[g * nv + c] = _mm256_mul_ps(qv[g * nv + c], _mm256_set1_ps(qp[0]));
+            }
+        }
+        kbias[g] *= qp[1];
+    }
+    float mx[8];
+    for (int g = 0; g < G; g++) mx[g] = -INFINITY;
+    for (int p = p0; p < n; p++) {
+        size_t k = ((size_t)blocks[p / block_size] * block_size + p % block_size) * kv_stride + kv_offset;
+        __m256 kc[32];
+        for (int c = 0; c < nv; c++) kc[c] = kv_load8(k_pool, k + 8 * c, kind);
+        for (int g = 0; g < G; g++) {
+            __m256 acc = _mm256_setzero_ps();
+            for (int c = 0; c < nv; c++) acc = _mm256_fmadd_ps(qv[g * nv + c], kc[c], acc);
+            float sc = (kind == 2 ? hsum256(acc) + kbias[g] : hsum256(acc)) * scale;
+            scores[g * m + p - p0] = sc;
+            if (sc > mx[g]) mx[g] = sc;
+        }
+    }
+    float inv[8], sums[8];
+    for (int g = 0; g < G; g++) {
+        float sum = sums[g] = softmax_exp256(scores + g * m, m, mx[g]);
+        inv[g] = ml ? 1.0f : 1.0f / sum;   // a partial keeps Σ p·V unnormalised, with its max and sum
+        if (ml) { ml[2 * g] = mx[g]; ml[2 * g + 1] = sum; }
+    }
+    for (int p = p0; p < n; p++) {
+        size_t v = ((size_t)blocks[p / block_size] * block_size + p % block_size) * kv_stride + kv_offset;
+        for (int c = 0; c < nv; c++) {
+            __m256 vc = kv_load8(v_pool, v + 8 * c, kind);
+            for (int g = 0; g < G; g++) ov[g * nv + c] = _mm256_fmadd_ps(_mm256_set1_ps(scores[g * m + p - p0]), vc, ov[g * nv + c]);
+        }
+    }
+    if (kind == 2)
+        for (int g = 0; g < G; g++)
+            for (int c = 0; c < nv; c++)
+                ov[g * nv + c] = _mm256_fmadd_ps(ov[g * nv + c], _mm256_set1_ps(qp[2]), _mm256_set1_ps(qp[3] * sums[g]));
+    for (int g = 0; g < G; g++)
+        for (int c = 0; c < nv; c++) _mm256_storeu_ps(o + g * d + 8 * c, _mm256_mul_ps(ov[g * nv + c], _mm256_set1_ps(inv[g])));
+}
+CK_TARGET_AVX2 static void group_avx2(const float *q, int G, const void *k_pool, const void *v_pool, int kv_stride,
+                                      int block_size, const int32_t *blocks, int kv_offset, int p0, int n, int d,
+                                      float scale, float *scores, float *o, int kind, float *ml, const float *qp) {
+    if (kind == 2) group_avx2_t(q, G, k_pool, v_pool, kv_stride, block_size, blocks, kv_offset, p0, n, d, scale, scores, o, 2, ml, qp);
+    else if (kind) group_avx2_t(q, G, k_pool, v_pool, kv_stride, block_size, blocks, kv_offset, p0, n, d, scale, scores, o, 1, ml, qp);
+    else group_avx2_t(q, G, k_pool, v_pool, kv_stride, block_size, blocks, kv_offset, p0, n, d, scale, scores, o, 0, ml, qp);
+}
+#endif
+
 typedef struct {
     const float *q; int q_stride;
     const void *k_pool, *v_pool; int kv_kind; int kv_stride, block_size;   // kind: 0 fp32, 1 fp16, 2 int8
@@ -240,7 +350,8 @@ typedef struct {
     float (*dot)(const float *, const float *, int);
     void (*axpy)(float *, float, const float *, int);
     int fused;     // use head_avx512
-    int group;     // query heads per task: heads / kv_heads with group_avx512, else 1
+    int avx2;      // use group_avx2 (any group size it takes, 1 included)
+    int group;     // query heads per task: heads / kv_heads with group_avx512 or group_avx2, else 1
     const int *chunks;   // per sequence: context pieces of its one query (1 = not split)
     float *partials;     // per task of a split sequence: group × d unnormalised outputs, then (max, sum) per head
 } attn_job;
@@ -305,6 +416,11 @@ static void attn_task(void *ctx, int task) {
         scratch = malloc(scratch_len * sizeof(float));
     }
 #if CK_HAVE_X86
+    if (j->avx2) {
+        group_avx2(j->q + (size_t)(seq->q_row + t) * j->q_stride + (size_t)h * j->d, j->group, j->k_pool, j->v_pool,
+                   j->kv_stride, j->block_size, seq->blocks, kvh * j->d, lo, hi, j->d, j->scale, scratch, o, j->kv_kind, ml, qp);
+        return;
+    }
     if (j->group > 1) {
         group_avx512(j->q + (size_t)(seq->q_row + t) * j->q_stride + (size_t)h * j->d, j->group, j->k_pool, j->v_pool,
                      j->kv_stride, j->block_size, seq->blocks, kvh * j->d, lo, hi, j->d, j->scale, scratch, o, j->kv_kind, ml, qp);
@@ -333,7 +449,7 @@ static void attn_task(void *ctx, int task) {
         scores[p] = expf(scores[p] - mx);
         sum += scores[p];
     }
-    for (int i = 0; i < j->d; i++) o[i] = 0;   // (never split: chunks > 1 only with the fused kernels)
+    for (int i = 0; i < j->d; i++) o[i] = 0;   // (never split: chunks > 1 only with the fused and group kernels)
     for (int p = p0; p < n; p++) {
         size_t off = ((size_t)seq->blocks[p / bs] * bs + p % bs) * j->kv_stride + (size_t)kvh * j->d;
         j->axpy(o, scores[p - p0], kv_row(j, j->v_pool, off, tmp, qp[2], qp[3]), j->d);
@@ -347,7 +463,7 @@ static void attention(const float *q, int q_stride, const void *k_pool, const vo
                       float *out, int out_stride, int heads, int kv_heads, int d, float scale, int window) {
     if (nseq <= 0) return;
     attn_job j = {q, q_stride, k_pool, v_pool, kind, kv_stride, block_size, params, seqs, nseq, NULL, out, out_stride,
-                  heads, kv_heads, d, window, scale, dot_scalar, axpy_scalar, 0, 1, NULL, NULL};
+                  heads, kv_heads, d, window, scale, dot_scalar, axpy_scalar, 0, 0, 1, NULL, NULL};
     switch (ck_isa_level()) {
 #if CK_HAVE_X86
     case CK_ISA_AVX512:
@@ -357,7 +473,14 @@ static void attention(const float *q, int q_stride, const void *k_pool, const vo
         if (j.fused && heads / kv_heads > 1 && heads / kv_heads <= 4 && heads / kv_heads * (d / 16) <= 12)
             j.group = heads / kv_heads;
         break;
-    case CK_ISA_AVX2: j.dot = dot_avx2; j.axpy = axpy_avx2; break;
+    case CK_ISA_AVX2:
+        j.dot = dot_avx2;
+        j.axpy = axpy_avx2;
+        if (d % 8 == 0 && d <= 256 && heads / kv_heads <= 8 && heads / kv_heads * (d / 8) <= 64) {
+            j.avx2 = 1;
+            j.group = heads / kv_heads;
+        }
+        break;
 #endif
     default: break;
     }
@@ -368,7 +491,7 @@ static void attention(const float *q, int q_stride, const void *k_pool, const vo
     for (int s = 0; s < nseq; s++) {
         task_base[s] = tasks;
         int n = seqs[s].start + 1, p0 = window > 0 && n > window ? n - window : 0;
-        chunks[s] = j.fused && seqs[s].tokens == 1 && n - p0 >= SPLIT_MIN ? (n - p0 + SPLIT_CHUNK - 1) / SPLIT_CHUNK : 1;
+        chunks[s] = (j.fused || j.avx2) && seqs[s].tokens == 1 && n - p0 >= SPLIT_MIN ? (n - p0 + SPLIT_CHUNK - 1) / SPLIT_CHUNK : 1;
         split |= chunks[s] > 1;
         tasks += seqs[s].tokens * (heads / j.group) * chunks[s];
     }

@@ -35,7 +35,7 @@ func close(_ a: Float, _ b: Float, scale: Float, tol: Float = 1e-5) -> Bool { ab
 @Suite(.serialized) struct KernelReferenceTests {
     init() { ck_init(3) }  // more threads than cores exercises the pool's hand-off too
 
-    @Test(arguments: [(1, 1, 1), (1, 37, 19), (3, 65, 131), (5, 130, 576), (9, 257, 33), (4, 16, 16)])
+    @Test(arguments: [(1, 1, 1), (1, 37, 19), (3, 65, 131), (5, 130, 576), (9, 257, 33), (4, 16, 16), (101, 45, 777)])
     func matmulMatchesReference(shape: (Int, Int, Int)) {
         let (m, n, k) = shape
         var r = Rand(state: UInt64(m * 1000 + n * 10 + k))
@@ -90,6 +90,27 @@ func close(_ a: Float, _ b: Float, scale: Float, tol: Float = 1e-5) -> Bool { ab
                 #expect(single == Array(batch[i * n..<(i + 1) * n]), "\(isa): row \(i) differs alone vs in a batch of 9")
             }
         }
+    }
+
+    /// The prefill GEMM gives a row the same bits whatever rows surround it (its blocking depends on
+    /// n and k only), so a prompt's logits do not change with the chunk it was prefilled in.
+    @Test func gemmRowsDoNotDependOnBatch() {
+        let n = 83, k = 801, m = 103
+        var r = Rand(state: 11)
+        let w = r.array(n * k).map(bf16), x = r.array(m * k)
+        for isa in availableISAs() where isa != "scalar" {   // scalar: OpenBLAS, whose order is its own
+            _ = ck_force_isa(isa)
+            var batch = [Float](repeating: 0, count: m * n)
+            ck_gemm_wt(w, CK_BF16, x, &batch, Int32(m), Int32(n), Int32(k), nil)
+            for (lo, rows) in [(0, 8), (97, 6), (50, 13)] {
+                var part = [Float](repeating: 0, count: rows * n)
+                Array(x[lo * k..<(lo + rows) * k]).withUnsafeBufferPointer {
+                    ck_gemm_wt(w, CK_BF16, $0.baseAddress, &part, Int32(rows), Int32(n), Int32(k), nil)
+                }
+                #expect(part == Array(batch[lo * n..<(lo + rows) * n]), "\(isa): rows \(lo)..<\(lo + rows) differ from the batch of \(m)")
+            }
+        }
+        _ = ck_force_isa("avx512") != 0 || ck_force_isa("avx2") != 0 || ck_force_isa("scalar") != 0
     }
 
     @Test func widenAndGather() {

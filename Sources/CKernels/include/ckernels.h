@@ -36,8 +36,9 @@ const char *ck_cpu_features(void);
 void ck_matmul_wt(const void *W, ck_dtype wtype, const float *X, float *Y,
                   int m, int n, int k, const float *bias);
 
-/// The same product for many rows (prefill) through OpenBLAS sgemm on widened weight tiles.
-/// Faster for m ≳ 8, but its reduction order depends on m: decode keeps to ck_matmul_wt.
+/// The same product for many rows (prefill): a blocked AVX2/FMA GEMM widening weight panels on the
+/// fly (OpenBLAS sgemm on widened tiles at the scalar level).
+/// Faster for m ≳ 8; its reduction order differs from ck_matmul_wt's, so decode keeps to that one.
 void ck_gemm_wt(const void *W, ck_dtype wtype, const float *X, float *Y, int m, int n, int k,
                 const float *bias);
 
