@@ -10,6 +10,7 @@
 #include "isa.h"
 #include "pool.h"
 #include <cblas.h>
+#include <math.h>
 #include <stdlib.h>
 
 // AVX-512 VNNI (Ice Lake, Zen 4): vpdpwssd fuses the multiply-add and the int32 sum. Per thread,
@@ -76,6 +77,10 @@ typedef struct {
     int rows_per_task;
 } q4_job;
 
+// The zero point's share of a group, −z·s·Σx, folded into a row's correction with one fused
+// multiply-add: written out so that every kernel path rounds it identically.
+CK_INLINE float q4_corr(float corr, float z, float s, float xsum) { return fmaf(-(z * s), xsum, corr); }
+
 static inline int nibble(const uint8_t *row, int i) {
     uint8_t b = row[(i / 32) * 16 + (i % 16)];
     return (i % 32) >= 16 ? b >> 4 : b & 15;
@@ -117,6 +122,7 @@ static void dequant_scalar(const uint8_t *W, const uint16_t *szs, int G, int k, 
 }
 
 #if CK_HAVE_X86
+#define CK_TARGET_AVX512_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")))
 // ---- AVX-512: integer dot products ------------------------------------------------------------
 // Converting every nibble to fp32 made the loop compute-bound at ~3 weights per cycle, slower than
 // streaming bf16. Instead each input vector is quantized once per call to int16 per group of G
@@ -152,14 +158,15 @@ CK_TARGET_AVX512 CK_INLINE void row512(const q4_job *j, int r, int v0, int V) {
             }
         }
         for (; b < G; b += 32) {
-            const int p = (b / 32) & 1;
+            // Into the first accumulator: int32 sums are exact in any order, and a run-time index
+            // here would put the accumulators in memory (it did: stack spills in every group).
             __m128i raw = _mm_loadu_si128((const __m128i *)(w + (base + b) / 2));
             __m128i lo = _mm_and_si128(raw, low), hi = _mm_and_si128(_mm_srli_epi16(raw, 4), low);
             // inputs 0..15 then 16..31 of the block, as 32 words
             __m512i q = _mm512_cvtepu8_epi16(_mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1));
             for (int v = 0; v < V; v++) {
                 __m512i x = _mm512_loadu_si512((const void *)(j->x16 + (size_t)(v0 + v) * k + base + b));
-                a[v][p] = _mm512_add_epi32(a[v][p], _mm512_madd_epi16(q, x));
+                a[v][0] = _mm512_add_epi32(a[v][0], _mm512_madd_epi16(q, x));
             }
         }
         const float s = _cvtsh_ss(sz[2 * g]), z = _cvtsh_ss(sz[2 * g + 1]);
@@ -167,14 +174,14 @@ CK_TARGET_AVX512 CK_INLINE void row512(const q4_job *j, int r, int v0, int V) {
             const size_t gi = (size_t)(v0 + v) * groups + g;
             __m512 d = _mm512_cvtepi32_ps(_mm512_add_epi32(a[v][0], a[v][1]));
             acc[v] = _mm512_fmadd_ps(d, _mm512_set1_ps(s * j->xscale[gi]), acc[v]);
-            corr[v] -= z * s * j->xsum[gi];
+            corr[v] = q4_corr(corr[v], z, s, j->xsum[gi]);
         }
     }
     for (int v = 0; v < V; v++)
         j->Y[(size_t)(v0 + v) * j->n + r] = _mm512_reduce_add_ps(acc[v]) + corr[v] + (j->bias ? j->bias[r] : 0.0f);
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c"))) CK_INLINE void row512v(const q4_job *j, int r, int v0, int V) {
+CK_TARGET_AVX512_VNNI CK_INLINE void row512v(const q4_job *j, int r, int v0, int V) {
     const int k = j->k, G = j->group, groups = k / G;
     const uint8_t *w = j->W + (size_t)r * (k / 2);
     const uint16_t *sz = j->sz + (size_t)r * groups * 2;
@@ -203,14 +210,15 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c"))
             }
         }
         for (; b < G; b += 32) {
-            const int p = (b / 32) & 1;
+            // Into the first accumulator: int32 sums are exact in any order, and a run-time index
+            // here would put the accumulators in memory (it did: stack spills in every group).
             __m128i raw = _mm_loadu_si128((const __m128i *)(w + (base + b) / 2));
             __m128i lo = _mm_and_si128(raw, low), hi = _mm_and_si128(_mm_srli_epi16(raw, 4), low);
             // inputs 0..15 then 16..31 of the block, as 32 words
             __m512i q = _mm512_cvtepu8_epi16(_mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1));
             for (int v = 0; v < V; v++) {
                 __m512i x = _mm512_loadu_si512((const void *)(j->x16 + (size_t)(v0 + v) * k + base + b));
-                a[v][p] = _mm512_dpwssd_epi32(a[v][p], q, x);
+                a[v][0] = _mm512_dpwssd_epi32(a[v][0], q, x);
             }
         }
         const float s = _cvtsh_ss(sz[2 * g]), z = _cvtsh_ss(sz[2 * g + 1]);
@@ -218,49 +226,93 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c"))
             const size_t gi = (size_t)(v0 + v) * groups + g;
             __m512 d = _mm512_cvtepi32_ps(_mm512_add_epi32(a[v][0], a[v][1]));
             acc[v] = _mm512_fmadd_ps(d, _mm512_set1_ps(s * j->xscale[gi]), acc[v]);
-            corr[v] -= z * s * j->xsum[gi];
+            corr[v] = q4_corr(corr[v], z, s, j->xsum[gi]);
         }
     }
     for (int v = 0; v < V; v++)
         j->Y[(size_t)(v0 + v) * j->n + r] = _mm512_reduce_add_ps(acc[v]) + corr[v] + (j->bias ? j->bias[r] : 0.0f);
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c"))) static void rows_avx512_vnni(const q4_job *j, int r0, int r1) {
-    // Up to four vectors: row by row (one stream the prefetcher follows). More: a block of rows
-    // (~32 KiB of packed weights, kept in L2) meets each group of four vectors (their int16 inputs
-    // kept in L1) in turn; each output's arithmetic is the same either way.
-    const int block = j->m <= 4 ? r1 - r0 : (int)(32768 / ((size_t)j->k / 2)) + 1;
-    for (int b0 = r0; b0 < r1; b0 += block) {
-        const int b1 = b0 + block < r1 ? b0 + block : r1;
-        for (int v0 = 0; v0 < j->m; v0 += 4)
-            for (int r = b0; r < b1; r++) {
-                switch (j->m - v0) {
-                case 1: row512v(j, r, v0, 1); break;
-                case 2: row512v(j, r, v0, 2); break;
-                case 3: row512v(j, r, v0, 3); break;
-                default: row512v(j, r, v0, 4); break;
-                }
-            }
+// Decode (one vector, G % 64 == 0): four rows per pass share every x16 load, and nothing indexed
+// at run time sits between the loads and the multiply-adds, so the accumulators stay in registers.
+// Each row's arithmetic is row512's exactly (the same group sums, fma order, reduction and
+// correction), so a row's result does not depend on which path computed it.
+#define Q4_ROW4_LOAD(i)                                                                                     \
+    {                                                                                                       \
+        __m256i raw = _mm256_loadu_si256((const __m256i *)(w + (i) * rb + b / 2));                          \
+        __m512i lo = _mm512_cvtepu8_epi16(_mm256_and_si256(raw, low));                                      \
+        __m512i hi = _mm512_cvtepu8_epi16(_mm256_and_si256(_mm256_srli_epi16(raw, 4), low));                \
+        a##i##0 = Q4_DOT(a##i##0, lo, xl);                                                                  \
+        a##i##1 = Q4_DOT(a##i##1, hi, xh);                                                                  \
     }
-}
-CK_TARGET_AVX512 static void rows_avx512(const q4_job *j, int r0, int r1) {
-    // Up to four vectors: row by row (one stream the prefetcher follows). More: a block of rows
-    // (~32 KiB of packed weights, kept in L2) meets each group of four vectors (their int16 inputs
-    // kept in L1) in turn; each output's arithmetic is the same either way.
-    const int block = j->m <= 4 ? r1 - r0 : (int)(32768 / ((size_t)j->k / 2)) + 1;
-    for (int b0 = r0; b0 < r1; b0 += block) {
-        const int b1 = b0 + block < r1 ? b0 + block : r1;
-        for (int v0 = 0; v0 < j->m; v0 += 4)
-            for (int r = b0; r < b1; r++) {
-                switch (j->m - v0) {
-                case 1: row512(j, r, v0, 1); break;
-                case 2: row512(j, r, v0, 2); break;
-                case 3: row512(j, r, v0, 3); break;
-                default: row512(j, r, v0, 4); break;
-                }
-            }
+#define Q4_ROW4_GROUP(i)                                                                                    \
+    {                                                                                                       \
+        const uint16_t *q = sz + (size_t)(i) * groups * 2 + 2 * g;                                          \
+        const float s = _cvtsh_ss(q[0]), z = _cvtsh_ss(q[1]);                                               \
+        acc##i = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(a##i##0, a##i##1)), _mm512_set1_ps(s * xs[g]), acc##i); \
+        corr##i = q4_corr(corr##i, z, s, xsum[g]);                                                          \
     }
-}
+#define Q4_ROWS4(NAME, TARGET)                                                                              \
+    TARGET static void NAME(const q4_job *j, int r) {                                                       \
+        const int k = j->k, G = j->group, groups = k / G;                                                   \
+        const size_t rb = (size_t)k / 2;                                                                    \
+        const uint8_t *w = j->W + (size_t)r * rb;                                                           \
+        const uint16_t *sz = j->sz + (size_t)r * groups * 2;                                                \
+        const int16_t *x16 = j->x16;                                                                        \
+        const float *xs = j->xscale, *xsum = j->xsum;                                                       \
+        const __m256i low = _mm256_set1_epi8(15);                                                           \
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;                          \
+        float corr0 = 0, corr1 = 0, corr2 = 0, corr3 = 0;                                                   \
+        for (int g = 0; g < groups; g++) {                                                                  \
+            __m512i a00 = _mm512_setzero_si512(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00,    \
+                    a30 = a00, a31 = a00;                                                                   \
+            for (int b = g * G; b < (g + 1) * G; b += 64) {                                                 \
+                const __m512i xl = _mm512_loadu_si512((const void *)(x16 + b));                             \
+                const __m512i xh = _mm512_loadu_si512((const void *)(x16 + b + 32));                        \
+                Q4_ROW4_LOAD(0) Q4_ROW4_LOAD(1) Q4_ROW4_LOAD(2) Q4_ROW4_LOAD(3)                             \
+            }                                                                                               \
+            Q4_ROW4_GROUP(0) Q4_ROW4_GROUP(1) Q4_ROW4_GROUP(2) Q4_ROW4_GROUP(3)                             \
+        }                                                                                                   \
+        const float *bias = j->bias;                                                                        \
+        j->Y[r] = _mm512_reduce_add_ps(acc0) + corr0 + (bias ? bias[r] : 0.0f);                             \
+        j->Y[r + 1] = _mm512_reduce_add_ps(acc1) + corr1 + (bias ? bias[r + 1] : 0.0f);                     \
+        j->Y[r + 2] = _mm512_reduce_add_ps(acc2) + corr2 + (bias ? bias[r + 2] : 0.0f);                     \
+        j->Y[r + 3] = _mm512_reduce_add_ps(acc3) + corr3 + (bias ? bias[r + 3] : 0.0f);                     \
+    }
+#define Q4_DOT(a, q, x) _mm512_add_epi32(a, _mm512_madd_epi16(q, x))
+Q4_ROWS4(rows4_512, CK_TARGET_AVX512)
+#undef Q4_DOT
+#define Q4_DOT(a, q, x) _mm512_dpwssd_epi32(a, q, x)
+Q4_ROWS4(rows4_512v, CK_TARGET_AVX512_VNNI)
+#undef Q4_DOT
+
+// Up to four vectors: row by row (one stream the prefetcher follows), four rows at a time for one
+// vector. More: a block of rows (~32 KiB of packed weights, kept in L2) meets each group of four
+// vectors (their int16 inputs kept in L1) in turn; each output's arithmetic is the same either way.
+#define Q4_ROWS(NAME, TARGET, ROW, ROWS4)                                                                   \
+    TARGET static void NAME(const q4_job *j, int r0, int r1) {                                              \
+        if (j->m == 1 && j->pairs) {                                                                        \
+            int r = r0;                                                                                     \
+            for (; r + 4 <= r1; r += 4) ROWS4(j, r);                                                        \
+            for (; r < r1; r++) ROW(j, r, 0, 1);                                                            \
+            return;                                                                                         \
+        }                                                                                                   \
+        const int block = j->m <= 4 ? r1 - r0 : (int)(32768 / ((size_t)j->k / 2)) + 1;                     \
+        for (int b0 = r0; b0 < r1; b0 += block) {                                                           \
+            const int b1 = b0 + block < r1 ? b0 + block : r1;                                               \
+            for (int v0 = 0; v0 < j->m; v0 += 4)                                                            \
+                for (int r = b0; r < b1; r++) {                                                             \
+                    switch (j->m - v0) {                                                                    \
+                    case 1: ROW(j, r, v0, 1); break;                                                        \
+                    case 2: ROW(j, r, v0, 2); break;                                                        \
+                    case 3: ROW(j, r, v0, 3); break;                                                        \
+                    default: ROW(j, r, v0, 4); break;                                                       \
+                    }                                                                                       \
+                }                                                                                           \
+        }                                                                                                   \
+    }
+Q4_ROWS(rows_avx512, CK_TARGET_AVX512, row512, rows4_512)
+Q4_ROWS(rows_avx512_vnni, CK_TARGET_AVX512_VNNI, row512v, rows4_512v)
 
 CK_TARGET_AVX512 static void dequant_avx512(const uint8_t *W, const uint16_t *szs, int G, int k, int r0, int r1, float *dst) {
     const int groups = k / G;
@@ -336,7 +388,7 @@ CK_TARGET_AVX2 CK_INLINE void row256(const q4_job *j, int r, int v0, int V) {
         for (int v = 0; v < V; v++) {
             const size_t gi = (size_t)(v0 + v) * groups + g;
             acc[v] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a[v]), _mm256_set1_ps(s * j->xscale[gi]), acc[v]);
-            corr[v] -= z * s * j->xsum[gi];
+            corr[v] = q4_corr(corr[v], z, s, j->xsum[gi]);
         }
     }
     for (int v = 0; v < V; v++)
