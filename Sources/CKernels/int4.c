@@ -237,6 +237,8 @@ CK_TARGET_AVX512_VNNI CK_INLINE void row512v(const q4_job *j, int r, int v0, int
 // at run time sits between the loads and the multiply-adds, so the accumulators stay in registers.
 // Each row's arithmetic is row512's exactly (the same group sums, fma order, reduction and
 // correction), so a row's result does not depend on which path computed it.
+// Each row's bytes are prefetched this many rows ahead (four passes): with weights far past the L3
+// the hardware prefetcher alone left decode at ~10-12 GB/s; 8 measured best of 4, 8, 16 (docs/w4a16.md).
 #ifndef Q4_PREFETCH_ROWS
 #define Q4_PREFETCH_ROWS 8
 #endif
