@@ -401,22 +401,12 @@ CK_TARGET_AVX2 CK_INLINE void row256(const q4_job *j, int r, int v0, int V) {
         j->Y[(size_t)(v0 + v) * j->n + r] = hsum256(acc[v]) + corr[v] + (j->bias ? j->bias[r] : 0.0f);
 }
 
-CK_TARGET_AVX2 static void rows_avx2(const q4_job *j, int r0, int r1) {
-    // Blocked as rows_avx512: rows stream for up to four vectors, ~32 KiB row blocks beyond.
-    const int block = j->m <= 4 ? r1 - r0 : (int)(32768 / ((size_t)j->k / 2)) + 1;
-    for (int b0 = r0; b0 < r1; b0 += block) {
-        const int b1 = b0 + block < r1 ? b0 + block : r1;
-        for (int v0 = 0; v0 < j->m; v0 += 4)
-            for (int r = b0; r < b1; r++) {
-                switch (j->m - v0) {
-                case 1: row256(j, r, v0, 1); break;
-                case 2: row256(j, r, v0, 2); break;
-                case 3: row256(j, r, v0, 3); break;
-                default: row256(j, r, v0, 4); break;
-                }
-            }
-    }
+// Blocked as rows_avx512 (the same loop, Q4_ROWS); without a four-row kernel here, one vector
+// takes its rows one at a time in order, exactly as the general loop would.
+CK_TARGET_AVX2 CK_INLINE void rows4_256(const q4_job *j, int r) {
+    for (int i = 0; i < 4; i++) row256(j, r + i, 0, 1);
 }
+Q4_ROWS(rows_avx2, CK_TARGET_AVX2, row256, rows4_256)
 
 CK_TARGET_AVX2 static void dequant_avx2(const uint8_t *W, const uint16_t *szs, int G, int k, int r0, int r1, float *dst) {
     const int groups = k / G;
