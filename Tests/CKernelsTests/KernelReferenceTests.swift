@@ -113,6 +113,59 @@ func close(_ a: Float, _ b: Float, scale: Float, tol: Float = 1e-5) -> Bool { ab
         _ = ck_force_isa("avx512") != 0 || ck_force_isa("avx2") != 0 || ck_force_isa("scalar") != 0
     }
 
+    /// `--dtype bfloat16` prefill: Y = bf16(X)·Wᵀ + bias against a double-precision sum of the rounded
+    /// inputs times the weights, on vdpbf16ps (where the CPU has it) and on the fallback, every ISA; odd
+    /// k (a half-empty last pair), column and row tails. On vdpbf16ps rows give the same bits alone as in
+    /// the batch (its blocking depends on n and k only); the fallback is ck_gemm_wt's, which makes no such promise.
+    @Test(arguments: [(1, 1, 1), (8, 32, 2), (9, 33, 3), (13, 45, 77), (17, 70, 257), (40, 96, 576), (7, 576, 1537)])
+    func gemmWithBF16InputsMatchesReference(shape: (Int, Int, Int)) {
+        let (m, n, k) = shape
+        var r = Rand(state: UInt64(m * 7919 + n * 31 + k))
+        let wb = r.array(n * k).map(bf16), x = r.array(m * k), bias = r.array(n)
+        let wf16 = wb.map { Float16(fromBF16($0)) }
+        let xr = x.map { fromBF16(bf16($0)) }
+        var paths: [(String, Int32)] = []
+        for isa in availableISAs() {
+            _ = ck_force_isa(isa)
+            paths.append((isa, 0))
+            if ck_gemm_use_dpbf16(1) != 0 { paths.append((isa, 1)) }
+        }
+        #expect(paths.contains { $0.1 == 1 } == ck_cpu_features().map { String(cString: $0).contains("avx512bf16") }!,
+                "vdpbf16ps runs exactly where the CPU has avx512bf16")
+        for (isa, dp) in paths {
+            _ = ck_force_isa(isa)
+            _ = ck_gemm_use_dpbf16(dp)
+            for type in [CK_BF16, CK_F16] {
+                let wq: [Float] = type == CK_BF16 ? wb.map(fromBF16) : wf16.map { Float($0) }
+                var y = [Float](repeating: .nan, count: m * n)
+                if type == CK_BF16 { ck_gemm_bf16x(wb, type, x, &y, Int32(m), Int32(n), Int32(k), bias) }
+                else { ck_gemm_bf16x(wf16, type, x, &y, Int32(m), Int32(n), Int32(k), bias) }
+                var worst: Float = 0
+                for i in 0..<m {
+                    for j in 0..<n {
+                        var ref = Double(bias[j])
+                        for t in 0..<k { ref += Double(wq[j * k + t]) * Double(xr[i * k + t]) }
+                        worst = max(worst, abs(y[i * n + j] - Float(ref)))
+                        #expect(close(y[i * n + j], Float(ref), scale: Float(k).squareRoot()), "\(isa) dp=\(dp) \(type) [\(i),\(j)] \(y[i * n + j]) vs \(ref)")
+                    }
+                }
+                if m > 1 && dp == 1 {
+                    for (lo, rows) in [(0, 1), (m - 1, 1), (m / 2, m - m / 2)] {
+                        var part = [Float](repeating: .nan, count: rows * n)
+                        Array(x[lo * k..<(lo + rows) * k]).withUnsafeBufferPointer { xs in
+                            if type == CK_BF16 { ck_gemm_bf16x(wb, type, xs.baseAddress, &part, Int32(rows), Int32(n), Int32(k), bias) }
+                            else { ck_gemm_bf16x(wf16, type, xs.baseAddress, &part, Int32(rows), Int32(n), Int32(k), bias) }
+                        }
+                        #expect(part == Array(y[lo * n..<(lo + rows) * n]), "\(isa) dp=\(dp) \(type): rows \(lo)..<\(lo + rows) differ from the batch of \(m)")
+                    }
+                }
+                if (m, n, k) == (7, 576, 1537) { print("bf16-input gemm \(isa) dp=\(dp) \(type): max |Δ| \(worst)") }
+            }
+        }
+        _ = ck_gemm_use_dpbf16(1)
+        _ = ck_force_isa("avx512") != 0 || ck_force_isa("avx2") != 0 || ck_force_isa("scalar") != 0
+    }
+
     @Test func widenAndGather() {
         var r = Rand(state: 3)
         let v = r.array(100_003)

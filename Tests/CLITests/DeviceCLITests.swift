@@ -34,6 +34,20 @@ let gpuUsable: Bool = (try? CUDABackend()) != nil
         #expect(bad.status != 0 && bad.stderr.contains("--device must be cpu, cuda or auto"), "stderr: \(bad.stderr)")
     }
 
+    /// `--dtype`: bfloat16 runs on the CPU and says so; float16 is CUDA's and refused on the CPU with the
+    /// choices that work there; a value outside lmdeploy's list names the list.
+    @Test func dtypeFlagIsAppliedOrRefused() throws {
+        let args = ["bench", CLI.model, "--input-len", "12", "--output-len", "2", "--runs", "1", "--device", "cpu"]
+        let bf16 = try CLI.run(args + ["--dtype", "bfloat16"])
+        #expect(bf16.status == 0 && bf16.stdout.contains("bf16 prefill"), "stdout: \(bf16.stdout) stderr: \(bf16.stderr)")
+        let fp32 = try CLI.run(args + ["--dtype", "float32"])
+        #expect(fp32.status == 0 && !fp32.stdout.contains("bf16 prefill"), "stdout: \(fp32.stdout) stderr: \(fp32.stderr)")
+        let fp16 = try CLI.run(args + ["--dtype", "float16"])
+        #expect(fp16.status != 0 && fp16.stderr.contains("--dtype float16 applies to CUDA"), "stderr: \(fp16.stderr)")
+        let bad = try CLI.run(args + ["--dtype", "half"])
+        #expect(bad.status != 0 && bad.stderr.contains("--dtype must be auto, float32, float16 or bfloat16, got 'half'"), "stderr: \(bad.stderr)")
+    }
+
     @Test(.enabled(if: !gpuUsable, "a usable GPU is present: the selftest runs instead (see CUDABackendTests)"))
     func selftestSkipsWithoutAGPU() throws {
         let auto = try CLI.run(["selftest", "--device", "auto"])

@@ -42,6 +42,16 @@ void ck_matmul_wt(const void *W, ck_dtype wtype, const float *X, float *Y,
 void ck_gemm_wt(const void *W, ck_dtype wtype, const float *X, float *Y, int m, int n, int k,
                 const float *bias);
 
+/// The prefill product with the inputs rounded to bf16 (nearest even): Y = bf16(X) · Wᵀ (+ bias),
+/// products exact, fp32 sums — a bf16 model computed in bf16 (`--dtype bfloat16`). AVX-512 BF16
+/// (vdpbf16ps) for bf16 weights, about twice ck_gemm_wt's speed; elsewhere ck_gemm_wt on the rounded
+/// inputs. A row's result does not depend on the rows beside it.
+void ck_gemm_bf16x(const void *W, ck_dtype wtype, const float *X, float *Y, int m, int n, int k,
+                   const float *bias);
+/// `on` = 0 makes the calling thread's ck_gemm_bf16x skip vdpbf16ps (tests run both paths); returns
+/// whether vdpbf16ps is now used (the CPU has AVX-512 BF16 and no lower ISA is forced); `on` < 0 only asks.
+int ck_gemm_use_dpbf16(int on);
+
 /// dst[i] = (float)src[i] for `count` elements, threaded (weight widening for BLAS prefill).
 void ck_widen(const void *src, ck_dtype type, float *dst, size_t count);
 /// Row gather with widening: dst[r][:] = table[ids[r]][:] (embedding lookup).

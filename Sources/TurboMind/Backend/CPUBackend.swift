@@ -138,13 +138,17 @@ public final class CPUBackend: Backend, @unchecked Sendable {
     public typealias KVCache = CPUKVCache
     public typealias Step = CPUStep
 
+    /// Prefill products against bf16 weights round their inputs to bf16 (`--dtype bfloat16`).
+    public let bf16Inputs: Bool
+
     /// Starts the kernel thread pool with `threads` threads (0 = all cores this process may use).
-    public init(threads: Int = 0) {
+    public init(threads: Int = 0, dtype: ComputeDType = .auto) {
         ck_init(Int32(threads))
+        bf16Inputs = dtype.cpuBF16Inputs
     }
 
     public var description: String {
-        "CPU (\(String(cString: ck_isa())), \(ck_threads()) threads)"
+        "CPU (\(String(cString: ck_isa()))\(bf16Inputs ? (ck_gemm_use_dpbf16(-1) != 0 ? ", bf16 prefill on avx512_bf16" : ", bf16 prefill inputs") : ""), \(ck_threads()) threads)"
     }
 
     public func memoryInfo() -> MemoryInfo { CPUBackend.hostMemory() }
@@ -288,6 +292,8 @@ public final class CPUBackend: Backend, @unchecked Sendable {
         // Below a handful of rows the GEMV kernel streams weights once and wins; above, BLAS does.
         if mode == .decode || rows < 8 {
             ck_matmul_wt(weight.base, weight.type, x.floats, out.floats, Int32(rows), Int32(weight.rows), Int32(weight.columns), b)
+        } else if bf16Inputs && weight.type == CK_BF16 {
+            ck_gemm_bf16x(weight.base, weight.type, x.floats, out.floats, Int32(rows), Int32(weight.rows), Int32(weight.columns), b)
         } else {
             ck_gemm_wt(weight.base, weight.type, x.floats, out.floats, Int32(rows), Int32(weight.rows), Int32(weight.columns), b)
         }

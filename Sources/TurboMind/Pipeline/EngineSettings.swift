@@ -17,10 +17,12 @@ public struct EngineSettings: Sendable, Equatable {
     public var threads: Int
     /// The backend: the CPU, CUDA, or CUDA when found (auto).
     public var device: DeviceChoice
+    /// The precision of the linear layers' inputs (`--dtype`).
+    public var dtype: ComputeDType
 
     public init(sessionLen: Int? = nil, maxBatchSize: Int? = nil, maxPrefillTokenNum: Int? = nil, cacheMaxEntryCount: Double? = nil,
                 cacheBlockSeqLen: Int? = nil, quantPolicy: Int? = nil, kvParamsDirectory: String? = nil, threads: Int = 0,
-                device: DeviceChoice = .auto) {
+                device: DeviceChoice = .auto, dtype: ComputeDType = .auto) {
         self.sessionLen = sessionLen
         self.maxBatchSize = maxBatchSize
         self.maxPrefillTokenNum = maxPrefillTokenNum
@@ -30,6 +32,7 @@ public struct EngineSettings: Sendable, Equatable {
         self.kvParamsDirectory = kvParamsDirectory
         self.threads = threads
         self.device = device
+        self.dtype = dtype
     }
 
     /// The engine config for `source`: settings first, then its workspace's config.ini, then defaults.
@@ -68,10 +71,12 @@ public struct EngineSettings: Sendable, Equatable {
         adjust(&config)
         switch try device.resolve() {
         case let .cuda(backend):
+            try dtype.checkCUDA()
             let model = try LlamaModel(backend: backend, config: source.config, weights: source.weights)
             return try Engine(model: model, tokenizer: source.tokenizer, config: config)
         case let .cpu(note):
-            let model = try LlamaModel(backend: CPUBackend(threads: threads), config: source.config, weights: source.weights)
+            try dtype.checkCPU()
+            let model = try LlamaModel(backend: CPUBackend(threads: threads, dtype: dtype), config: source.config, weights: source.weights)
             // `auto` on a machine with a driver but something missing says why it is on the CPU.
             let explain = note.flatMap { CUDARuntime.driverPresent ? [$0] : nil } ?? []
             return try Engine(model: model, tokenizer: source.tokenizer, config: config, notices: explain)
