@@ -237,14 +237,15 @@ CK_TARGET_AVX512_VNNI CK_INLINE void row512v(const q4_job *j, int r, int v0, int
 // at run time sits between the loads and the multiply-adds, so the accumulators stay in registers.
 // Each row's arithmetic is row512's exactly (the same group sums, fma order, reduction and
 // correction), so a row's result does not depend on which path computed it.
-// Each row's bytes are prefetched this many rows ahead (four passes): with weights far past the L3
-// the hardware prefetcher alone left decode at ~10-12 GB/s; 8 measured best of 4, 8, 16 (docs/w4a16.md).
+// Each row's bytes are prefetched this many rows ahead (four passes), into L2 (T2): with weights far
+// past the L3 the hardware prefetcher alone left decode at ~10-12 GB/s; 8 measured best of 4, 8, 16
+// (docs/w4a16.md). Into L1 (T0) Zen 4 reached 18-20 GB/s where T2 reaches 24-27 (docs/cpu-speed.md).
 #ifndef Q4_PREFETCH_ROWS
 #define Q4_PREFETCH_ROWS 8
 #endif
 #define Q4_ROW4_LOAD(i)                                                                                     \
     {                                                                                                       \
-        _mm_prefetch((const char *)(w + (i + Q4_PREFETCH_ROWS) * rb + b / 2), _MM_HINT_T0);                \
+        _mm_prefetch((const char *)(w + (i + Q4_PREFETCH_ROWS) * rb + b / 2), _MM_HINT_T2);                \
         __m256i raw = _mm256_loadu_si256((const __m256i *)(w + (i) * rb + b / 2));                          \
         __m512i lo = _mm512_cvtepu8_epi16(_mm256_and_si256(raw, low));                                      \
         __m512i hi = _mm512_cvtepu8_epi16(_mm256_and_si256(_mm256_srli_epi16(raw, 4), low));                \

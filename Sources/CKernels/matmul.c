@@ -69,12 +69,13 @@ CK_TARGET_AVX512 CK_INLINE void tile512(const matmul_job *j, int wt, int r, int 
     // in order, so this unrolling changes no result.
     for (; kk + 64 <= k; kk += 64) {
         if (R == 1) {
-            // Ahead in the same stream (rows are contiguous): the hardware prefetcher alone gave
-            // 14.0 GB/s where this gives 16.1 (bf16 past the L3, docs/cpu-speed.md).
+            // Ahead in the same stream (rows are contiguous), into L2 only: on Sapphire Rapids the
+            // hardware prefetcher alone gave 14.0 GB/s where a prefetch gave 16.1; on Zen 4 one into
+            // L1 (T0) cost a third (21 against 31 GB/s) and one into L2 (T2) gives 31-34 (docs/cpu-speed.md).
             const char *ahead = (const char *)j->W + ((size_t)r * k + kk) * (wt == CK_F32 ? 4 : 2) + MATMUL_PREFETCH_BYTES;
-            _mm_prefetch(ahead, _MM_HINT_T0);
-            _mm_prefetch(ahead + 64, _MM_HINT_T0);
-            if (wt == CK_F32) { _mm_prefetch(ahead + 128, _MM_HINT_T0); _mm_prefetch(ahead + 192, _MM_HINT_T0); }
+            _mm_prefetch(ahead, _MM_HINT_T2);
+            _mm_prefetch(ahead + 64, _MM_HINT_T2);
+            if (wt == CK_F32) { _mm_prefetch(ahead + 128, _MM_HINT_T2); _mm_prefetch(ahead + 192, _MM_HINT_T2); }
         }
         __m512 w[2][4];
         for (int i = 0; i < R; i++)
