@@ -66,7 +66,7 @@ func referenceQuantize(_ x: Float, scale: Float, zero: Float) -> Int8 {
 
     /// Paged attention over an int8 cache equals softmax attention over the dequantized values
     /// (q·scale + zero per KV head), for plain, grouped (GQA) and split-context kernels.
-    @Test(arguments: [(4, 2, 64, 3), (6, 3, 19, 5), (4, 1, 80, 2), (9, 3, 64, 16)], [0, 7])
+    @Test(arguments: [(4, 2, 64, 3), (6, 3, 19, 5), (4, 1, 80, 2), (9, 3, 64, 16), (2, 2, 64, 4), (8, 2, 128, 16), (6, 2, 32, 8)], [0, 7])
     func pagedAttentionDequantizes(p: (Int, Int, Int, Int), window: Int) {
         let (heads, kvHeads, d, blockSize) = p
         var r = Rand(state: UInt64(heads * 17 + d + window))
