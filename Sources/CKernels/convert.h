@@ -57,6 +57,7 @@ static inline float ck_load_scalar(const void *W, int type, size_t i) {
     switch (type) {
     case 2: return ck_bf16_to_f32(((const uint16_t *)W)[i]);
     case 1: return ck_f16_to_f32(((const uint16_t *)W)[i]);
+    case 3: return (float)((const int8_t *)W)[i];
     default: return ((const float *)W)[i];
     }
 }

@@ -2,16 +2,28 @@
 // Decode is bound by reading the weights, so each weight chunk is widened once in registers
 // and used for up to four input vectors. Every output's reduction over k follows one fixed
 // order that depends on k alone, whatever m, n or the thread split: results do not depend on
-// batch composition (the engine's batch-invariance rests on this).
+// batch composition (the engine's batch-invariance rests on this). int8 weights (an LM head
+// quantized at load, per row: w = s·q) run the same loops on the codes and scale each sum once.
 #include "ckernels.h"
 #include "convert.h"
 #include "isa.h"
 #include "pool.h"
+#include <math.h>
+#include <stdlib.h>
 
 typedef struct {
     const void *W; int wt; const float *X; float *Y; int m, n, k; const float *bias;
     int rows_per_task;
+    const float *scales;   // int8 weights: one per row; else NULL
 } matmul_job;
+
+static inline size_t esize(int wt) { return wt == CK_F32 ? 4 : wt == CK_I8 ? 1 : 2; }
+
+/// An output from its row's sum: int8 rows scale it (s·Σ q·x), then the bias.
+static inline float finish(const matmul_job *j, int r, float sum) {
+    if (j->scales) sum *= j->scales[r];
+    return sum + (j->bias ? j->bias[r] : 0.0f);
+}
 
 // ---- portable C --------------------------------------------------------------------------
 static void rows_scalar(const matmul_job *j, int r0, int r1) {
@@ -25,7 +37,7 @@ static void rows_scalar(const matmul_job *j, int r0, int r1) {
                     s[l] += ck_load_scalar(j->W, j->wt, (size_t)r * j->k + kk + l) * x[kk + l];
             float sum = (s[0] + s[1]) + (s[2] + s[3]);
             for (; kk < j->k; kk++) sum += ck_load_scalar(j->W, j->wt, (size_t)r * j->k + kk) * x[kk];
-            j->Y[(size_t)v * j->n + r] = sum + (j->bias ? j->bias[r] : 0.0f);
+            j->Y[(size_t)v * j->n + r] = finish(j, r, sum);
         }
     }
 }
@@ -37,6 +49,7 @@ static void rows_scalar(const matmul_job *j, int r0, int r1) {
 
 // ---- AVX-512: 16 lanes, tiles of up to 2 rows × 4 vectors ------------------------------------
 CK_TARGET_AVX512 CK_INLINE __m512 w512(const void *W, int wt, size_t off) {
+    if (wt == CK_I8) return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)((const int8_t *)W + off))));
     if (wt == CK_BF16)
         return _mm512_castsi512_ps(_mm512_slli_epi32(
             _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)W + off))), 16));
@@ -45,6 +58,7 @@ CK_TARGET_AVX512 CK_INLINE __m512 w512(const void *W, int wt, size_t off) {
 }
 
 CK_TARGET_AVX512 CK_INLINE __m512 w512_tail(const void *W, int wt, size_t off, __mmask16 m) {
+    if (wt == CK_I8) return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, (const int8_t *)W + off)));
     if (wt == CK_BF16)
         return _mm512_castsi512_ps(_mm512_slli_epi32(
             _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)W + off)), 16));
@@ -72,9 +86,9 @@ CK_TARGET_AVX512 CK_INLINE void tile512(const matmul_job *j, int wt, int r, int 
             // Ahead in the same stream (rows are contiguous), into L2 only: on Sapphire Rapids the
             // hardware prefetcher alone gave 14.0 GB/s where a prefetch gave 16.1; on Zen 4 one into
             // L1 (T0) cost a third (21 against 31 GB/s) and one into L2 (T2) gives 31-34 (docs/cpu-speed.md).
-            const char *ahead = (const char *)j->W + ((size_t)r * k + kk) * (wt == CK_F32 ? 4 : 2) + MATMUL_PREFETCH_BYTES;
+            const char *ahead = (const char *)j->W + ((size_t)r * k + kk) * esize(wt) + MATMUL_PREFETCH_BYTES;
             _mm_prefetch(ahead, _MM_HINT_T2);
-            _mm_prefetch(ahead + 64, _MM_HINT_T2);
+            if (wt != CK_I8) _mm_prefetch(ahead + 64, _MM_HINT_T2);
             if (wt == CK_F32) { _mm_prefetch(ahead + 128, _MM_HINT_T2); _mm_prefetch(ahead + 192, _MM_HINT_T2); }
         }
         __m512 w[2][4];
@@ -114,8 +128,7 @@ CK_TARGET_AVX512 CK_INLINE void tile512(const matmul_job *j, int wt, int r, int 
     }
     for (int i = 0; i < R; i++)
         for (int v = 0; v < V; v++)
-            j->Y[(size_t)(v0 + v) * j->n + r + i] =
-                _mm512_reduce_add_ps(_mm512_add_ps(acc[i][v][0], acc[i][v][1])) + (j->bias ? j->bias[r + i] : 0.0f);
+            j->Y[(size_t)(v0 + v) * j->n + r + i] = finish(j, r + i, _mm512_reduce_add_ps(_mm512_add_ps(acc[i][v][0], acc[i][v][1])));
 }
 
 #define TILE512_V(J, WT, R0, R, V0, V) \
@@ -131,7 +144,7 @@ CK_TARGET_AVX512 CK_INLINE void rows512_t(const matmul_job *j, int wt, int r0, i
     }
     // Many vectors: a block of rows (~64 KiB of weights, kept in L2) meets each group of four
     // vectors (kept in L1) in turn, so neither is streamed from further away per tile.
-    const int block = (int)(65536 / ((size_t)j->k * (wt == CK_F32 ? 4 : 2))) / 2 * 2 + 2;
+    const int block = (int)(65536 / ((size_t)j->k * esize(wt))) / 2 * 2 + 2;
     for (int b0 = r0; b0 < r1; b0 += block) {
         int b1 = b0 + block < r1 ? b0 + block : r1;
         for (int v0 = 0; v0 < j->m; v0 += 4) {
@@ -140,9 +153,8 @@ CK_TARGET_AVX512 CK_INLINE void rows512_t(const matmul_job *j, int wt, int r0, i
                 if (v0 == 0 && b1 < r1) {
                     // Fetch the matching rows of the next block while this one computes, so the
                     // next block's first pass finds them in cache.
-                    const size_t esize = wt == CK_F32 ? 4 : 2;
-                    const char *next = (const char *)j->W + ((size_t)(r + block) * j->k) * esize;
-                    for (size_t off = 0; off < 2 * (size_t)j->k * esize; off += 64) _mm_prefetch(next + off, _MM_HINT_T1);
+                    const char *next = (const char *)j->W + ((size_t)(r + block) * j->k) * esize(wt);
+                    for (size_t off = 0; off < 2 * (size_t)j->k * esize(wt); off += 64) _mm_prefetch(next + off, _MM_HINT_T1);
                 }
                 TILE512_V(j, wt, r, 2, v0, V)
             }
@@ -155,12 +167,14 @@ CK_TARGET_AVX512 static void rows_avx512(const matmul_job *j, int r0, int r1) {
     switch (j->wt) {
     case CK_BF16: rows512_t(j, CK_BF16, r0, r1); break;
     case CK_F16: rows512_t(j, CK_F16, r0, r1); break;
+    case CK_I8: rows512_t(j, CK_I8, r0, r1); break;
     default: rows512_t(j, CK_F32, r0, r1); break;
     }
 }
 
 // ---- AVX2 + F16C + FMA: 8 lanes, one row × up to 2 vectors (13 of 16 registers) -------------
 CK_TARGET_AVX2 CK_INLINE __m256 w256(const void *W, int wt, size_t off) {
+    if (wt == CK_I8) return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)((const int8_t *)W + off))));
     if (wt == CK_BF16)
         return _mm256_castsi256_ps(_mm256_slli_epi32(
             _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)W + off))), 16));
@@ -202,7 +216,7 @@ CK_TARGET_AVX2 CK_INLINE void row256(const matmul_job *j, int wt, int r, int v0,
         float s = hsum256(_mm256_add_ps(_mm256_add_ps(acc[v][0], acc[v][1]), _mm256_add_ps(acc[v][2], acc[v][3])));
         const float *x = j->X + (size_t)(v0 + v) * k;
         for (int t = kk; t < k; t++) s += ck_load_scalar(j->W, wt, base + t) * x[t];
-        j->Y[(size_t)(v0 + v) * j->n + r] = s + (j->bias ? j->bias[r] : 0.0f);
+        j->Y[(size_t)(v0 + v) * j->n + r] = finish(j, r, s);
     }
 }
 
@@ -217,6 +231,7 @@ CK_TARGET_AVX2 static void rows_avx2(const matmul_job *j, int r0, int r1) {
     switch (j->wt) {
     case CK_BF16: rows256_t(j, CK_BF16, r0, r1); break;
     case CK_F16: rows256_t(j, CK_F16, r0, r1); break;
+    case CK_I8: rows256_t(j, CK_I8, r0, r1); break;
     default: rows256_t(j, CK_F32, r0, r1); break;
     }
 }
@@ -237,14 +252,52 @@ static void matmul_task(void *ctx, int t) {
     }
 }
 
-void ck_matmul_wt(const void *W, ck_dtype wtype, const float *X, float *Y, int m, int n, int k,
-                  const float *bias) {
+static void matmul(const void *W, ck_dtype wtype, const float *scales, const float *X, float *Y, int m, int n, int k,
+                   const float *bias) {
     if (m <= 0 || n <= 0) return;
-    matmul_job j = {W, (int)wtype, X, Y, m, n, k, bias, 0};
+    matmul_job j = {W, (int)wtype, X, Y, m, n, k, bias, 0, scales};
     // ~32 KiB of weights per task at least, so dispatch overhead stays small next to the work.
     int min_rows = (int)(16384 / ((size_t)k + 1)) + 1;
     int tasks = ck_task_count(n, min_rows);
     j.rows_per_task = (n + tasks - 1) / tasks;
     tasks = (n + j.rows_per_task - 1) / j.rows_per_task;
     ck_parallel(matmul_task, &j, tasks);
+}
+
+void ck_matmul_wt(const void *W, ck_dtype wtype, const float *X, float *Y, int m, int n, int k,
+                  const float *bias) {
+    if (wtype == CK_I8) abort();   // int8 rows need their scales: ck_matmul_i8
+    matmul(W, wtype, NULL, X, Y, m, n, k, bias);
+}
+
+void ck_matmul_i8(const int8_t *W, const float *scales, const float *X, float *Y, int m, int n, int k,
+                  const float *bias) {
+    matmul(W, CK_I8, scales, X, Y, m, n, k, bias);
+}
+
+// Per row: s = max|w| / 127, q = round(w / s) in [-127, 127] (an all-zero row: s = 0, q = 0).
+typedef struct { const void *W; int wt, k, rows_per_task, n; int8_t *dst; float *scales; } quant_job;
+
+static void quant_task(void *ctx, int t) {
+    const quant_job *j = ctx;
+    const int r1 = (t + 1) * j->rows_per_task < j->n ? (t + 1) * j->rows_per_task : j->n;
+    for (int r = t * j->rows_per_task; r < r1; r++) {
+        float mx = 0;
+        for (int i = 0; i < j->k; i++) {
+            float a = fabsf(ck_load_scalar(j->W, j->wt, (size_t)r * j->k + i));
+            if (a > mx) mx = a;
+        }
+        const float s = mx / 127.0f, inv = mx > 0 ? 127.0f / mx : 0.0f;
+        j->scales[r] = s;
+        for (int i = 0; i < j->k; i++)
+            j->dst[(size_t)r * j->k + i] = (int8_t)lrintf(ck_load_scalar(j->W, j->wt, (size_t)r * j->k + i) * inv);
+    }
+}
+
+void ck_quantize_rows_i8(const void *W, ck_dtype wtype, int n, int k, int8_t *dst, float *scales) {
+    if (n <= 0) return;
+    quant_job j = {W, (int)wtype, k, 0, n, dst, scales};
+    const int tasks = ck_task_count(n, 64);
+    j.rows_per_task = (n + tasks - 1) / tasks;
+    ck_parallel(quant_task, &j, (n + j.rows_per_task - 1) / j.rows_per_task);
 }

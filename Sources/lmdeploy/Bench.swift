@@ -96,7 +96,7 @@ struct Bench: AsyncParsableCommand {
         for notice in engine.notices { FileHandle.standardError.write(Data("bench: \(notice)\n".utf8)) }
         let name = URL(fileURLWithPath: modelPath).lastPathComponent
         var common: [String: Any] = ["model": name, "backend": engine.backendDescription, "kv_cache": engine.config.kvCacheType.rawValue,
-                                     "kv_bytes_per_token": engine.kvBytesPerToken]
+                                     "kv_bytes_per_token": engine.kvBytesPerToken, "lm_head_dtype": engineOptions.lmHeadDType]
         if let p = engine.config.kvQuantParameters { common["kv_params"] = p.granularity.rawValue }
         if let concurrency {
             try await serving(engine, levels(concurrency), common: common)

@@ -44,6 +44,10 @@ struct EngineOptions: ParsableArguments {
             help: "Precision of the linear layers' inputs: auto (fp32 on the CPU, fp16 on CUDA), float32 (CPU), float16 (CUDA), or bfloat16 (CPU: prompt products against bf16 weights take bf16 inputs, as llama.cpp and lmdeploy compute a bf16 model; about 1.5x the prefill speed on AVX-512 BF16 CPUs).")
     var dtype: String = "auto"
 
+    @Option(name: [.customLong("lm-head-dtype"), .customLong("lm_head_dtype")], parsing: .unconditional,
+            help: "The LM head's weights: auto (as the model stores them) or int8 (quantized at load, per row; half the bytes a token reads from it, CPU only). With W4A16 models the head is the largest 16-bit matrix left; llama.cpp's Q4 files store it in 6-8 bits.")
+    var lmHeadDType: String = "auto"
+
     func validate() throws {
         if let v = sessionLen, v < 16 { throw ValidationError("--session-len must be at least 16, got \(v)") }
         if let v = maxBatchSize, v < 1 { throw ValidationError("--max-batch-size must be at least 1, got \(v)") }
@@ -57,6 +61,9 @@ struct EngineOptions: ParsableArguments {
         guard ComputeDType(rawValue: dtype) != nil else {
             throw ValidationError("--dtype must be auto, float32, float16 or bfloat16, got '\(dtype)'")
         }
+        guard LMHeadDType(rawValue: lmHeadDType) != nil else {
+            throw ValidationError("--lm-head-dtype must be auto or int8, got '\(lmHeadDType)'")
+        }
         guard threads >= 0 else { throw ValidationError("--threads must be ≥ 0 (0 = all cores), got \(threads)") }
     }
 
@@ -64,6 +71,6 @@ struct EngineOptions: ParsableArguments {
         EngineSettings(sessionLen: sessionLen, maxBatchSize: maxBatchSize, maxPrefillTokenNum: maxPrefillTokenNum,
                        cacheMaxEntryCount: cacheMaxEntryCount, cacheBlockSeqLen: cacheBlockSeqLen, quantPolicy: quantPolicy,
                        kvParamsDirectory: kvParams, threads: threads, device: DeviceChoice(rawValue: device) ?? .auto,
-                       dtype: ComputeDType(rawValue: dtype) ?? .auto)
+                       dtype: ComputeDType(rawValue: dtype) ?? .auto, lmHeadDType: LMHeadDType(rawValue: lmHeadDType) ?? .auto)
     }
 }

@@ -166,7 +166,8 @@ struct LitePerplexity: AsyncParsableCommand {
         bar.finish()
         var json: [String: Any] = ["model": modelPath, "dataset": dataset, "window": window, "windows": result.windows,
                                    "scored_tokens": result.scoredTokens, "mean_nll": result.meanNLL, "perplexity": result.perplexity,
-                                   "kv_cache": config.kvCacheType.rawValue, "dtype": engineOptions.dtype]
+                                   "kv_cache": config.kvCacheType.rawValue, "dtype": engineOptions.dtype,
+                                   "lm_head_dtype": engineOptions.lmHeadDType]
         if let p = config.kvQuantParameters { json["kv_params"] = p.granularity.rawValue }
         let data = try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys])
         print(String(decoding: data, as: UTF8.self))

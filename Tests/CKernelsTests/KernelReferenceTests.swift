@@ -166,6 +166,48 @@ func close(_ a: Float, _ b: Float, scale: Float, tol: Float = 1e-5) -> Bool { ab
         _ = ck_force_isa("avx512") != 0 || ck_force_isa("avx2") != 0 || ck_force_isa("scalar") != 0
     }
 
+    /// `--lm-head-dtype int8`: rows quantized symmetric per row (scale max|w|/127, codes rounded to
+    /// nearest even, an all-zero row staying zero) against a Swift reference of the same rule; then
+    /// Y = scale · Σ q·x + bias against a double sum of the codes, every ISA, odd k and n (masked and
+    /// scalar tails); rows give the same bits alone as in the batch (one kernel for every row count).
+    @Test(arguments: [(1, 1, 1), (1, 37, 19), (3, 65, 131), (5, 130, 576), (9, 257, 33), (4, 16, 16)])
+    func int8RowsMatchReference(shape: (Int, Int, Int)) {
+        let (m, n, k) = shape
+        var r = Rand(state: UInt64(m * 131 + n * 7 + k))
+        var w = r.array(n * k)
+        for c in 0..<k { w[c] = 0 }   // row 0 all zeros
+        let wb = w.map(bf16), x = r.array(m * k), bias = r.array(n)
+        var codes = [Int8](repeating: 0, count: n * k), scales = [Float](repeating: .nan, count: n)
+        ck_quantize_rows_i8(wb, CK_BF16, Int32(n), Int32(k), &codes, &scales)
+        for row in 0..<n {
+            let vals = (0..<k).map { fromBF16(wb[row * k + $0]) }
+            let mx = vals.map(abs).max()!
+            #expect(scales[row] == mx / 127, "row \(row) scale \(scales[row]) vs \(mx / 127)")
+            let inv: Float = mx > 0 ? 127 / mx : 0
+            let ref = vals.map { Int8(($0 * inv).rounded(.toNearestOrEven)) }
+            #expect(Array(codes[row * k..<(row + 1) * k]) == ref, "row \(row) codes")
+        }
+        for isa in availableISAs() {
+            _ = ck_force_isa(isa)
+            var y = [Float](repeating: .nan, count: m * n)
+            ck_matmul_i8(codes, scales, x, &y, Int32(m), Int32(n), Int32(k), bias)
+            for i in 0..<m {
+                for j in 0..<n {
+                    var sum = 0.0
+                    for t in 0..<k { sum += Double(codes[j * k + t]) * Double(x[i * k + t]) }
+                    let ref = Float(sum * Double(scales[j]) + Double(bias[j]))
+                    #expect(close(y[i * n + j], ref, scale: Float(k).squareRoot() * max(scales[j] * 127, 1)), "\(isa) [\(i),\(j)] \(y[i * n + j]) vs \(ref)")
+                }
+            }
+            for lo in 0..<m {
+                var one = [Float](repeating: .nan, count: n)
+                Array(x[lo * k..<(lo + 1) * k]).withUnsafeBufferPointer { ck_matmul_i8(codes, scales, $0.baseAddress, &one, 1, Int32(n), Int32(k), bias) }
+                #expect(one == Array(y[lo * n..<(lo + 1) * n]), "\(isa): row \(lo) alone differs from the batch of \(m)")
+            }
+        }
+        _ = ck_force_isa("avx512") != 0 || ck_force_isa("avx2") != 0 || ck_force_isa("scalar") != 0
+    }
+
     @Test func widenAndGather() {
         var r = Rand(state: 3)
         let v = r.array(100_003)

@@ -48,6 +48,17 @@ let gpuUsable: Bool = (try? CUDABackend()) != nil
         #expect(bad.status != 0 && bad.stderr.contains("--dtype must be auto, float32, float16 or bfloat16, got 'half'"), "stderr: \(bad.stderr)")
     }
 
+    /// `--lm-head-dtype`: int8 runs and is reported in bench's JSON (both spellings); other values name the choices.
+    @Test func lmHeadFlagIsAppliedOrRefused() throws {
+        let args = ["bench", CLI.model, "--input-len", "6", "--output-len", "2", "--runs", "1", "--device", "cpu"]
+        let int8 = try CLI.run(args + ["--lm-head-dtype", "int8"])
+        #expect(int8.status == 0 && int8.stdout.contains("\"lm_head_dtype\":\"int8\""), "stdout: \(int8.stdout) stderr: \(int8.stderr)")
+        let underscore = try CLI.run(args + ["--lm_head_dtype", "int8"])
+        #expect(underscore.status == 0 && underscore.stdout.contains("\"lm_head_dtype\":\"int8\""), "stderr: \(underscore.stderr)")
+        let bad = try CLI.run(args + ["--lm-head-dtype", "int4"])
+        #expect(bad.status != 0 && bad.stderr.contains("--lm-head-dtype must be auto or int8, got 'int4'"), "stderr: \(bad.stderr)")
+    }
+
     @Test(.enabled(if: !gpuUsable, "a usable GPU is present: the selftest runs instead (see CUDABackendTests)"))
     func selftestSkipsWithoutAGPU() throws {
         let auto = try CLI.run(["selftest", "--device", "auto"])

@@ -13,8 +13,8 @@
 extern "C" {
 #endif
 
-/// Storage type of a weight matrix or of the KV cache (CK_I8: the KV cache only, with per-head
-/// scale and zero point).
+/// Storage type of a weight matrix or of the KV cache (CK_I8: the KV cache, with per-head scale and
+/// zero point, and int8 LM heads with per-row scales through ck_matmul_i8).
 typedef enum { CK_F32 = 0, CK_F16 = 1, CK_BF16 = 2, CK_I8 = 3 } ck_dtype;
 
 /// Starts the worker pool with `threads` threads (0 = one per online core). Idempotent: a
@@ -35,6 +35,13 @@ const char *ck_cpu_features(void);
 /// n or the thread count: a sequence gets bit-identical results alone or inside a batch.
 void ck_matmul_wt(const void *W, ck_dtype wtype, const float *X, float *Y,
                   int m, int n, int k, const float *bias);
+
+/// The same product against int8 rows: Y = (Σ_k X·Q) · scales[n] + bias, the reduction order as
+/// ck_matmul_wt's (batch-invariant). For an LM head quantized at load (`--lm-head-dtype int8`).
+void ck_matmul_i8(const int8_t *W, const float *scales, const float *X, float *Y, int m, int n, int k,
+                  const float *bias);
+/// Symmetric per-row int8: scales[r] = max|W[r]| / 127, dst[r][i] = round(W[r][i] / scales[r]).
+void ck_quantize_rows_i8(const void *W, ck_dtype wtype, int n, int k, int8_t *dst, float *scales);
 
 /// The same product for many rows (prefill): a blocked AVX2/FMA GEMM widening weight panels on the
 /// fly (OpenBLAS sgemm on widened tiles at the scalar level).

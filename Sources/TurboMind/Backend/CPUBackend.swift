@@ -47,9 +47,11 @@ public struct CPULinear: @unchecked Sendable {
     let type: ck_dtype
     var scalesZeros: TensorView? = nil
     var groupSize = 0
+    /// int8 rows (`type` CK_I8): fp32 [rows], w = scale · q.
+    var rowScales: TensorView? = nil
     var base: UnsafeRawPointer { tensor.data.baseAddress! }
     /// Bytes the kernels read for one pass over the weights.
-    public var byteCount: Int { tensor.data.count + (scalesZeros?.data.count ?? 0) }
+    public var byteCount: Int { tensor.data.count + (scalesZeros?.data.count ?? 0) + (rowScales?.data.count ?? 0) }
 }
 
 /// The paged KV cache in host memory: per layer one K and one V region of
@@ -187,6 +189,8 @@ public final class CPUBackend: Backend, @unchecked Sendable {
         switch linear {
         case let .awq(w):
             return try CPUBackend.repack(w)
+        case let .int8Rows(t):
+            return try CPUBackend.quantizeRows(t)
         case let .dense(parts):
             guard let first = parts.first else { throw BackendError.unsupported("a linear layer with no weights") }
             for t in parts {
@@ -219,6 +223,30 @@ public final class CPUBackend: Backend, @unchecked Sendable {
             }
             return CPULinear(tensor: tensor, rows: tensor.shape[0], columns: tensor.shape[1], type: type)
         }
+    }
+
+    /// A dense matrix as int8 rows: q = round(w / s), s = max|w| / 127 per row. Owned memory (the
+    /// source stays mapped, and for a tied head is still the embedding table).
+    static func quantizeRows(_ t: TensorView) throws -> CPULinear {
+        guard t.shape.count == 2 else {
+            throw FormatError.shapeMismatch(file: "weights", tensor: t.name, expected: [t.shape.first ?? 0, 0], actual: t.shape)
+        }
+        let type: ck_dtype
+        switch t.dtype {
+        case .bf16: type = CK_BF16
+        case .f16: type = CK_F16
+        case .f32: type = CK_F32
+        default: throw FormatError.unsupportedDType(file: "weights", tensor: t.name, dtype: t.dtype, supported: DType.weightTypes)
+        }
+        let (n, k) = (t.shape[0], t.shape[1])
+        var scales = [Float](repeating: 0, count: n)
+        let codes = TensorView(name: t.name, dtype: .i8, shape: [n, k]) { dst in
+            ck_quantize_rows_i8(t.data.baseAddress!, type, Int32(n), Int32(k), dst.baseAddress!.assumingMemoryBound(to: Int8.self), &scales)
+        }
+        let scaleView = TensorView(name: t.name + ".scales", dtype: .f32, shape: [n]) { dst in
+            scales.withUnsafeBytes { dst.copyMemory(from: $0) }
+        }
+        return CPULinear(tensor: codes, rows: n, columns: k, type: CK_I8, rowScales: scaleView)
     }
 
     /// AWQ weights (AutoAWQ layout) repacked for the W4A16 kernels: nibbles row-major per output,
@@ -279,6 +307,11 @@ public final class CPUBackend: Backend, @unchecked Sendable {
     public func linear(_ x: CPUBuffer, rows: Int, weight: CPULinear, bias: CPUBuffer?, out: CPUBuffer, mode: LinearMode) throws {
         precondition(rows * weight.columns <= x.count && rows * weight.rows <= out.count, "linear \(weight.tensor.name): buffers too small")
         let b = bias.map { UnsafePointer($0.floats) }
+        if let scales = weight.rowScales {   // int8 rows: one kernel for every row count (batch-invariant)
+            ck_matmul_i8(weight.base.assumingMemoryBound(to: Int8.self), scales.data.baseAddress!.assumingMemoryBound(to: Float.self),
+                         x.floats, out.floats, Int32(rows), Int32(weight.rows), Int32(weight.columns), b)
+            return
+        }
         if let sz = weight.scalesZeros {
             let packed = weight.base.assumingMemoryBound(to: UInt8.self)
             let pairs = sz.data.baseAddress!.assumingMemoryBound(to: UInt16.self)

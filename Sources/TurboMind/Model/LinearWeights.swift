@@ -8,12 +8,16 @@ public enum LinearWeights: @unchecked Sendable {
     case dense([TensorView])
     /// AWQ W4A16: packed 4-bit weights with per-group zero points and scales.
     case awq(AWQWeights)
+    /// One dense `[out][in]` matrix the backend quantizes to int8 at load, symmetric per row (one fp32
+    /// scale each): the LM head with `--lm-head-dtype int8`.
+    case int8Rows(TensorView)
 
     /// Output features (rows of the fused matrix).
     public var outFeatures: Int {
         switch self {
         case let .dense(parts): return parts.reduce(0) { $0 + ($1.shape.first ?? 0) }
         case let .awq(w): return w.outFeatures
+        case let .int8Rows(t): return t.shape.first ?? 0
         }
     }
 
@@ -22,6 +26,7 @@ public enum LinearWeights: @unchecked Sendable {
         switch self {
         case let .dense(parts): return parts.first.map { $0.shape.count == 2 ? $0.shape[1] : 0 } ?? 0
         case let .awq(w): return w.inFeatures
+        case let .int8Rows(t): return t.shape.count == 2 ? t.shape[1] : 0
         }
     }
 
@@ -30,6 +35,7 @@ public enum LinearWeights: @unchecked Sendable {
         switch self {
         case let .dense(parts): return parts.map(\.name).joined(separator: "+")
         case let .awq(w): return w.qweight.name
+        case let .int8Rows(t): return t.name
         }
     }
 }

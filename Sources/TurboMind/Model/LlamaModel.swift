@@ -32,8 +32,8 @@ public final class LlamaModel<B: Backend>: @unchecked Sendable {
     var vocab: Int { config.vocabSize }
 
     /// Prepares `weights` on `backend`: q/k/v and gate/up are fused into one matrix each (AWQ
-    /// layers too, stacked in 4 bits).
-    public init(backend: B, config: ModelConfig, weights: ModelWeights) throws {
+    /// layers too, stacked in 4 bits); the LM head as stored or as int8 rows (`lmHead`).
+    public init(backend: B, config: ModelConfig, weights: ModelWeights, lmHead lmHeadType: LMHeadDType = .auto) throws {
         self.backend = backend
         self.config = config
         func vector(_ t: TensorView) throws -> B.Buffer { try backend.upload(t.toFloatArray()) }
@@ -53,7 +53,7 @@ public final class LlamaModel<B: Backend>: @unchecked Sendable {
         }
         embedding = try backend.prepare(linear: .dense([weights.embed]))
         finalNorm = try vector(weights.norm)
-        lmHead = try backend.prepare(linear: .dense([weights.lmHead]))
+        lmHead = try backend.prepare(linear: lmHeadType == .int8 ? .int8Rows(weights.lmHead) : .dense([weights.lmHead]))
         baseFrequencies = config.ropeInverseFrequencies()
     }
 

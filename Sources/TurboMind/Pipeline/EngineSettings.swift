@@ -19,10 +19,12 @@ public struct EngineSettings: Sendable, Equatable {
     public var device: DeviceChoice
     /// The precision of the linear layers' inputs (`--dtype`).
     public var dtype: ComputeDType
+    /// The LM head as stored or as int8 rows (`--lm-head-dtype`).
+    public var lmHeadDType: LMHeadDType
 
     public init(sessionLen: Int? = nil, maxBatchSize: Int? = nil, maxPrefillTokenNum: Int? = nil, cacheMaxEntryCount: Double? = nil,
                 cacheBlockSeqLen: Int? = nil, quantPolicy: Int? = nil, kvParamsDirectory: String? = nil, threads: Int = 0,
-                device: DeviceChoice = .auto, dtype: ComputeDType = .auto) {
+                device: DeviceChoice = .auto, dtype: ComputeDType = .auto, lmHeadDType: LMHeadDType = .auto) {
         self.sessionLen = sessionLen
         self.maxBatchSize = maxBatchSize
         self.maxPrefillTokenNum = maxPrefillTokenNum
@@ -33,6 +35,7 @@ public struct EngineSettings: Sendable, Equatable {
         self.threads = threads
         self.device = device
         self.dtype = dtype
+        self.lmHeadDType = lmHeadDType
     }
 
     /// The engine config for `source`: settings first, then its workspace's config.ini, then defaults.
@@ -72,11 +75,12 @@ public struct EngineSettings: Sendable, Equatable {
         switch try device.resolve() {
         case let .cuda(backend):
             try dtype.checkCUDA()
-            let model = try LlamaModel(backend: backend, config: source.config, weights: source.weights)
+            let model = try LlamaModel(backend: backend, config: source.config, weights: source.weights, lmHead: lmHeadDType)
             return try Engine(model: model, tokenizer: source.tokenizer, config: config)
         case let .cpu(note):
             try dtype.checkCPU()
-            let model = try LlamaModel(backend: CPUBackend(threads: threads, dtype: dtype), config: source.config, weights: source.weights)
+            let model = try LlamaModel(backend: CPUBackend(threads: threads, dtype: dtype), config: source.config, weights: source.weights,
+                                       lmHead: lmHeadDType)
             // `auto` on a machine with a driver but something missing says why it is on the CPU.
             let explain = note.flatMap { CUDARuntime.driverPresent ? [$0] : nil } ?? []
             return try Engine(model: model, tokenizer: source.tokenizer, config: config, notices: explain)

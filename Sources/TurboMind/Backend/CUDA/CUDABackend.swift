@@ -426,6 +426,8 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         switch linear {
         case let .awq(w):
             throw BackendError.unsupported("\(w.qweight.name): AWQ int4 weights (W4A16) are not supported by the CUDA backend yet")
+        case let .int8Rows(t):
+            throw BackendError.unsupported("\(t.name): an int8 LM head (--lm-head-dtype int8) is not supported by the CUDA backend yet; leave --lm-head-dtype at auto")
         case let .dense(parts):
             guard let first = parts.first else { throw BackendError.unsupported("a linear layer with no weights") }
             for t in parts {
