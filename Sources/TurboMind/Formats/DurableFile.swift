@@ -126,8 +126,12 @@ public enum DurableFileSet {
     /// `obsolete` names that the new set does not have.
     public static func replace(_ files: [(name: String, bytes: [UInt8])], in directory: URL, removing obsolete: [String] = []) throws {
         let fm = FileManager.default
-        // Staging folders of runs that died before their renames hold nothing anyone reads.
-        for entry in (try? fm.contentsOfDirectory(atPath: directory.path)) ?? [] where entry.hasPrefix(".staging-") {
+        // Staging folders of runs that died before their renames hold nothing anyone reads; nor does
+        // the temporary of a journal whose writer died before renaming it into place (its fsync can
+        // take long enough on a busy disk for a kill to land there).
+        let deadJournal = ".\(journalName).tmp-"
+        for entry in (try? fm.contentsOfDirectory(atPath: directory.path)) ?? []
+        where entry.hasPrefix(".staging-") || entry.hasPrefix(deadJournal) {
             try? fm.removeItem(at: directory.appendingPathComponent(entry))
         }
         let staging = directory.appendingPathComponent(".staging-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
