@@ -199,14 +199,7 @@ public final class CPUBackend: Backend, @unchecked Sendable {
                                                     actual: t.shape)
                 }
             }
-            let type: ck_dtype
-            switch first.dtype {
-            case .bf16: type = CK_BF16
-            case .f16: type = CK_F16
-            case .f32: type = CK_F32
-            default:
-                throw FormatError.unsupportedDType(file: "weights", tensor: first.name, dtype: first.dtype, supported: DType.weightTypes)
-            }
+            let type = try CPUBackend.weightType(first)
             let tensor: TensorView
             if parts.count == 1 {
                 tensor = first   // mmapped bytes, read in place at any byte offset
@@ -225,19 +218,23 @@ public final class CPUBackend: Backend, @unchecked Sendable {
         }
     }
 
+    /// The kernels' type for a stored weight matrix (bf16, fp16 or fp32).
+    static func weightType(_ t: TensorView) throws -> ck_dtype {
+        switch t.dtype {
+        case .bf16: return CK_BF16
+        case .f16: return CK_F16
+        case .f32: return CK_F32
+        default: throw FormatError.unsupportedDType(file: "weights", tensor: t.name, dtype: t.dtype, supported: DType.weightTypes)
+        }
+    }
+
     /// A dense matrix as int8 rows: q = round(w / s), s = max|w| / 127 per row. Owned memory (the
     /// source stays mapped, and for a tied head is still the embedding table).
     static func quantizeRows(_ t: TensorView) throws -> CPULinear {
         guard t.shape.count == 2 else {
             throw FormatError.shapeMismatch(file: "weights", tensor: t.name, expected: [t.shape.first ?? 0, 0], actual: t.shape)
         }
-        let type: ck_dtype
-        switch t.dtype {
-        case .bf16: type = CK_BF16
-        case .f16: type = CK_F16
-        case .f32: type = CK_F32
-        default: throw FormatError.unsupportedDType(file: "weights", tensor: t.name, dtype: t.dtype, supported: DType.weightTypes)
-        }
+        let type = try weightType(t)
         let (n, k) = (t.shape[0], t.shape[1])
         var scales = [Float](repeating: 0, count: n)
         let codes = TensorView(name: t.name, dtype: .i8, shape: [n, k]) { dst in
