@@ -3,6 +3,7 @@
 // ((q − zero) · scale for every linear, everything else copied): what the accuracy measurement and
 // the tests evaluate with the fp engine, independently of the W4A16 runtime. Not a product path.
 import Foundation
+import Tokenizers
 import TurboMind
 
 public enum AWQCheckpoint {
@@ -57,7 +58,7 @@ public enum AWQCheckpoint {
         try writer.write(to: destination.appendingPathComponent(SafetensorsCheckpoint.singleFileName))
         for name in try fm.contentsOfDirectory(atPath: directory.path) where AWQWriter.isCopied(name) || name == "config.json" {
             guard var data = fm.contents(atPath: directory.appendingPathComponent(name).path) else { continue }
-            if name == "config.json", var config = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] {
+            if name == "config.json", FoundationJSONGuard.accepts(data), var config = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] {
                 config.removeValue(forKey: "quantization_config")
                 config["torch_dtype"] = "float32"
                 data = try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])

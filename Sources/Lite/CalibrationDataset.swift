@@ -79,14 +79,15 @@ public enum CalibrationDataset {
             var texts: [String] = []
             for (i, line) in content.split(separator: "\n", omittingEmptySubsequences: false).enumerated()
             where !line.trimmingCharacters(in: .whitespaces).isEmpty {
-                guard let value = try? JSONSerialization.jsonObject(with: Data(line.utf8), options: [.fragmentsAllowed]) else {
+                guard FoundationJSONGuard.accepts(Data(line.utf8)),
+                      let value = try? JSONSerialization.jsonObject(with: Data(line.utf8), options: [.fragmentsAllowed]) else {
                     throw CalibrationError.badDataset(file: url.path, detail: "line \(i + 1) is not JSON")
                 }
                 texts.append(try record(value, "line \(i + 1)"))
             }
             return texts.joined(separator: "\n\n")
         case "json":
-            guard let value = try? JSONSerialization.jsonObject(with: data), let array = value as? [Any] else {
+            guard FoundationJSONGuard.accepts(data), let value = try? JSONSerialization.jsonObject(with: data), let array = value as? [Any] else {
                 throw CalibrationError.badDataset(file: url.path, detail: "expected a JSON array of strings or of {\"text\": ...} objects")
             }
             return try array.enumerated().map { try record($1, "element \($0)") }.joined(separator: "\n\n")

@@ -2,6 +2,7 @@
 // streamed as JSON lines, Ctrl-C as `stop`, `end` as a fresh session.
 import AsyncHTTPClient
 import Foundation
+import Tokenizers
 import NIOCore
 import NIOHTTP1
 
@@ -90,6 +91,7 @@ public final class InteractiveClient: Sendable {
     }
 
     private func decodeLine(_ line: Data) throws -> InteractiveUpdate {
+        guard FoundationJSONGuard.accepts(line) else { throw ClientError.badAnswer(String(decoding: line.prefix(300), as: UTF8.self)) }
         if let update = try? JSONDecoder().decode(InteractiveUpdate.self, from: line) { return update }
         if let error = try? JSONDecoder().decode(ErrorResponse.self, from: line) {
             throw ClientError.server(status: 200, message: error.error.message)
@@ -117,7 +119,8 @@ public final class InteractiveClient: Sendable {
         }
         guard response.status == .ok else {
             let data = Data(buffer: (try? await response.body.collect(upTo: 1 << 20)) ?? ByteBuffer())
-            let message = (try? JSONDecoder().decode(ErrorResponse.self, from: data))?.error.message ?? String(decoding: data, as: UTF8.self)
+            let message = (FoundationJSONGuard.accepts(data) ? (try? JSONDecoder().decode(ErrorResponse.self, from: data))?.error.message : nil)
+                ?? String(decoding: data.prefix(300), as: UTF8.self)
             throw ClientError.server(status: Int(response.status.code), message: message)
         }
         return response

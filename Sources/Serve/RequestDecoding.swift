@@ -1,12 +1,16 @@
 // Turning a request body into a typed request: JSON errors become 400s that name the field
 // (`param`) and say what was expected, as OpenAI's API does.
 import Foundation
+import Tokenizers
 
 enum RequestDecoding {
     static func decode<T: Decodable>(_ type: T.Type, from data: Data) throws -> T {
         guard !data.isEmpty else { throw APIError.invalid("the request has no body: send a JSON object", code: "invalid_json") }
         guard String(data: data, encoding: .utf8) != nil else {
             throw APIError.invalid("the request body is not valid UTF-8", code: "invalid_json")
+        }
+        do { try FoundationJSONGuard.check(data) } catch {
+            throw APIError.invalid("the request body is not valid JSON: \(error.message)", code: "invalid_json")
         }
         do {
             return try JSONDecoder().decode(type, from: data)

@@ -542,3 +542,34 @@ public enum JSONText {
         return out + "\""
     }
 }
+
+/// Foundation's JSONDecoder and JSONSerialization crash (a trap inside JSONError.SourceLocation) on a
+/// document that nests past their 512-level limit: 513 '[' in a row kills the process (swift-foundation
+/// of Swift 6.3; found by the config_json fuzzer). Bytes from outside pass this check before they
+/// reach Foundation, so such a document is an error naming the problem instead.
+public enum FoundationJSONGuard {
+    /// Deeper than any config, request or dataset line we read; well inside Foundation's limit.
+    public static let maxDepth = 256
+
+    /// Whether `check` passes.
+    public static func accepts(_ data: Data) -> Bool { (try? check(data)) != nil }
+
+    /// Throws when arrays and objects (outside strings) nest deeper than `maxDepth`.
+    public static func check(_ data: Data) throws(JSONParser.SyntaxError) {
+        var depth = 0, inString = false, escaped = false
+        for byte in data {
+            if inString {
+                if escaped { escaped = false } else if byte == UInt8(ascii: "\\") { escaped = true } else if byte == UInt8(ascii: "\"") { inString = false }
+                continue
+            }
+            switch byte {
+            case UInt8(ascii: "\""): inString = true
+            case UInt8(ascii: "["), UInt8(ascii: "{"):
+                depth += 1
+                if depth > maxDepth { throw JSONParser.SyntaxError(message: "JSON nested deeper than \(maxDepth) levels") }
+            case UInt8(ascii: "]"), UInt8(ascii: "}"): depth -= 1
+            default: break
+            }
+        }
+    }
+}

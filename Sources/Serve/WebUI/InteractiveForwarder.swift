@@ -3,6 +3,7 @@
 // that goes away mid-answer drops the upstream request too, which cancels the generation there.
 import AsyncHTTPClient
 import Foundation
+import Tokenizers
 import Hummingbird
 import NIOCore
 import NIOHTTP1
@@ -63,7 +64,7 @@ public final class InteractiveForwarder: Sendable {
             throw ClientError.server(status: Int(response.status.code), message: "GET \(base)/v1/models: \(String(decoding: body.prefix(300), as: UTF8.self))")
         }
         struct Models: Decodable { struct Model: Decodable { var id: String }; var data: [Model] }
-        guard let models = try? JSONDecoder().decode(Models.self, from: body), let first = models.data.first else {
+        guard FoundationJSONGuard.accepts(body), let models = try? JSONDecoder().decode(Models.self, from: body), let first = models.data.first else {
             throw ClientError.badAnswer("GET \(base)/v1/models: \(String(decoding: body.prefix(300), as: UTF8.self))")
         }
         return first.id

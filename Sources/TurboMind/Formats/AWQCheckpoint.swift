@@ -5,6 +5,7 @@
 // tensors are used in place (mmapped); the backend repacks them for its kernels.
 
 import Foundation
+import Tokenizers
 
 /// The quantization an AWQ checkpoint declares.
 public struct AWQQuantConfig: Sendable, Equatable {
@@ -31,7 +32,7 @@ public struct AWQQuantConfig: Sendable, Equatable {
     }
 
     private static func object(_ url: URL) throws -> [String: Any] {
-        guard let data = FileManager.default.contents(atPath: url.path),
+        guard let data = FileManager.default.contents(atPath: url.path), FoundationJSONGuard.accepts(data),
               let value = try? JSONSerialization.jsonObject(with: data), let top = value as? [String: Any] else {
             throw FormatError.invalid(file: url.path, field: "contents", expected: "a JSON object")
         }

@@ -163,6 +163,7 @@ public struct ModelConfig: Sendable, Decodable, Equatable {
 
     /// Decodes config JSON; `file` names the source in error messages. Every failure is a `FormatError`.
     public static func decode(_ data: Data, file: String) throws -> ModelConfig {
+        do { try FoundationJSONGuard.check(data) } catch { throw FormatError.configNotJSON(file: file, detail: error.message) }
         let decoder = JSONDecoder()
         decoder.userInfo[fileNameKey] = file
         do {
