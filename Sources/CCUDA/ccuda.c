@@ -31,6 +31,23 @@ enum { FUNC_ATTR_MAX_DYNAMIC_SHARED = 8 };
 enum { CUBLAS_OP_N = 0, CUBLAS_OP_T = 1, CUDA_R_32F = 0, CUDA_R_16F = 2, CUBLAS_COMPUTE_32F = 68,
        CUBLAS_GEMM_DEFAULT = -1 };
 
+// cuLaunchKernelEx's configuration (cuda.h's CUlaunchConfig / CUlaunchAttribute layouts).
+typedef struct {
+    int id;
+    char pad[4];
+    union {
+        char bytes[64];
+        int value;
+    } value;
+} LaunchAttribute;
+typedef struct {
+    unsigned grid[3], block[3], shared_bytes;
+    CUstream stream;
+    LaunchAttribute *attrs;
+    unsigned count;
+} LaunchConfig;
+enum { LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6 };
+
 static struct {
     CUresult (*Init)(unsigned);
     CUresult (*DriverGetVersion)(int *);
@@ -48,6 +65,7 @@ static struct {
     CUresult (*MemFreeHost)(void *);
     CUresult (*MemsetD8)(ccuda_ptr, unsigned char, size_t);
     CUresult (*MemcpyHtoD)(ccuda_ptr, const void *, size_t);
+    CUresult (*MemcpyHtoDAsync)(ccuda_ptr, const void *, size_t, CUstream);
     CUresult (*MemcpyDtoH)(void *, ccuda_ptr, size_t);
     CUresult (*MemcpyDtoD)(ccuda_ptr, ccuda_ptr, size_t);
     CUresult (*ModuleLoadData)(CUmodule *, const void *);
@@ -55,6 +73,8 @@ static struct {
     CUresult (*FuncSetAttribute)(CUfunction, int, int);
     CUresult (*LaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream,
                              void **, void **);
+    // CUDA 12+: launches with attributes (programmatic dependent launch); NULL on older drivers.
+    CUresult (*LaunchKernelEx)(const void *config, CUfunction, void **, void **);
     CUresult (*GetErrorString)(CUresult, const char **);
     // The one stream every op is enqueued on (blocking: it orders with the legacy stream, so the
     // synchronous copies still see its work), and what graph capture and timing need.
@@ -100,6 +120,7 @@ static CUdevice device;
 static cublasHandle blas;
 static int opened, compute_opened, generation = 1;
 static int driver_version, device_count, cc, sm_count, nvrtc_version, cublas_version;
+static int pdl;   // kernels are launched with programmatic stream serialization
 static char device_name[256];
 static char libraries[4096];
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -166,12 +187,14 @@ static int load_driver_symbols(void) {
     SYM(libcuda, cu, MemFreeHost, "cuMemFreeHost");
     SYM(libcuda, cu, MemsetD8, "cuMemsetD8_v2");
     SYM(libcuda, cu, MemcpyHtoD, "cuMemcpyHtoD_v2");
+    SYM(libcuda, cu, MemcpyHtoDAsync, "cuMemcpyHtoDAsync_v2");
     SYM(libcuda, cu, MemcpyDtoH, "cuMemcpyDtoH_v2");
     SYM(libcuda, cu, MemcpyDtoD, "cuMemcpyDtoD_v2");
     SYM(libcuda, cu, ModuleLoadData, "cuModuleLoadData");
     SYM(libcuda, cu, ModuleGetFunction, "cuModuleGetFunction");
     SYM(libcuda, cu, FuncSetAttribute, "cuFuncSetAttribute");
     SYM(libcuda, cu, LaunchKernel, "cuLaunchKernel");
+    *(void **)&cu.LaunchKernelEx = dlsym(libcuda, "cuLaunchKernelEx");   // optional
     SYM(libcuda, cu, GetErrorString, "cuGetErrorString");
     SYM(libcuda, cu, StreamCreate, "cuStreamCreate");
     SYM(libcuda, cu, StreamBeginCapture, "cuStreamBeginCapture_v2");
@@ -216,6 +239,10 @@ int ccuda_open(int ordinal) {
     cu.DeviceGetAttribute(&minor, ATTR_CC_MINOR, device);
     cu.DeviceGetAttribute(&sm_count, ATTR_SM_COUNT, device);
     cc = major * 10 + minor;
+    // Programmatic dependent launch (Hopper on): each kernel may start while the one before it
+    // finishes, and waits (griddepcontrol.wait in kernels.cu) before touching what it produced.
+    const char *pdl_env = getenv("LMDEPLOY_CUDA_PDL");
+    pdl = cu.LaunchKernelEx && cc >= 90 && !(pdl_env && strcmp(pdl_env, "0") == 0);
     if ((rc = cu_check(cu.DevicePrimaryCtxRetain(&context, device), "cuDevicePrimaryCtxRetain"))) goto done;
     if ((rc = cu_check(cu.CtxSetCurrent(context), "cuCtxSetCurrent"))) goto done;
     if ((rc = cu_check(cu.StreamCreate(&stream, 0), "cuStreamCreate"))) goto done;
@@ -408,6 +435,11 @@ int ccuda_upload(ccuda_ptr dst, const void *src, size_t bytes) {
     return bytes ? cu_check(cu.MemcpyHtoD(dst, src, bytes), "cuMemcpyHtoD") : 0;
 }
 
+int ccuda_upload_async(ccuda_ptr dst, const void *pinned_src, size_t bytes) {
+    if (ensure()) return -1;
+    return bytes ? cu_check(cu.MemcpyHtoDAsync(dst, pinned_src, bytes, stream), "cuMemcpyHtoDAsync") : 0;
+}
+
 int ccuda_download(void *dst, ccuda_ptr src, size_t bytes) {
     if (ensure()) return -1;
     return bytes ? cu_check(cu.MemcpyDtoH(dst, src, bytes), "cuMemcpyDtoH (a kernel before it may have failed)") : 0;
@@ -474,14 +506,22 @@ int ccuda_launch(void *function, unsigned gx, unsigned gy, unsigned gz, unsigned
                  unsigned shared_bytes, void **params) {
     if (ensure()) return -1;
     if (gx == 0 || gy == 0 || gz == 0) return 0;
+    if (pdl) {
+        LaunchAttribute attr = {.id = LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION};
+        attr.value.value = 1;
+        LaunchConfig config = {{gx, gy, gz}, {bx, by, bz}, shared_bytes, stream, &attr, 1};
+        return cu_check(cu.LaunchKernelEx(&config, function, params, NULL), "cuLaunchKernelEx");
+    }
     return cu_check(cu.LaunchKernel(function, gx, gy, gz, bx, by, bz, shared_bytes, stream, params, NULL), "cuLaunchKernel");
 }
 
-int ccuda_gemm_f16(ccuda_ptr w, ccuda_ptr x, ccuda_ptr out, int m, int n, int k) {
+int ccuda_programmatic_launch(void) { return pdl; }
+
+int ccuda_gemm_f16(ccuda_ptr w, ccuda_ptr x, ccuda_ptr out, int m, int n, int k, int accumulate) {
     if (ensure()) return -1;
     if (!blas) return fail("cuBLAS is not loaded");
     // Column-major view: outᵀ[n][m] = W[n][k] · xᵀ[k][m], W stored row-major = (k × n)ᵀ.
-    float alpha = 1, beta = 0;
+    float alpha = 1, beta = accumulate ? 1 : 0;
     pthread_mutex_lock(&blas_lock);
     cublasStatus s = cb.GemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, (const void *)w, CUDA_R_16F, k,
                                (const void *)x, CUDA_R_16F, k, &beta, (void *)out, CUDA_R_32F, n, CUBLAS_COMPUTE_32F,

@@ -44,6 +44,9 @@ int ccuda_memset(ccuda_ptr p, size_t bytes);
 int ccuda_host_alloc(void **out, size_t bytes);
 int ccuda_host_free(void *p);
 int ccuda_upload(ccuda_ptr dst, const void *src, size_t bytes);
+/// Enqueues a copy on the op stream and returns at once: `pinned_src` (from ccuda_host_alloc) must
+/// stay unchanged until the stream has passed it.
+int ccuda_upload_async(ccuda_ptr dst, const void *pinned_src, size_t bytes);
 int ccuda_download(void *dst, ccuda_ptr src, size_t bytes);
 int ccuda_copy(ccuda_ptr dst, ccuda_ptr src, size_t bytes);
 int ccuda_sync(void);
@@ -57,11 +60,16 @@ int ccuda_get_function(void *module, const char *name, void **function);
 /// Launches `function` on the op stream with `params` (an array of pointers to each argument).
 int ccuda_launch(void *function, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                  unsigned shared_bytes, void **params);
+/// 1 when launches use programmatic dependent launch (sm_90+, cuLaunchKernelEx found, and
+/// LMDEPLOY_CUDA_PDL is not 0): a kernel may start before the previous one ends, so every kernel
+/// must wait (griddepcontrol.wait) before it reads or writes memory the previous ones touch.
+int ccuda_programmatic_launch(void);
 /// Raises a kernel's dynamic shared-memory limit.
 int ccuda_set_max_shared(void *function, int bytes);
 
-/// Row-major out[m][n] (fp32) = x[m][k] (fp16) · w[n][k]ᵀ (fp16), fp32 accumulation (cuBLAS GemmEx).
-int ccuda_gemm_f16(ccuda_ptr w, ccuda_ptr x, ccuda_ptr out, int m, int n, int k);
+/// Row-major out[m][n] (fp32) = x[m][k] (fp16) · w[n][k]ᵀ (fp16) (+ out when `accumulate`), fp32
+/// accumulation (cuBLAS GemmEx, beta 0 or 1).
+int ccuda_gemm_f16(ccuda_ptr w, ccuda_ptr x, ccuda_ptr out, int m, int n, int k, int accumulate);
 
 /// CUDA graphs of the op stream: begin capturing (ops are recorded, not run), end it and
 /// instantiate the graph (exec NULL: abandon the capture), launch it, free it.

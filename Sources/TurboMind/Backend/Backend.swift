@@ -73,6 +73,11 @@ public protocol Backend: AnyObject, Sendable {
     func embed(_ table: Linear, step: Step, out: Buffer) throws
     /// out[rows][n] = x[rows][k] · Wᵀ (+ bias), W `[n][k]`.
     func linear(_ x: Buffer, rows: Int, weight: Linear, bias: Buffer?, out: Buffer, mode: LinearMode) throws
+    /// y[rows][width] += x[rows][k] · Wᵀ (+ bias), W `[width][k]`: the residual add after a
+    /// projection, fused into the product where the backend can (else the product goes to
+    /// `scratch` and is added). Same values as `linear` into scratch followed by `add`.
+    func linearAdd(_ x: Buffer, rows: Int, weight: Linear, bias: Buffer?, into y: Buffer, width: Int, scratch: Buffer,
+                   mode: LinearMode) throws
     /// out[r] = x[r] / rms(x[r]) * weight, over `rows` rows of `dim`; out may be x.
     func rmsNorm(_ x: Buffer, weight: Buffer, out: Buffer, rows: Int, dim: Int, eps: Float) throws
     /// For every row of the step, `qkv[r]` = q | k | v (heads, kvHeads, kvHeads × headDim): rotates q
@@ -106,6 +111,12 @@ public protocol Backend: AnyObject, Sendable {
 extension Backend {
     /// A float (fp16/fp32) cache, which needs no quantization parameters.
     public func makeKVCache(_ layout: KVCacheLayout) throws -> KVCache { try makeKVCache(layout, quantParameters: nil) }
+
+    public func linearAdd(_ x: Buffer, rows: Int, weight: Linear, bias: Buffer?, into y: Buffer, width: Int, scratch: Buffer,
+                          mode: LinearMode) throws {
+        try linear(x, rows: rows, weight: weight, bias: bias, out: scratch, mode: mode)
+        try add(y, scratch, count: rows * width)
+    }
 
     public func replaying(step: Step, owners: [AnyObject], _ body: () throws -> Void) throws { try body() }
     public var samplesOnDevice: Bool { false }

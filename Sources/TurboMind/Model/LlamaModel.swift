@@ -149,8 +149,8 @@ public final class LlamaModel<B: Backend>: @unchecked Sendable {
             try backend.attention(s.qkv, step: step, cache: cache, layer: i, out: s.attn, heads: heads, kvHeads: kvHeads,
                                   headDim: headDim, scale: 1 / Float(headDim).squareRoot(), window: layer.window)
             try observe(i, .oInput, s.attn, width: heads * headDim)
-            try backend.linear(s.attn, rows: n, weight: layer.o, bias: layer.oBias, out: s.proj, mode: mode)  // [n][qDim]·[hidden][qDim]ᵀ
-            try backend.add(s.x, s.proj, count: n * hidden)
+            try backend.linearAdd(s.attn, rows: n, weight: layer.o, bias: layer.oBias, into: s.x, width: hidden, scratch: s.proj,
+                                  mode: mode)                                                          // x += [n][qDim]·[hidden][qDim]ᵀ
 
             // Feed-forward block (SwiGLU).
             try backend.rmsNorm(s.x, weight: layer.ffnNorm, out: s.normed, rows: n, dim: hidden, eps: config.rmsNormEps)
@@ -158,8 +158,8 @@ public final class LlamaModel<B: Backend>: @unchecked Sendable {
             try backend.linear(s.normed, rows: n, weight: layer.gateUp, bias: nil, out: s.gateUp, mode: mode)  // [n][2·inter]
             try backend.siluMul(s.gateUp, rows: n, inter: config.intermediateSize, out: s.act)
             try observe(i, .downInput, s.act, width: config.intermediateSize)
-            try backend.linear(s.act, rows: n, weight: layer.down, bias: nil, out: s.proj, mode: mode)         // [n][inter]·[hidden][inter]ᵀ
-            try backend.add(s.x, s.proj, count: n * hidden)
+            try backend.linearAdd(s.act, rows: n, weight: layer.down, bias: nil, into: s.x, width: hidden, scratch: s.proj,
+                                  mode: mode)                                                          // x += [n][inter]·[hidden][inter]ᵀ
         }
 
         // Final norm and LM head on the rows whose logits were asked for. Single rows go through the

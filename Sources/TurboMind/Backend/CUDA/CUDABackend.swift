@@ -292,13 +292,16 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     public let device: CUDARuntime.Device
     let kernels: CUDAKernels
     /// The per-step kernels, resolved once.
-    private let fEmbed, fRMSNorm, fRope, fAttention, fAttention64, fAttention128, fTiles64, fTiles128, fGemv, fSiluMul, fAdd, fAddBias, fGather, fToHalf, fSample, fMerge, fMMA128: UnsafeMutableRawPointer
+    private let fEmbed, fRMSNorm, fRope, fAttention, fAttention64, fAttention128, fTiles64, fTiles128, fGemv, fSiluMul, fAdd, fAddBias, fGather, fToHalf, fSample, fMMA128: UnsafeMutableRawPointer
     /// Serialises what shares the backend's scratch (the fp16 copy of a GEMM's input, the pinned
     /// download buffer): engines sharing one model may call from several threads.
     private let lock = NSLock()
     private var halfScratch: CUDABuffer?
     private var pinned: UnsafeMutableRawPointer?
     private var pinnedBytes = 0
+    /// The sampling parameters' pinned staging (queued uploads need pinned memory).
+    private var samplePinned: UnsafeMutableRawPointer?
+    private var samplePinnedBytes = 0
     /// Bumped when the GEMM input scratch moves: graphs recorded over the old one are stale.
     private var scratchGeneration = 0
     /// The sampler's zeroed [rows][vocab] marks.
@@ -307,6 +310,8 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     private var sampleStaging: CUDABuffer?
     /// Split-K attention's per-share partial results.
     private var attentionParts: CUDABuffer?
+    /// kernels.cu's ATT_COUNTERS.
+    static let mergeCounters = 1024
 
     /// Whether decode steps are recorded as CUDA graphs and replayed (LMDEPLOY_CUDA_GRAPHS=0: off).
     public var usesGraphs: Bool
@@ -344,7 +349,6 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         fGather = try kernels.function("gather_rows")
         fToHalf = try kernels.function("f32_to_f16")
         fSample = try kernels.function("sample_rows")
-        fMerge = try kernels.function("attention_merge")
         fMMA128 = try kernels.function("attention_mma_d128")
         let env = ProcessInfo.processInfo.environment
         profile = env["LMDEPLOY_CUDA_PROFILE"].map { $0 != "0" && !$0.isEmpty } == true ? CUDAProfile() : nil
@@ -356,6 +360,7 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     deinit {
         graphs.removeAll()
         if let pinned { _ = ccuda_host_free(pinned) }
+        if let samplePinned { _ = ccuda_host_free(samplePinned) }
     }
 
     /// Every op enqueues under this lock: a graph being recorded must see only its own step's ops.
@@ -500,6 +505,27 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     }
 
     public func linear(_ x: CUDABuffer, rows: Int, weight: CUDALinear, bias: CUDABuffer?, out: CUDABuffer, mode: LinearMode) throws {
+        try product(x, rows: rows, weight: weight, bias: bias, out: out, mode: mode, accumulate: false)
+    }
+
+    public func linearAdd(_ x: CUDABuffer, rows: Int, weight: CUDALinear, bias: CUDABuffer?, into y: CUDABuffer, width: Int,
+                          scratch: CUDABuffer, mode: LinearMode) throws {
+        precondition(width == weight.rows, "linearAdd \(weight.name): width \(width) is not the \(weight.rows) outputs")
+        if Self.usesGemv(rows: rows, mode: mode) || bias == nil {
+            // The GEMV adds into y itself (out + (x·w + bias), the add kernel's order); cuBLAS with
+            // beta 1 (no bias: it would be added after the sum).
+            try product(x, rows: rows, weight: weight, bias: bias, out: y, mode: mode, accumulate: true)
+        } else {
+            try product(x, rows: rows, weight: weight, bias: bias, out: scratch, mode: mode, accumulate: false)
+            try add(y, scratch, count: rows * width)
+        }
+    }
+
+    /// Decode at small batch: memory-bound, our GEMV streams the weights once (fused bias and add).
+    private static func usesGemv(rows: Int, mode: LinearMode) -> Bool { mode == .decode && rows <= 4 }
+
+    private func product(_ x: CUDABuffer, rows: Int, weight: CUDALinear, bias: CUDABuffer?, out: CUDABuffer, mode: LinearMode,
+                         accumulate: Bool) throws {
         precondition(rows * weight.columns <= x.count && rows * weight.rows <= out.count, "linear \(weight.name): buffers too small")
         Self.stream.lock()
         defer { Self.stream.unlock() }
@@ -523,8 +549,7 @@ public final class CUDABackend: Backend, @unchecked Sendable {
             }
         }
         out.halfValid = false
-        if mode == .decode && rows <= 4 {
-            // Decode at small batch: memory-bound, our GEMV streams the weights once (fused bias).
+        if Self.usesGemv(rows: rows, mode: mode) {
             try enqueue("gemv \(weight.rows)x\(weight.columns)") {
                 // Warps per output by n alone (fixed summation order): small matrices split k so the
                 // grid fills the GPU (4096 outputs in one warp each were two ragged waves).
@@ -534,12 +559,14 @@ public final class CUDABackend: Backend, @unchecked Sendable {
                 try kernels.launch(fGemv, name: "gemv_f16", grid: ((n + perBlock - 1) / perBlock, 1, 1), threads: 256,
                                    [.pointer(weight.weight.address), .pointer(xh), .pointer(out.address),
                                     .pointer(bias?.address ?? 0), .int(Int32(rows)), .int(Int32(n)), .int(Int32(weight.columns)),
-                                    .int(Int32(split))])
+                                    .int(Int32(split)), .int(accumulate ? 1 : 0)])
             }
             return
         }
+        precondition(!accumulate || bias == nil, "linear \(weight.name): cuBLAS accumulates without a bias")
         try enqueue("gemm \(weight.rows)x\(weight.columns)") {
-            try cudaCheck(ccuda_gemm_f16(weight.weight.address, xh, out.address, Int32(rows), Int32(weight.rows), Int32(weight.columns)),
+            try cudaCheck(ccuda_gemm_f16(weight.weight.address, xh, out.address, Int32(rows), Int32(weight.rows), Int32(weight.columns),
+                                         accumulate ? 1 : 0),
                           "linear \(weight.name)")
         }
         if let bias {
@@ -599,13 +626,16 @@ public final class CUDABackend: Backend, @unchecked Sendable {
                 // Split-K at ≤ 4 decode rows (one split count for all of them, so a row computes the
                 // same bits alone or beside three others, as the GEMV does); more rows fill the GPU.
                 let rows = step.decodeRowCount
-                let splits = rows <= 4 ? 8 : max(1, min(8, 2 * device.multiprocessors / (heads * rows)))
+                // (At most CUDABackend.mergeCounters (row, head) cells split: the kernel's merge counters.)
+                let splits = rows * heads > Self.mergeCounters ? 1 : rows <= 4 ? 8 : max(1, min(8, 2 * device.multiprocessors / (heads * rows)))
                 var part: ccuda_ptr = 0
                 if splits > 1 {
-                    let need = rows * heads * splits * (headDim + 2)
+                    // One counter per (row, head) (zeroed once; the share that merges resets it), then
+                    // the shares' partial states: the last share to finish merges in the same kernel.
+                    let need = Self.mergeCounters + rows * heads * splits * (headDim + 2)
                     if (attentionParts?.count ?? 0) < need {
                         attentionParts = nil
-                        attentionParts = try CUDABuffer(type: .f32, count: need, zeroed: false)
+                        attentionParts = try CUDABuffer(type: .f32, count: need, zeroed: true)
                         scratchGeneration += 1
                     }
                     part = attentionParts!.address
@@ -613,11 +643,6 @@ public final class CUDABackend: Backend, @unchecked Sendable {
                 try kernels.launch(wide ? fAttention128 : fAttention64, name: "attention_d\(headDim)",
                                    grid: (heads, rows, splits), threads: 128,
                                    common + [.pointer(step.decodeRows), .int(Int32(splits)), .pointer(part)])
-                if splits > 1 {
-                    try kernels.launch(fMerge, name: "attention_merge", grid: (heads, rows, 1), threads: headDim,
-                                       [.pointer(part), .int(Int32(splits)), .int(Int32(headDim)), .pointer(step.decodeRows),
-                                        .pointer(out.address), .pointer(oh), .int(Int32(heads * headDim)), .int(Int32(heads))])
-                }
             }
             if step.tileTotal > 0 && wide {
                 // Head size 128: tensor cores (fp16 q and P, fp32 accumulation and softmax).
@@ -736,7 +761,21 @@ public final class CUDABackend: Backend, @unchecked Sendable {
             sampleStaging = try CUDABuffer(type: .i32, count: 2 * (upload.count + m), zeroed: false)
         }
         let staging = sampleStaging!
-        try upload.withUnsafeBytes { try cudaCheck(ccuda_upload(staging.address, $0.baseAddress, $0.count), "uploading sampling parameters") }
+        // Queued behind the forward from pinned memory (a plain upload would first wait for the
+        // forward to finish, then the kernel launch would follow): one host wait per step, the fetch.
+        // The pinned copy is reused only after that fetch, when the stream has passed it.
+        let bytes = upload.count * 4
+        if bytes > samplePinnedBytes {
+            if let samplePinned { _ = ccuda_host_free(samplePinned) }
+            samplePinned = nil
+            samplePinnedBytes = 0
+            var p: UnsafeMutableRawPointer?
+            try cudaCheck(ccuda_host_alloc(&p, 2 * bytes), "allocating \(2 * bytes) bytes of pinned host memory")
+            samplePinned = p
+            samplePinnedBytes = 2 * bytes
+        }
+        upload.withUnsafeBytes { samplePinned!.copyMemory(from: $0.baseAddress!, byteCount: bytes) }
+        try cudaCheck(ccuda_upload_async(staging.address, samplePinned, bytes), "uploading sampling parameters")
         let out = staging.address + ccuda_ptr(upload.count * 4)
         try kernels.launch(fSample, name: "sample_rows", grid: (m, 1, 1), threads: 1024,
                            [.pointer(logits.address), .int(Int32(vocab)), .pointer(staging.address),

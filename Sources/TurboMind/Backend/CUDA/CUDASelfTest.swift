@@ -142,6 +142,46 @@ public final class CUDASelfTest: @unchecked Sendable {
             }
         }
 
+        // The residual add fused into the product: the GEMV (≤ 4 decode rows, with and without bias) gives
+        // the bits of the product into scratch then `add`; cuBLAS (beta 1) the same sum up to its own
+        // rounding of acc + y (one fp32 rounding either way, but its algorithm may differ with beta).
+        for (rows, n, k, withBias) in [(1, 300, 512, false), (3, 129, 200, true), (4, 4096, 4096, false), (9, 70, 96, false),
+                                       (64, 1024, 512, false)] {
+            let name = "linearAdd \(rows)×\(k) · \(n)×\(k)ᵀ\(withBias ? " +bias" : "")"
+            await guarded(name) {
+                let t = Self.tensor("w", rng.floats(n * k), rows: n, columns: k, dtype: .bf16)
+                let gl = try gpu.prepare(linear: .dense([t]))
+                let xs = rng.floats(rows * k, scale: 3)
+                let x = try gpu.upload(xs), bias = try gpu.upload(rng.floats(n))
+                let y0 = rng.floats(rows * n, scale: 5)
+                let fused = try gpu.upload(y0), separate = try gpu.upload(y0)
+                let scratch = try gpu.allocate(.f32, count: rows * n)
+                let mode: LinearMode = rows <= 4 ? .decode : .prefill
+                try gpu.linearAdd(x, rows: rows, weight: gl, bias: withBias ? bias : nil, into: fused, width: n, scratch: scratch, mode: mode)
+                try gpu.linear(x, rows: rows, weight: gl, bias: withBias ? bias : nil, out: scratch, mode: mode)
+                let product = try gpu.download(scratch, count: rows * n)
+                try gpu.add(separate, scratch, count: rows * n)
+                let a = try gpu.download(fused, count: rows * n), b = try gpu.download(separate, count: rows * n)
+                if rows <= 4 {
+                    let same = zip(a, b).allSatisfy { $0.bitPattern == $1.bitPattern }
+                    check(name, same, "GEMV y += x·Wᵀ vs product then add: \(same ? "identical bits" : "max |Δ| \(Self.maxError(a, b))")")
+                } else {
+                    let w = t.toFloatArray()
+                    var worst: Float = 0, ok = true
+                    for i in 0..<a.count {
+                        let (r, o) = (i / n, i % n)
+                        var mag: Float = 0
+                        for j in 0..<k { mag += abs(w[o * k + j] * xs[r * k + j]) }
+                        let bound = 2e-6 * (abs(y0[i]) + abs(product[i]) + mag) + 1e-6
+                        let d = abs(a[i] - b[i])
+                        if !(d <= bound) { ok = false }
+                        worst = max(worst, d / bound)
+                    }
+                    check(name, ok, "cuBLAS beta 1 vs product then add: worst |Δ| / bound \(worst) (bound 2e-6·(|y| + |x·Wᵀ| + Σ|w·x|) + 1e-6)")
+                }
+            }
+        }
+
         await guarded("rmsNorm") {
             let rows = 3, dim = 577
             let (cx, gx) = try both(cpu, gpu, rng.floats(rows * dim, scale: 4))

@@ -28,9 +28,34 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
+// ---- programmatic dependent launch ----------------------------------------------------------------
+// On sm_90+ the host launches every kernel with programmatic stream serialization: a kernel may be
+// scheduled while the one before it still runs. So each kernel calls pdl_wait() before it reads or
+// writes anything earlier kernels touch (weights, never written during a forward, may be read
+// before: the GEMV prefetches them), and it does so in every thread before any early return, so no
+// kernel can finish before its predecessor and order stays transitive. pdl_trigger() lets the next
+// kernel be scheduled: the small kernels trigger at once (their successor's prologue and weight
+// prefetch then overlap them); the GEMV triggers after its weight loop. No-ops without PDL.
+__device__ __forceinline__ void pdl_wait() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+/// The start of a kernel whose own work is small: let the next one be scheduled, then wait for the previous.
+__device__ __forceinline__ void pdl_start() {
+    pdl_trigger();
+    pdl_wait();
+}
+
 // ---- conversions ------------------------------------------------------------------------------
 /// dst[i] = fp16(src[i]); dtype 0 = fp32, 1 = fp16, 2 = bf16 (weights at load).
 extern "C" __global__ void to_f16(const void *src, int dtype, half_t *dst, long long n) {
+    pdl_start();
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
         float v;
         if (dtype == 0) v = ((const float *)src)[i];
@@ -42,6 +67,7 @@ extern "C" __global__ void to_f16(const void *src, int dtype, half_t *dst, long 
 
 /// Activations to fp16 for a GEMM: x [n] fp32 → y [n] fp16.
 extern "C" __global__ void f32_to_f16(const float *x, half_t *y, long long n) {
+    pdl_start();
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
         y[i] = f2h(x[i]);
 }
@@ -49,6 +75,7 @@ extern "C" __global__ void f32_to_f16(const float *x, half_t *y, long long n) {
 // ---- embedding, norms, elementwise ---------------------------------------------------------------
 /// out[r] = table[ids[r]] widened; grid.x = rows.
 extern "C" __global__ void embed(const half_t *table, int cols, const int *ids, float *out) {
+    pdl_start();
     const half_t *src = table + (long long)ids[blockIdx.x] * cols;
     float *dst = out + (long long)blockIdx.x * cols;
     for (int i = threadIdx.x; i < cols; i += blockDim.x) dst[i] = h2f(src[i]);
@@ -56,6 +83,7 @@ extern "C" __global__ void embed(const half_t *table, int cols, const int *ids, 
 
 /// out[r] = x[r] / rms(x[r]) * w; grid.x = rows, blockDim 256. out may be x.
 extern "C" __global__ void rmsnorm(const float *x, const float *w, float *out, half_t *out_h, int dim, float eps) {
+    pdl_start();
     const float *xr = x + (long long)blockIdx.x * dim;
     float *o = out + (long long)blockIdx.x * dim;
     float ss = 0;
@@ -81,6 +109,7 @@ extern "C" __global__ void rmsnorm(const float *x, const float *w, float *out, h
 
 /// out[r][i] = silu(gu[r][i]) * gu[r][inter + i]; grid over rows*inter.
 extern "C" __global__ void silu_mul(const float *gu, float *out, half_t *out_h, int rows, int inter) {
+    pdl_start();
     long long n = (long long)rows * inter;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
         int r = (int)i / inter, c = (int)i - r * inter;   // 32-bit division (n < 2^31): a 64-bit one is a long instruction sequence
@@ -94,12 +123,14 @@ extern "C" __global__ void silu_mul(const float *gu, float *out, half_t *out_h, 
 
 /// y += x.
 extern "C" __global__ void add(float *y, const float *x, long long n) {
+    pdl_start();
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
         y[i] += x[i];
 }
 
 /// out[r][c] += bias[c].
 extern "C" __global__ void add_bias(float *out, const float *bias, int rows, int cols) {
+    pdl_start();
     long long n = (long long)rows * cols;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
         out[i] += bias[i % cols];
@@ -107,6 +138,7 @@ extern "C" __global__ void add_bias(float *out, const float *bias, int rows, int
 
 /// out[i] = x[rows[i]] for rows of `width`; grid.x = count.
 extern "C" __global__ void gather_rows(const float *x, const int *rows, int width, float *out) {
+    pdl_start();
     const float *src = x + (long long)rows[blockIdx.x] * width;
     float *dst = out + (long long)blockIdx.x * width;
     for (int i = threadIdx.x; i < width; i += blockDim.x) dst[i] = src[i];
@@ -119,6 +151,7 @@ extern "C" __global__ void gather_rows(const float *x, const int *rows, int widt
 extern "C" __global__ void rope_store_kv(float *qkv, int stride, int heads, int kv_heads, int d, const int *pos,
                                          const float *inv_freq, const int *freq_set, half_t *k_pool, half_t *v_pool,
                                          const int *slots) {
+    pdl_start();
     int r = blockIdx.x, half = d / 2, kvw = kv_heads * d;
     float *row = qkv + (long long)r * stride;
     const float *freq = inv_freq + (freq_set ? (long long)freq_set[r] * half : 0);
@@ -150,6 +183,7 @@ extern "C" __global__ void rope_store_kv(float *qkv, int stride, int heads, int 
 // ---- paged attention -----------------------------------------------------------------------------
 #define ATT_WARPS 4
 #define ATT_MAX_D 256
+#define ATT_COUNTERS 1024   // split-K merge counters at the start of `part`: rows × heads ≤ this
 
 /// Causal GQA over the paged fp16 cache, one block per (query head, query row). The block's warps
 /// split the row's keys into 32-key tiles: each lane scores one key (q in shared memory), the warp
@@ -159,6 +193,7 @@ extern "C" __global__ void attention(const float *qkv, int q_stride, const half_
                                      int kv_stride, int block_size, const int *pos, const int *row_table,
                                      const int *tables, float *out, int out_stride, int heads, int kv_heads, int d,
                                      float scale, int window, half_t *out_h) {
+    pdl_start();
     int h = blockIdx.x, r = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int kvh = h / (heads / kv_heads);
     __shared__ float q[ATT_MAX_D];
@@ -242,6 +277,29 @@ extern "C" __global__ void attention(const float *qkv, int q_stride, const half_
 /// lane has all its loads in flight at once: its key row as D/8 16-byte loads, then V rows eight keys
 /// at a time with each lane owning D/32 contiguous dimensions. The generic kernel issues one load
 /// per iteration and waits on each, which made decode latency-bound.
+/// C consecutive halves loaded as one access (4 or 8 bytes).
+template <int C> struct alignas(2 * C) HalfVec { half_t h[C]; };
+
+/// out = Σ e^(M_z − M) sum_z / Σ e^(M_z − M) L_z over the split-K shares of one (row, head):
+/// `shares` holds `splits` records of (M_z, L_z, sum_z[d]). Read through L2 (__ldcg): other blocks
+/// wrote them during this launch.
+__device__ __forceinline__ void merge_shares(const float *shares, int splits, int d, float *out, half_t *out_h) {
+    float M = NEG_INF;
+    for (int z = 0; z < splits; z++) M = fmaxf(M, __ldcg(shares + z * (d + 2)));
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+        float L = 0, sum = 0;
+        for (int z = 0; z < splits; z++) {
+            float mz = __ldcg(shares + z * (d + 2));
+            if (mz == NEG_INF) continue;   // an empty share
+            float c = expf(mz - M);
+            L += c * __ldcg(shares + z * (d + 2) + 1);
+            sum += c * __ldcg(shares + z * (d + 2) + 2 + i);
+        }
+        out[i] = sum / L;
+        if (out_h) out_h[i] = f2h(sum / L);
+    }
+}
+
 template <int D>
 __device__ __forceinline__ void attention_fixed(const float *qkv, int q_stride, const half_t *k_pool, const half_t *v_pool,
                                                 int kv_stride, int block_size, const int *pos, const int *row_table,
@@ -294,26 +352,24 @@ __device__ __forceinline__ void attention_fixed(const float *qkv, int q_stride, 
         for (int c = 0; c < C; c++) acc[c] *= corr;
         int count = min(32, n - base);
         for (int t0 = 0; t0 < count; t0 += 8) {
-            half_t vv[8][C];
+            HalfVec<C> vv[8];
             float pt[8];
 #pragma unroll
             for (int t = 0; t < 8; t++) {
                 pt[t] = __shfl_sync(0xffffffffu, p, t0 + t);
                 long long vo = __shfl_sync(0xffffffffu, off, t0 + t);
                 if (t0 + t < count) {
-                    const half_t *v = v_pool + vo + lane * C;
-#pragma unroll
-                    for (int c = 0; c < C; c++) vv[t][c] = v[c];
+                    vv[t] = *(const HalfVec<C> *)(v_pool + vo + lane * C);
                 } else {
 #pragma unroll
-                    for (int c = 0; c < C; c++) vv[t][c] = 0;
+                    for (int c = 0; c < C; c++) vv[t].h[c] = 0;
                     pt[t] = 0;
                 }
             }
 #pragma unroll
             for (int t = 0; t < 8; t++)
 #pragma unroll
-                for (int c = 0; c < C; c++) acc[c] += pt[t] * h2f(vv[t][c]);
+                for (int c = 0; c < C; c++) acc[c] += pt[t] * h2f(vv[t].h[c]);
         }
         m = m_new;
     }
@@ -329,8 +385,12 @@ __device__ __forceinline__ void attention_fixed(const float *qkv, int q_stride, 
     float L = 0;
     for (int w = 0; w < ATT_WARPS; w++) L += wm[w] == NEG_INF ? 0 : expf(wm[w] - M) * wl[w];
     if (splits > 1) {
-        // This share's max, mass and unnormalised sum, merged by attention_merge.
-        float *pp = part + (((long long)blockIdx.y * heads + h) * splits + blockIdx.z) * (D + 2);
+        // This share's max, mass and unnormalised sum; the last share of (row, head) to finish
+        // merges them all: no second kernel. `part` starts with ATT_COUNTERS counters, one per
+        // (row, head), zeroed at allocation and reset by the merging share; the shares follow.
+        const long long cell = (long long)blockIdx.y * heads + h;
+        float *shares = part + ATT_COUNTERS;
+        float *pp = shares + (cell * splits + blockIdx.z) * (D + 2);
         for (int i = threadIdx.x; i < D; i += blockDim.x) {
             float sum = 0;
             for (int w = 0; w < ATT_WARPS; w++)
@@ -341,6 +401,17 @@ __device__ __forceinline__ void attention_fixed(const float *qkv, int q_stride, 
             pp[0] = M;
             pp[1] = L;
         }
+        __threadfence();   // the partials are visible before the count says so
+        __syncthreads();
+        __shared__ int last;
+        int *counter = (int *)part + cell;
+        if (threadIdx.x == 0) last = atomicAdd(counter, 1) == splits - 1;
+        __syncthreads();
+        if (!last) return;
+        __threadfence();
+        if (threadIdx.x == 0) *counter = 0;
+        merge_shares(shares + cell * splits * (D + 2), splits, D, out + (long long)r * out_stride + (long long)h * D,
+                     out_h ? out_h + (long long)r * out_stride + (long long)h * D : 0);
         return;
     }
     float *o = out + (long long)r * out_stride + (long long)h * D;
@@ -357,6 +428,7 @@ extern "C" __global__ void attention_d64(const float *qkv, int q_stride, const h
                                          int block_size, const int *pos, const int *row_table, const int *tables, float *out,
                                          int out_stride, int heads, int kv_heads, int d, float scale, int window, half_t *out_h,
                                          const int *row_list, int splits, float *part) {
+    pdl_start();
     attention_fixed<64>(qkv, q_stride, k_pool, v_pool, kv_stride, block_size, pos, row_table, tables, out, out_stride, heads,
                         kv_heads, scale, window, row_list, out_h, splits, part);
 }
@@ -365,31 +437,9 @@ extern "C" __global__ void attention_d128(const float *qkv, int q_stride, const 
                                           int block_size, const int *pos, const int *row_table, const int *tables, float *out,
                                           int out_stride, int heads, int kv_heads, int d, float scale, int window, half_t *out_h,
                                           const int *row_list, int splits, float *part) {
+    pdl_start();
     attention_fixed<128>(qkv, q_stride, k_pool, v_pool, kv_stride, block_size, pos, row_table, tables, out, out_stride, heads,
                          kv_heads, scale, window, row_list, out_h, splits, part);
-}
-
-/// Merges the split-K shares of attention_d64/d128: out = Σ e^(M_z − M) sum_z / Σ e^(M_z − M) L_z.
-/// grid (heads, decode rows), blockDim = d.
-extern "C" __global__ void attention_merge(const float *part, int splits, int d, const int *row_list, float *out, half_t *out_h,
-                                           int out_stride, int heads) {
-    int h = blockIdx.x, r = row_list[blockIdx.y], i = threadIdx.x;
-    const float *pp = part + ((long long)blockIdx.y * heads + h) * splits * (d + 2);
-    float M = NEG_INF;
-    for (int z = 0; z < splits; z++) M = fmaxf(M, pp[z * (d + 2)]);
-    float L = 0, sum = 0;
-    for (int z = 0; z < splits; z++) {
-        float mz = pp[z * (d + 2)];
-        if (mz == NEG_INF) continue;   // an empty share
-        float c = expf(mz - M);
-        L += c * pp[z * (d + 2) + 1];
-        if (i < d) sum += c * pp[z * (d + 2) + 2 + i];
-    }
-    if (i < d) {
-        long long o = (long long)r * out_stride + (long long)h * d + i;
-        out[o] = sum / L;
-        if (out_h) out_h[o] = f2h(sum / L);
-    }
 }
 
 // ---- prefill attention: query tiles sharing K/V tiles in shared memory -------------------------------
@@ -497,6 +547,7 @@ extern "C" __global__ void attention_tiles_d64(const float *qkv, int q_stride, c
                                                int kv_stride, int block_size, const int *pos, const int *row_table,
                                                const int *tables, float *out, int out_stride, int heads, int kv_heads, int d,
                                                float scale, int window, half_t *out_h, const int *tile_first, const int *tile_count) {
+    pdl_start();
     attention_tiles_fixed<64>(qkv, q_stride, k_pool, v_pool, kv_stride, block_size, pos, row_table, tables, out, out_stride, heads,
                               kv_heads, scale, window, tile_first, tile_count, out_h);
 }
@@ -505,6 +556,7 @@ extern "C" __global__ void attention_tiles_d128(const float *qkv, int q_stride, 
                                                 int kv_stride, int block_size, const int *pos, const int *row_table,
                                                 const int *tables, float *out, int out_stride, int heads, int kv_heads, int d,
                                                 float scale, int window, half_t *out_h, const int *tile_first, const int *tile_count) {
+    pdl_start();
     attention_tiles_fixed<128>(qkv, q_stride, k_pool, v_pool, kv_stride, block_size, pos, row_table, tables, out, out_stride, heads,
                                kv_heads, scale, window, tile_first, tile_count, out_h);
 }
@@ -683,6 +735,7 @@ extern "C" __global__ void attention_mma_d64(const float *qkv, int q_stride, con
                                              int kv_stride, int block_size, const int *pos, const int *row_table,
                                              const int *tables, float *out, int out_stride, int heads, int kv_heads, int d,
                                              float scale, int window, half_t *out_h, const int *tile_first, const int *tile_count) {
+    pdl_start();
     attention_mma_fixed<64>(qkv, q_stride, k_pool, v_pool, kv_stride, block_size, pos, row_table, tables, out, out_stride, heads,
                             kv_heads, scale, window, tile_first, tile_count, out_h);
 }
@@ -691,6 +744,7 @@ extern "C" __global__ void attention_mma_d128(const float *qkv, int q_stride, co
                                               int kv_stride, int block_size, const int *pos, const int *row_table,
                                               const int *tables, float *out, int out_stride, int heads, int kv_heads, int d,
                                               float scale, int window, half_t *out_h, const int *tile_first, const int *tile_count) {
+    pdl_start();
     attention_mma_fixed<128>(qkv, q_stride, k_pool, v_pool, kv_stride, block_size, pos, row_table, tables, out, out_stride, heads,
                              kv_heads, scale, window, tile_first, tile_count, out_h);
 }
@@ -705,17 +759,25 @@ extern "C" __global__ void attention_mma_d128(const float *qkv, int q_stride, co
 /// added in warp order. The split depends on n alone, so each output's summation order is fixed
 /// whatever m: a row gets the same bits alone or in a batch. Small n splits k so that the grid
 /// covers the GPU in about one wave. blockDim 256 = 8 / split outputs.
-extern "C" __global__ void gemv_f16(const half_t *w, const half_t *x, float *out, const float *bias, int m, int n, int k, int split) {
+/// Under programmatic dependent launch the block first asks L2 for its weight share (the weights
+/// are never written by a forward), so the bytes arrive while the small kernels before it run, and
+/// only then waits for x. `accumulate` adds the product to out (the residual add, fused), in the
+/// order the separate add kernel would: out + (x·w + bias).
+extern "C" __global__ void gemv_f16(const half_t *w, const half_t *x, float *out, const float *bias, int m, int n, int k, int split,
+                                    int accumulate) {
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int o = blockIdx.x * (8 / split) + warp / split, part = warp % split;
     bool valid = o < n;
     const half_t *wr = w + (long long)(valid ? o : 0) * k;
+    int chunks = k / 8, share = (chunks + split - 1) / split;
+    int c_lo = part * share, c_hi = min(chunks, c_lo + share);
+    if (valid && (k & 7) == 0)
+        for (int c = c_lo + lane; c < c_hi; c += 32) asm volatile("prefetch.global.L2 [%0];" ::"l"(wr + (long long)c * 8));
+    pdl_wait();
     float acc[GEMV_MAX_ROWS];
 #pragma unroll
     for (int r = 0; r < GEMV_MAX_ROWS; r++) acc[r] = 0;
     if (valid && (k & 7) == 0) {
-        int chunks = k / 8, share = (chunks + split - 1) / split;
-        int c_lo = part * share, c_hi = min(chunks, c_lo + share);
         for (int c0 = c_lo + lane; c0 < c_hi; c0 += 32 * GEMV_LOADS) {
             uint4 raw[GEMV_LOADS];
 #pragma unroll
@@ -751,6 +813,7 @@ extern "C" __global__ void gemv_f16(const half_t *w, const half_t *x, float *out
                 if (r < m) acc[r] += wf * h2f(x[(long long)r * k + i]);
         }
     }
+    pdl_trigger();
     __shared__ float partial[8][GEMV_MAX_ROWS];
 #pragma unroll
     for (int r = 0; r < GEMV_MAX_ROWS; r++) {
@@ -761,7 +824,9 @@ extern "C" __global__ void gemv_f16(const half_t *w, const half_t *x, float *out
     if (valid && part == 0 && lane < m) {
         float s = partial[warp][lane];
         for (int q = 1; q < split; q++) s += partial[warp + q][lane];
-        out[(long long)lane * n + o] = s + (bias ? bias[o] : 0.0f);
+        float v = s + (bias ? bias[o] : 0.0f);
+        float *dst = out + (long long)lane * n + o;
+        *dst = accumulate ? *dst + v : v;
     }
 }
 
@@ -790,6 +855,7 @@ __device__ __forceinline__ bool sample_before(float va, int ia, float vb, int ib
 /// zeroed int [rows][vocab] scratch, left zeroed. grid.x = rows, blockDim = 1024.
 extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS) sample_rows(float *logits, int vocab, const int *params,
                                                                          const int *ids, int *marks, int *out) {
+    pdl_start();
     int r = blockIdx.x, tid = threadIdx.x, nt = blockDim.x;
     const int *p = params + r * SAMPLE_PARAMS;
     float temperature = __int_as_float(p[0]), top_p = __int_as_float(p[1]);
