@@ -515,8 +515,6 @@ int ccuda_launch(void *function, unsigned gx, unsigned gy, unsigned gz, unsigned
     return cu_check(cu.LaunchKernel(function, gx, gy, gz, bx, by, bz, shared_bytes, stream, params, NULL), "cuLaunchKernel");
 }
 
-int ccuda_programmatic_launch(void) { return pdl; }
-
 int ccuda_gemm_f16(ccuda_ptr w, ccuda_ptr x, ccuda_ptr out, int m, int n, int k, int accumulate) {
     if (ensure()) return -1;
     if (!blas) return fail("cuBLAS is not loaded");

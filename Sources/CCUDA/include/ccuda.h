@@ -57,13 +57,11 @@ int ccuda_compile(const char *source, const char *name, int arch, void **cubin, 
 /// Loads a cubin; *module is an opaque handle.
 int ccuda_load_module(const void *image, void **module);
 int ccuda_get_function(void *module, const char *name, void **function);
-/// Launches `function` on the op stream with `params` (an array of pointers to each argument).
+/// Launches `function` on the op stream with `params` (an array of pointers to each argument); on
+/// sm_90+ with programmatic dependent launch (unless LMDEPLOY_CUDA_PDL=0), so every kernel must wait
+/// (griddepcontrol.wait) before it touches memory the kernels before it touch.
 int ccuda_launch(void *function, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                  unsigned shared_bytes, void **params);
-/// 1 when launches use programmatic dependent launch (sm_90+, cuLaunchKernelEx found, and
-/// LMDEPLOY_CUDA_PDL is not 0): a kernel may start before the previous one ends, so every kernel
-/// must wait (griddepcontrol.wait) before it reads or writes memory the previous ones touch.
-int ccuda_programmatic_launch(void);
 /// Raises a kernel's dynamic shared-memory limit.
 int ccuda_set_max_shared(void *function, int bytes);
 

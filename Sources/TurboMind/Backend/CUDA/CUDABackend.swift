@@ -297,11 +297,9 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     /// download buffer): engines sharing one model may call from several threads.
     private let lock = NSLock()
     private var halfScratch: CUDABuffer?
-    private var pinned: UnsafeMutableRawPointer?
-    private var pinnedBytes = 0
+    private let pinned = PinnedHostBuffer()
     /// The sampling parameters' pinned staging (queued uploads need pinned memory).
-    private var samplePinned: UnsafeMutableRawPointer?
-    private var samplePinnedBytes = 0
+    private let samplePinned = PinnedHostBuffer()
     /// Bumped when the GEMM input scratch moves: graphs recorded over the old one are stale.
     private var scratchGeneration = 0
     /// The sampler's zeroed [rows][vocab] marks.
@@ -359,8 +357,6 @@ public final class CUDABackend: Backend, @unchecked Sendable {
 
     deinit {
         graphs.removeAll()
-        if let pinned { _ = ccuda_host_free(pinned) }
-        if let samplePinned { _ = ccuda_host_free(samplePinned) }
     }
 
     /// Every op enqueues under this lock: a graph being recorded must see only its own step's ops.
@@ -409,21 +405,12 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         try fetch(buffer.address, bytes: n * 4)
-        return Array(UnsafeBufferPointer(start: pinned!.assumingMemoryBound(to: Float.self), count: n))
+        return Array(UnsafeBufferPointer(start: pinned.address!.assumingMemoryBound(to: Float.self), count: n))
     }
 
     /// Waits for the stream and copies `bytes` from `address` into the pinned buffer (under `lock`).
     private func fetch(_ address: ccuda_ptr, bytes: Int) throws {
-        if bytes > pinnedBytes {
-            if let pinned { _ = ccuda_host_free(pinned) }
-            pinned = nil
-            pinnedBytes = 0
-            var p: UnsafeMutableRawPointer?
-            try cudaCheck(ccuda_host_alloc(&p, bytes), "allocating \(bytes) bytes of pinned host memory")
-            pinned = p
-            pinnedBytes = bytes
-        }
-        try cudaCheck(ccuda_download(pinned, address, bytes))
+        try cudaCheck(ccuda_download(try pinned.reserve(bytes), address, bytes))
         profile?.collect()
     }
 
@@ -765,23 +752,37 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         // forward to finish, then the kernel launch would follow): one host wait per step, the fetch.
         // The pinned copy is reused only after that fetch, when the stream has passed it.
         let bytes = upload.count * 4
-        if bytes > samplePinnedBytes {
-            if let samplePinned { _ = ccuda_host_free(samplePinned) }
-            samplePinned = nil
-            samplePinnedBytes = 0
-            var p: UnsafeMutableRawPointer?
-            try cudaCheck(ccuda_host_alloc(&p, 2 * bytes), "allocating \(2 * bytes) bytes of pinned host memory")
-            samplePinned = p
-            samplePinnedBytes = 2 * bytes
-        }
-        upload.withUnsafeBytes { samplePinned!.copyMemory(from: $0.baseAddress!, byteCount: bytes) }
-        try cudaCheck(ccuda_upload_async(staging.address, samplePinned, bytes), "uploading sampling parameters")
+        let host = try samplePinned.reserve(bytes)
+        upload.withUnsafeBytes { host.copyMemory(from: $0.baseAddress!, byteCount: bytes) }
+        try cudaCheck(ccuda_upload_async(staging.address, host, bytes), "uploading sampling parameters")
         let out = staging.address + ccuda_ptr(upload.count * 4)
         try kernels.launch(fSample, name: "sample_rows", grid: (m, 1, 1), threads: 1024,
                            [.pointer(logits.address), .int(Int32(vocab)), .pointer(staging.address),
                             .pointer(staging.address + ccuda_ptr(params.count * 4)), .pointer(sampleMarks!.address), .pointer(out)])
         profile?.mark("sample_rows")
         try fetch(out, bytes: m * 4)
-        return Array(UnsafeBufferPointer(start: pinned!.assumingMemoryBound(to: Int32.self), count: m))
+        return Array(UnsafeBufferPointer(start: pinned.address!.assumingMemoryBound(to: Int32.self), count: m))
     }
+}
+
+/// Page-locked host memory that grows on demand (downloads and queued uploads need it); freed with its owner.
+final class PinnedHostBuffer {
+    private(set) var address: UnsafeMutableRawPointer?
+    private var bytes = 0
+
+    /// At least `count` bytes (the old contents are not kept when it grows).
+    func reserve(_ count: Int) throws -> UnsafeMutableRawPointer {
+        if count > bytes || address == nil {
+            if let address { _ = ccuda_host_free(address) }
+            address = nil
+            bytes = 0
+            var p: UnsafeMutableRawPointer?
+            try cudaCheck(ccuda_host_alloc(&p, max(count, 1)), "allocating \(count) bytes of pinned host memory")
+            address = p
+            bytes = max(count, 1)
+        }
+        return address!
+    }
+
+    deinit { if let address { _ = ccuda_host_free(address) } }
 }
