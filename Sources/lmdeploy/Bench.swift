@@ -90,7 +90,7 @@ struct Bench: AsyncParsableCommand {
         settings.sessionLen = settings.sessionLen ?? longestRequest + 1
         settings.maxBatchSize = settings.maxBatchSize ?? top
         settings.cacheMaxEntryCount = settings.cacheMaxEntryCount ?? Double(top)
-        settings.maxPrefillTokenNum = settings.maxPrefillTokenNum ?? max(512, top)
+        if top > 512 { settings.maxPrefillTokenNum = settings.maxPrefillTokenNum ?? top }   // else the device's default
         let engine = try settings.launch(source)
         defer { engine.shutdown() }
         for notice in engine.notices { FileHandle.standardError.write(Data("bench: \(notice)\n".utf8)) }

@@ -14,7 +14,7 @@ struct EngineOptions: ParsableArguments {
     var maxBatchSize: Int?
 
     @Option(name: [.customLong("max-prefill-token-num"), .customLong("max_prefill_token_num")], parsing: .unconditional,
-            help: "Prompt tokens computed per step at most; longer prompts are split across steps. Default: 512.")
+            help: "Prompt tokens computed per step at most; longer prompts are split across steps. Default: 512 on the CPU, 8192 on CUDA (lmdeploy's).")
     var maxPrefillTokenNum: Int?
 
     @Option(name: [.customLong("cache-max-entry-count"), .customLong("cache_max_entry_count")], parsing: .unconditional,

@@ -20,6 +20,9 @@ public struct EngineConfig: Sendable, Equatable {
     /// Scale and zero point per layer and KV head for an int8 cache (required with `.int8`).
     public var kvQuantParameters: KVQuantParameters?
 
+    /// The default prefill budget on CUDA (lmdeploy's `max_prefill_token_num`); the CPU's is 512.
+    public static let cudaMaxPrefillTokenNum = 8192
+
     public init(sessionLen: Int = 4096, maxBatchSize: Int = 64, maxPrefillTokenNum: Int = 512,
                 cacheBlockSeqLen: Int = 64, cacheMaxEntryCount: Double = 0.5, kvCacheType: KVCacheType = .f16,
                 kvQuantParameters: KVQuantParameters? = nil) {

@@ -71,8 +71,13 @@ public struct EngineSettings: Sendable, Equatable {
     /// resolved config first.
     public func launch(_ source: ModelSource, adjust: (inout EngineConfig) -> Void = { _ in }) throws -> any InferenceEngine {
         var config = try config(for: source)
+        let resolved = try device.resolve()
+        // On a GPU prefill is cheap beside the weights' read of every decode step: lmdeploy's 8192-token
+        // budget admits 16 prompts of 512 in one step instead of one (the CPU keeps 512, so that decode
+        // rows beside a long prompt are not held up for seconds).
+        if case .cuda = resolved, maxPrefillTokenNum == nil { config.maxPrefillTokenNum = EngineConfig.cudaMaxPrefillTokenNum }
         adjust(&config)
-        switch try device.resolve() {
+        switch resolved {
         case let .cuda(backend):
             try dtype.checkCUDA()
             let model = try LlamaModel(backend: backend, config: source.config, weights: source.weights, lmHead: lmHeadDType)

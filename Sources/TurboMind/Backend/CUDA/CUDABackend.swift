@@ -293,6 +293,9 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     let kernels: CUDAKernels
     /// The per-step kernels, resolved once.
     private let fEmbed, fRMSNorm, fRope, fAttention, fAttention64, fAttention128, fTiles64, fTiles128, fGemv, fSiluMul, fAdd, fAddBias, fGather, fToHalf, fSample, fMMA128: UnsafeMutableRawPointer
+    /// The tensor-core decode GEMMs for 1, 2, 4 and 8 tiles of 8 rows.
+    private let fSkinny: [UnsafeMutableRawPointer]
+    private let fSkinnyMerge: UnsafeMutableRawPointer
     /// Serialises what shares the backend's scratch (the fp16 copy of a GEMM's input, the pinned
     /// download buffer): engines sharing one model may call from several threads.
     private let lock = NSLock()
@@ -309,7 +312,17 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     /// Split-K attention's per-share partial results.
     private var attentionParts: CUDABuffer?
     /// kernels.cu's ATT_COUNTERS.
-    static let mergeCounters = 1024
+    static let mergeCounters = 8192
+    /// The decode GEMM's split-K shares and its per-column merge counters (zeroed; reset by the merger).
+    private var skinnyParts: CUDABuffer?
+    private var skinnyCounters: CUDABuffer?
+    static let skinnyCounterCount = 4096
+    /// Decode rows the tensor-core GEMM takes (kernels.cu's SK_MAX_ROWS); more go to cuBLAS.
+    static let skinnyMaxRows = 64
+    /// Which kernel runs decode products: the tensor-core GEMM for 1…64 rows (one kernel, so a row's
+    /// bits do not depend on the batch), or (LMDEPLOY_CUDA_DECODE_GEMM=gemv, for comparison) the
+    /// CUDA-core GEMV up to 4 rows and cuBLAS above.
+    private let decodeUsesSkinny: Bool
 
     /// Whether decode steps are recorded as CUDA graphs and replayed (LMDEPLOY_CUDA_GRAPHS=0: off).
     public var usesGraphs: Bool
@@ -348,7 +361,15 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         fToHalf = try kernels.function("f32_to_f16")
         fSample = try kernels.function("sample_rows")
         fMMA128 = try kernels.function("attention_mma_d128")
+        let k = kernels
+        fSkinny = try [1, 2, 4, 8].map { try k.function("gemm_skinny_t\($0)") }
+        fSkinnyMerge = try kernels.function("gemm_skinny_merge")
         let env = ProcessInfo.processInfo.environment
+        switch env["LMDEPLOY_CUDA_DECODE_GEMM"] ?? "mma" {
+        case "mma", "": decodeUsesSkinny = true
+        case "gemv": decodeUsesSkinny = false
+        case let other: throw CUDAError.failed("LMDEPLOY_CUDA_DECODE_GEMM is 'mma' (the default) or 'gemv', got '\(other)'")
+        }
         profile = env["LMDEPLOY_CUDA_PROFILE"].map { $0 != "0" && !$0.isEmpty } == true ? CUDAProfile() : nil
         usesGraphs = env["LMDEPLOY_CUDA_GRAPHS"] != "0" && profile == nil
         if let profile { CUDAProfile.register(profile) }
@@ -498,9 +519,9 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     public func linearAdd(_ x: CUDABuffer, rows: Int, weight: CUDALinear, bias: CUDABuffer?, into y: CUDABuffer, width: Int,
                           scratch: CUDABuffer, mode: LinearMode) throws {
         precondition(width == weight.rows, "linearAdd \(weight.name): width \(width) is not the \(weight.rows) outputs")
-        if Self.usesGemv(rows: rows, mode: mode) || bias == nil {
-            // The GEMV adds into y itself (out + (x·w + bias), the add kernel's order); cuBLAS with
-            // beta 1 (no bias: it would be added after the sum).
+        if decodeKernel(rows: rows, mode: mode, columns: weight.columns) != .cublas || bias == nil {
+            // The decode kernels add into y themselves (out + (x·w + bias), the add kernel's order);
+            // cuBLAS with beta 1 (no bias: it would be added after the sum).
             try product(x, rows: rows, weight: weight, bias: bias, out: y, mode: mode, accumulate: true)
         } else {
             try product(x, rows: rows, weight: weight, bias: bias, out: scratch, mode: mode, accumulate: false)
@@ -508,8 +529,15 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         }
     }
 
-    /// Decode at small batch: memory-bound, our GEMV streams the weights once (fused bias and add).
-    private static func usesGemv(rows: Int, mode: LinearMode) -> Bool { mode == .decode && rows <= 4 }
+    private enum ProductKernel { case skinny, gemv, cublas }
+
+    /// Decode is memory-bound: our kernels stream the weights once (fused bias and add). The
+    /// tensor-core GEMM needs k in 64-wide chunks; prefill chunks go to cuBLAS.
+    private func decodeKernel(rows: Int, mode: LinearMode, columns: Int) -> ProductKernel {
+        guard mode == .decode else { return .cublas }
+        if decodeUsesSkinny { return rows <= Self.skinnyMaxRows && columns % 64 == 0 ? .skinny : rows <= 4 ? .gemv : .cublas }
+        return rows <= 4 ? .gemv : .cublas
+    }
 
     private func product(_ x: CUDABuffer, rows: Int, weight: CUDALinear, bias: CUDABuffer?, out: CUDABuffer, mode: LinearMode,
                          accumulate: Bool) throws {
@@ -536,7 +564,12 @@ public final class CUDABackend: Backend, @unchecked Sendable {
             }
         }
         out.halfValid = false
-        if Self.usesGemv(rows: rows, mode: mode) {
+        let kernel = decodeKernel(rows: rows, mode: mode, columns: weight.columns)
+        if kernel == .skinny {
+            try skinny(xh, rows: rows, weight: weight, bias: bias, out: out, accumulate: accumulate)
+            return
+        }
+        if kernel == .gemv {
             try enqueue("gemv \(weight.rows)x\(weight.columns)") {
                 // Warps per output by n alone (fixed summation order): small matrices split k so the
                 // grid fills the GPU (4096 outputs in one warp each were two ragged waves).
@@ -560,6 +593,50 @@ public final class CUDABackend: Backend, @unchecked Sendable {
             try enqueue("add_bias") {
                 try kernels.launch(fAddBias, name: "add_bias", grid: (blocks(rows * weight.rows), 1, 1), threads: 256,
                                    [.pointer(out.address), .pointer(bias.address), .int(Int32(rows)), .int(Int32(weight.rows))])
+            }
+        }
+    }
+
+    /// The tensor-core decode GEMM. The split of k depends on the weight's shape alone (about 16 warps
+    /// per SM at any batch, at least four 64-wide chunks per share), so a row's sum has one order.
+    private func skinny(_ xh: ccuda_ptr, rows: Int, weight: CUDALinear, bias: CUDABuffer?, out: CUDABuffer, accumulate: Bool) throws {
+        let n = weight.rows, k = weight.columns
+        let columns = (n + 127) / 128
+        var split = max(1, min(16, 16 * device.multiprocessors / (columns * 4), k / 256))
+        if columns > Self.skinnyCounterCount { split = 1 }
+        var part: ccuda_ptr = 0, counters: ccuda_ptr = 0
+        if split > 1 {
+            let need = split * rows * n
+            if (skinnyParts?.count ?? 0) < need {
+                skinnyParts = nil
+                // Room for the largest batch at once: regrowing moves the buffer and stales the graphs.
+                skinnyParts = try CUDABuffer(type: .f32, count: max(need, split * Self.skinnyMaxRows * n), zeroed: false)
+                scratchGeneration += 1
+            }
+            if skinnyCounters == nil {
+                skinnyCounters = try CUDABuffer(type: .i32, count: Self.skinnyCounterCount, zeroed: true)
+                scratchGeneration += 1
+            }
+            part = skinnyParts!.address
+            counters = skinnyCounters!.address
+        }
+        let tiles = (rows + 7) / 8
+        let variant = tiles <= 1 ? 0 : tiles <= 2 ? 1 : tiles <= 4 ? 2 : 3
+        // Up to 4 rows the last block of a column merges the shares; more rows would serialise that
+        // merge on one block per column, so a second kernel sums them (same order, same bits).
+        let separateMerge = split > 1 && rows > 4
+        try enqueue("gemm_skinny \(n)x\(k)") {
+            try kernels.launch(fSkinny[variant], name: "gemm_skinny", grid: (columns, split, 1), threads: 128,
+                               [.pointer(weight.weight.address), .pointer(xh), .pointer(out.address), .pointer(bias?.address ?? 0),
+                                .int(Int32(rows)), .int(Int32(n)), .int(Int32(k)), .int(Int32(split)), .int(accumulate ? 1 : 0),
+                                .pointer(part), .pointer(separateMerge ? 0 : counters)])
+        }
+        if separateMerge {
+            try enqueue("gemm_skinny_merge") {
+                try kernels.launch(fSkinnyMerge, name: "gemm_skinny_merge", grid: (min(blocks(rows * n), 8 * device.multiprocessors), 1, 1),
+                                   threads: 256,
+                                   [.pointer(part), .pointer(out.address), .pointer(bias?.address ?? 0), .int(Int32(rows)), .int(Int32(n)),
+                                    .int(Int32(split)), .int(accumulate ? 1 : 0)])
             }
         }
     }
@@ -610,11 +687,11 @@ public final class CUDABackend: Backend, @unchecked Sendable {
             }
             let wide = headDim == 128
             if step.decodeRowCount > 0 {
-                // Split-K at ≤ 4 decode rows (one split count for all of them, so a row computes the
-                // same bits alone or beside three others, as the GEMV does); more rows fill the GPU.
+                // Split-K in 8 shares at any batch (a share's keys depend on the row's context alone, so
+                // a row computes the same bits alone or among others), up to CUDABackend.mergeCounters
+                // (row, head) cells, the kernel's merge counters; past that one share per cell.
                 let rows = step.decodeRowCount
-                // (At most CUDABackend.mergeCounters (row, head) cells split: the kernel's merge counters.)
-                let splits = rows * heads > Self.mergeCounters ? 1 : rows <= 4 ? 8 : max(1, min(8, 2 * device.multiprocessors / (heads * rows)))
+                let splits = rows * heads > Self.mergeCounters ? 1 : 8
                 var part: ccuda_ptr = 0
                 if splits > 1 {
                     // One counter per (row, head) (zeroed once; the share that merges resets it), then

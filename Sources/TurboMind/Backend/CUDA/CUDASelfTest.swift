@@ -121,7 +121,7 @@ public final class CUDASelfTest: @unchecked Sendable {
                 let (cx, gx) = try both(cpu, gpu, x)
                 let (cb, gb) = try both(cpu, gpu, bias)
                 let (co, go) = (try cpu.allocate(.f32, count: rows * n), try gpu.allocate(.f32, count: rows * n))
-                let mode: LinearMode = rows < 8 ? .decode : .prefill   // ≤ 4 decode rows: the GEMV kernel; else cuBLAS
+                let mode: LinearMode = rows < 8 ? .decode : .prefill   // decode: the tensor-core GEMM (k % 64 == 0) or the GEMV; else cuBLAS
                 try cpu.linear(cx, rows: rows, weight: cl, bias: withBias ? cb : nil, out: co, mode: mode)
                 try gpu.linear(gx, rows: rows, weight: gl, bias: withBias ? gb : nil, out: go, mode: mode)
                 let a = try cpu.download(co, count: rows * n), b = try gpu.download(go, count: rows * n)
@@ -139,6 +139,50 @@ public final class CUDASelfTest: @unchecked Sendable {
                     }
                 }
                 check(name, ok, "max |Δ| / Σ|w·x| = \(worst) (bound 2^-10 = 9.8e-4: fp16 inputs, fp32 accumulation)")
+            }
+        }
+
+        // The decode GEMM (tensor cores, 1…64 rows): every row gets the same bits in a batch of 64, of 13
+        // and alone, so concurrent requests decode what they would one at a time; and it is a product
+        // within the fp16 bound. Shapes: split k merged by the last block (4096² splits 16 on an H200),
+        // two shares, and one.
+        for (n, k) in [(300, 576), (4096, 4096), (1000, 128)] {
+            let name = "decode GEMM batch invariance 64×\(k) · \(n)×\(k)ᵀ +bias"
+            await guarded(name) {
+                let rows = 64
+                let w = rng.floats(n * k), xs = rng.floats(rows * k, scale: 3), bias = rng.floats(n)
+                let t = Self.tensor("w", w, rows: n, columns: k, dtype: .bf16)
+                let (cl, gl) = (try cpu.prepare(linear: .dense([t])), try gpu.prepare(linear: .dense([t])))
+                let gb = try gpu.upload(bias)
+                func product(_ first: Int, _ count: Int) throws -> [Float] {
+                    let x = try gpu.upload(Array(xs[(first * k)..<((first + count) * k)]))
+                    let o = try gpu.allocate(.f32, count: count * n)
+                    try gpu.linear(x, rows: count, weight: gl, bias: gb, out: o, mode: .decode)
+                    return try gpu.download(o, count: count * n)
+                }
+                let batch = try product(0, rows)
+                let split = try product(0, 13) + product(13, rows - 13)
+                var alone: [Float] = []
+                for r in 0..<rows { alone += try product(r, 1) }
+                let bits = { (a: [Float]) in a.map(\.bitPattern) }
+                let invariant = bits(batch) == bits(split) && bits(batch) == bits(alone)
+                let (cx, cb) = (try cpu.upload(xs), try cpu.upload(bias))
+                let co = try cpu.allocate(.f32, count: rows * n)
+                try cpu.linear(cx, rows: rows, weight: cl, bias: cb, out: co, mode: .decode)
+                let ref = try cpu.download(co, count: rows * n), wide = t.toFloatArray()
+                var worst: Float = 0, ok = true
+                for r in 0..<rows {
+                    for o in 0..<n {
+                        var mag: Float = 0
+                        for i in 0..<k { mag += abs(wide[o * k + i] * xs[r * k + i]) }
+                        let d = abs(ref[r * n + o] - batch[r * n + o])
+                        if !(d <= mag / 1024 + 1e-5) { ok = false }
+                        worst = max(worst, d / max(mag, 1e-30))
+                    }
+                }
+                let differing = zip(bits(batch), bits(alone)).filter { $0 != $1 }.count
+                check(name, invariant && ok, "rows in 64, 13 + 51 and 1 at a time: \(invariant ? "identical bits" : "\(differing) of \(rows * n) outputs differ alone")"
+                      + "; max |Δ| / Σ|w·x| vs CPU = \(worst) (bound 2^-10)")
             }
         }
 

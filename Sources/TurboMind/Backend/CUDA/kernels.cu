@@ -183,7 +183,7 @@ extern "C" __global__ void rope_store_kv(float *qkv, int stride, int heads, int 
 // ---- paged attention -----------------------------------------------------------------------------
 #define ATT_WARPS 4
 #define ATT_MAX_D 256
-#define ATT_COUNTERS 1024   // split-K merge counters at the start of `part`: rows × heads ≤ this
+#define ATT_COUNTERS 8192   // split-K merge counters at the start of `part`: rows × heads ≤ this
 
 /// Causal GQA over the paged fp16 cache, one block per (query head, query row). The block's warps
 /// split the row's keys into 32-key tiles: each lane scores one key (q in shared memory), the warp
@@ -826,6 +826,156 @@ extern "C" __global__ void gemv_f16(const half_t *w, const half_t *x, float *out
         *dst = accumulate ? *dst + v : v;
     }
 }
+
+// ---- decode GEMM on the tensor cores: 1…64 rows, the same bits for a row whatever the batch ------
+#define SK_FEATURES 128   // output features per block: 4 warps × 2 m-tiles of 16
+#define SK_MAX_ROWS 64    // decode rows: up to 8 n-tiles of 8
+
+/// out[m×n] (+)= x[m×k] · w[n×k]ᵀ (+ bias) for decode steps (k a multiple of 64). Weights are the mma's
+/// A operand (16 features × 16 k), decode rows its B operand (8 rows per n-tile, zero past m), so one
+/// kernel serves 1…64 rows reading the weights once. An element's sum runs over the same k order
+/// (64-wide chunks of its split's share, four k16 mma steps each) whatever m is, and the splits of k
+/// (set by n and k alone) merge in a fixed order: a row gets the same bits alone or among 63 others.
+/// Within a chunk, lane t of a group holds k 16t…16t+15 of its rows (two 16-byte loads each) and feeds
+/// mma step s with k 16t+4s…16t+4s+3 as the fragment's logical k {2t, 2t+1, 2t+8, 2t+9}: A and B are
+/// permuted alike, so the product is the plain one. With split > 1 the shares go to `part`
+/// ([split][m][n]) and the last block of a column of blocks (counter in `counters`, reset by it) sums
+/// them, then adds bias and, with `accumulate`, the residual: out + (x·w + bias), as the add kernel.
+/// That merge serialises on one block per column; past 4 rows gemm_skinny_merge does it (counters 0).
+template <int T>
+__device__ __forceinline__ void gemm_skinny_body(const half_t *w, const half_t *x, float *out, const float *bias, int m, int n,
+                                                 int k, int split, int accumulate, float *part, int *counters) {
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    int f0 = blockIdx.x * SK_FEATURES + warp * 32;
+    int chunks = k >> 6, share = (chunks + split - 1) / split;
+    int c_lo = blockIdx.y * share, c_hi = min(chunks, c_lo + share);
+    // The thread's four weight rows: m-tile 0 rows g and g + 8, m-tile 1 rows 16 + g and 24 + g.
+    const half_t *wr[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) wr[i] = w + (long long)min(f0 + g + 8 * i, n - 1) * k + 16 * t;
+    const half_t *xr[T];
+    bool xv[T];
+#pragma unroll
+    for (int j = 0; j < T; j++) {
+        xv[j] = j * 8 + g < m;
+        xr[j] = x + (long long)(xv[j] ? j * 8 + g : 0) * k + 16 * t;
+    }
+    pdl_wait();
+    float acc[2][T][4];
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int j = 0; j < T; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc[mt][j][e] = 0;
+    uint4 cur[4][2], nxt[4][2];
+    if (c_lo < c_hi) {
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            cur[i][0] = ((const uint4 *)(wr[i] + (long long)c_lo * 64))[0];
+            cur[i][1] = ((const uint4 *)(wr[i] + (long long)c_lo * 64))[1];
+        }
+    }
+    for (int c = c_lo; c < c_hi; c++) {
+        if (c + 1 < c_hi) {   // the next chunk's weights are in flight while this one multiplies
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                nxt[i][0] = ((const uint4 *)(wr[i] + (long long)(c + 1) * 64))[0];
+                nxt[i][1] = ((const uint4 *)(wr[i] + (long long)(c + 1) * 64))[1];
+            }
+        }
+        unsigned wv[4][8];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            wv[i][0] = cur[i][0].x; wv[i][1] = cur[i][0].y; wv[i][2] = cur[i][0].z; wv[i][3] = cur[i][0].w;
+            wv[i][4] = cur[i][1].x; wv[i][5] = cur[i][1].y; wv[i][6] = cur[i][1].z; wv[i][7] = cur[i][1].w;
+        }
+#pragma unroll
+        for (int j = 0; j < T; j++) {
+            uint4 x0 = make_uint4(0, 0, 0, 0), x1 = x0;
+            if (xv[j]) {
+                x0 = ((const uint4 *)(xr[j] + (long long)c * 64))[0];
+                x1 = ((const uint4 *)(xr[j] + (long long)c * 64))[1];
+            }
+            unsigned xb[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+#pragma unroll
+            for (int s = 0; s < 4; s++)
+#pragma unroll
+                for (int mt = 0; mt < 2; mt++) {
+                    unsigned a[4] = {wv[2 * mt][2 * s], wv[2 * mt + 1][2 * s], wv[2 * mt][2 * s + 1], wv[2 * mt + 1][2 * s + 1]};
+                    mma16816(acc[mt][j], a, xb[2 * s], xb[2 * s + 1]);
+                }
+        }
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            cur[i][0] = nxt[i][0];
+            cur[i][1] = nxt[i][1];
+        }
+    }
+    pdl_trigger();
+    // acc[mt][j][e]: feature f0 + 16 mt + g (+ 8 for e ≥ 2), row 8 j + 2t (+ 1 for odd e).
+    float *dst = split == 1 ? out : part + (long long)blockIdx.y * m * n;
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int j = 0; j < T; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int f = f0 + 16 * mt + g + (e >= 2 ? 8 : 0), r = j * 8 + 2 * t + (e & 1);
+                if (f >= n || r >= m) continue;
+                float *o = dst + (long long)r * n + f;
+                if (split > 1) {
+                    *o = acc[mt][j][e];
+                } else {
+                    float v = acc[mt][j][e] + (bias ? bias[f] : 0.0f);
+                    *o = accumulate ? *o + v : v;
+                }
+            }
+    if (split == 1 || !counters) return;   // no counters: gemm_skinny_merge sums the shares
+    __threadfence();   // the share is visible before the count says so
+    __syncthreads();
+    __shared__ int last;
+    if (threadIdx.x == 0) last = atomicAdd(counters + blockIdx.x, 1) == split - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    if (threadIdx.x == 0) counters[blockIdx.x] = 0;
+    int fb = blockIdx.x * SK_FEATURES;
+    for (int i = threadIdx.x; i < m * SK_FEATURES; i += blockDim.x) {
+        int r = i / SK_FEATURES, f = fb + i % SK_FEATURES;
+        if (f >= n) continue;
+        long long at = (long long)r * n + f;
+        float sum = __ldcg(part + at);
+        for (int z = 1; z < split; z++) sum += __ldcg(part + (long long)z * m * n + at);
+        float v = sum + (bias ? bias[f] : 0.0f);
+        out[at] = accumulate ? out[at] + v : v;
+    }
+}
+
+// Up to 16 rows: at most 128 registers, four blocks (16 warps, 64 KiB of weight loads in flight) per SM.
+/// The decode GEMM's shares summed over the whole GPU: the in-kernel merge's arithmetic in its order.
+extern "C" __global__ void gemm_skinny_merge(const float *part, float *out, const float *bias, int m, int n, int split,
+                                             int accumulate) {
+    pdl_start();
+    long long total = (long long)m * n;
+    for (long long at = (long long)blockIdx.x * blockDim.x + threadIdx.x; at < total; at += (long long)gridDim.x * blockDim.x) {
+        float sum = part[at];
+        for (int z = 1; z < split; z++) sum += part[z * total + at];
+        float v = sum + (bias ? bias[at % n] : 0.0f);
+        out[at] = accumulate ? out[at] + v : v;
+    }
+}
+
+#define SKINNY(T, BLOCKS)                                                                                                  \
+    extern "C" __global__ void __launch_bounds__(128, BLOCKS) gemm_skinny_t##T(const half_t *w, const half_t *x, float *out,     \
+                                                                        const float *bias, int m, int n, int k, int split, \
+                                                                        int accumulate, float *part, int *counters) {      \
+        gemm_skinny_body<T>(w, x, out, bias, m, n, k, split, accumulate, part, counters);                                 \
+    }
+SKINNY(1, 4)
+SKINNY(2, 4)
+SKINNY(4, 1)
+SKINNY(8, 1)
 
 // ---- sampling ---------------------------------------------------------------------------------
 #define SAMPLE_THREADS 1024
