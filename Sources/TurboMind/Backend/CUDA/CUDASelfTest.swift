@@ -82,6 +82,22 @@ public final class CUDASelfTest: @unchecked Sendable {
         }
     }
 
+    /// Whether two products x·Wᵀ agree within fp16 inputs' bound, |Δ| ≤ 2^-10 Σ|w·x| + 1e-5 per output,
+    /// and the worst |Δ| / Σ|w·x|.
+    static func productError(_ a: [Float], _ b: [Float], weights w: [Float], x: [Float], rows: Int, n: Int, k: Int) -> (ok: Bool, worst: Float) {
+        var worst: Float = 0, ok = true
+        for r in 0..<rows {
+            for o in 0..<n {
+                var mag: Float = 0
+                for i in 0..<k { mag += abs(w[o * k + i] * x[r * k + i]) }
+                let d = abs(a[r * n + o] - b[r * n + o])
+                if !(d <= mag / 1024 + 1e-5) { ok = false }
+                worst = max(worst, d / max(mag, 1e-30))
+            }
+        }
+        return (ok, worst)
+    }
+
     static func maxError(_ a: [Float], _ b: [Float]) -> Float {
         guard a.count == b.count else { return .infinity }
         return zip(a, b).map { $0.isNaN || $1.isNaN ? Float.infinity : abs($0 - $1) }.max() ?? 0
@@ -127,17 +143,7 @@ public final class CUDASelfTest: @unchecked Sendable {
                 let a = try cpu.download(co, count: rows * n), b = try gpu.download(go, count: rows * n)
                 // fp16 inputs: x (and fp32 weights) round to 11 bits, relative 2^-11 each, so an output
                 // moves by at most 2^-10 Σ|w·x| (+ fp32 summation order, far below).
-                let wide = t.toFloatArray()
-                var worst: Float = 0, ok = true
-                for r in 0..<rows {
-                    for o in 0..<n {
-                        var mag: Float = 0
-                        for i in 0..<k { mag += abs(wide[o * k + i] * x[r * k + i]) }
-                        let d = abs(a[r * n + o] - b[r * n + o])
-                        if !(d <= mag / 1024 + 1e-5) { ok = false }
-                        worst = max(worst, d / max(mag, 1e-30))
-                    }
-                }
+                let (ok, worst) = Self.productError(a, b, weights: t.toFloatArray(), x: x, rows: rows, n: n, k: k)
                 check(name, ok, "max |Δ| / Σ|w·x| = \(worst) (bound 2^-10 = 9.8e-4: fp16 inputs, fp32 accumulation)")
             }
         }
@@ -169,17 +175,8 @@ public final class CUDASelfTest: @unchecked Sendable {
                 let (cx, cb) = (try cpu.upload(xs), try cpu.upload(bias))
                 let co = try cpu.allocate(.f32, count: rows * n)
                 try cpu.linear(cx, rows: rows, weight: cl, bias: cb, out: co, mode: .decode)
-                let ref = try cpu.download(co, count: rows * n), wide = t.toFloatArray()
-                var worst: Float = 0, ok = true
-                for r in 0..<rows {
-                    for o in 0..<n {
-                        var mag: Float = 0
-                        for i in 0..<k { mag += abs(wide[o * k + i] * xs[r * k + i]) }
-                        let d = abs(ref[r * n + o] - batch[r * n + o])
-                        if !(d <= mag / 1024 + 1e-5) { ok = false }
-                        worst = max(worst, d / max(mag, 1e-30))
-                    }
-                }
+                let ref = try cpu.download(co, count: rows * n)
+                let (ok, worst) = Self.productError(ref, batch, weights: t.toFloatArray(), x: xs, rows: rows, n: n, k: k)
                 let differing = zip(bits(batch), bits(alone)).filter { $0 != $1 }.count
                 check(name, invariant && ok, "rows in 64, 13 + 51 and 1 at a time: \(invariant ? "identical bits" : "\(differing) of \(rows * n) outputs differ alone")"
                       + "; max |Δ| / Σ|w·x| vs CPU = \(worst) (bound 2^-10)")
