@@ -552,12 +552,7 @@ public final class CUDABackend: Backend, @unchecked Sendable {
             xh = half.address
         } else {
             let n = rows * weight.columns
-            if (halfScratch?.count ?? 0) < n {
-                halfScratch = nil
-                halfScratch = try CUDABuffer(type: .f16, count: n, zeroed: false)
-                scratchGeneration += 1
-            }
-            xh = halfScratch!.address
+            xh = try scratch(&halfScratch, .f16, count: n).address
             try enqueue("f32_to_f16") {
                 try kernels.launch(fToHalf, name: "f32_to_f16", grid: (blocks(n), 1, 1), threads: 256,
                                    [.pointer(x.address), .pointer(xh), .long(Int64(n))])
@@ -597,6 +592,18 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         }
     }
 
+    /// A scratch buffer of at least `count` elements (allocated with room for `reserve` when it must
+    /// grow): a new one moves what recorded graphs read, so it bumps `scratchGeneration`.
+    private func scratch(_ slot: inout CUDABuffer?, _ type: ElementType, count: Int, reserve: Int = 0,
+                         zeroed: Bool = false) throws -> CUDABuffer {
+        if let buffer = slot, buffer.count >= count { return buffer }
+        slot = nil
+        let buffer = try CUDABuffer(type: type, count: max(count, reserve), zeroed: zeroed)
+        slot = buffer
+        scratchGeneration += 1
+        return buffer
+    }
+
     /// The tensor-core decode GEMM. The split of k depends on the weight's shape alone (about 16 warps
     /// per SM at any batch, at least four 64-wide chunks per share), so a row's sum has one order.
     private func skinny(_ xh: ccuda_ptr, rows: Int, weight: CUDALinear, bias: CUDABuffer?, out: CUDABuffer, accumulate: Bool) throws {
@@ -606,19 +613,9 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         if columns > Self.skinnyCounterCount { split = 1 }
         var part: ccuda_ptr = 0, counters: ccuda_ptr = 0
         if split > 1 {
-            let need = split * rows * n
-            if (skinnyParts?.count ?? 0) < need {
-                skinnyParts = nil
-                // Room for the largest batch at once: regrowing moves the buffer and stales the graphs.
-                skinnyParts = try CUDABuffer(type: .f32, count: max(need, split * Self.skinnyMaxRows * n), zeroed: false)
-                scratchGeneration += 1
-            }
-            if skinnyCounters == nil {
-                skinnyCounters = try CUDABuffer(type: .i32, count: Self.skinnyCounterCount, zeroed: true)
-                scratchGeneration += 1
-            }
-            part = skinnyParts!.address
-            counters = skinnyCounters!.address
+            // Room for the largest batch at once: regrowing moves the buffer and stales the graphs.
+            part = try scratch(&skinnyParts, .f32, count: split * rows * n, reserve: split * Self.skinnyMaxRows * n).address
+            counters = try scratch(&skinnyCounters, .i32, count: Self.skinnyCounterCount, zeroed: true).address
         }
         let tiles = (rows + 7) / 8
         let variant = tiles <= 1 ? 0 : tiles <= 2 ? 1 : tiles <= 4 ? 2 : 3
@@ -696,13 +693,8 @@ public final class CUDABackend: Backend, @unchecked Sendable {
                 if splits > 1 {
                     // One counter per (row, head) (zeroed once; the share that merges resets it), then
                     // the shares' partial states: the last share to finish merges in the same kernel.
-                    let need = Self.mergeCounters + rows * heads * splits * (headDim + 2)
-                    if (attentionParts?.count ?? 0) < need {
-                        attentionParts = nil
-                        attentionParts = try CUDABuffer(type: .f32, count: need, zeroed: true)
-                        scratchGeneration += 1
-                    }
-                    part = attentionParts!.address
+                    part = try scratch(&attentionParts, .f32, count: Self.mergeCounters + rows * heads * splits * (headDim + 2),
+                                       zeroed: true).address
                 }
                 try kernels.launch(wide ? fAttention128 : fAttention64, name: "attention_d\(headDim)",
                                    grid: (heads, rows, splits), threads: 128,

@@ -842,6 +842,16 @@ extern "C" __global__ void gemv_f16(const half_t *w, const half_t *x, float *out
 /// ([split][m][n]) and the last block of a column of blocks (counter in `counters`, reset by it) sums
 /// them, then adds bias and, with `accumulate`, the residual: out + (x·w + bias), as the add kernel.
 /// That merge serialises on one block per column; past 4 rows gemm_skinny_merge does it (counters 0).
+/// One output of the decode GEMM from its split-K shares (`part` = [split][total]), summed in share order,
+/// then bias and the residual: the in-kernel merge and gemm_skinny_merge both end here, so same bits.
+__device__ __forceinline__ void skinny_output(const float *part, long long total, long long at, int split, float *out,
+                                              const float *bias, int f, int accumulate) {
+    float sum = __ldcg(part + at);
+    for (int z = 1; z < split; z++) sum += __ldcg(part + (long long)z * total + at);
+    float v = sum + (bias ? bias[f] : 0.0f);
+    out[at] = accumulate ? out[at] + v : v;
+}
+
 template <int T>
 __device__ __forceinline__ void gemm_skinny_body(const half_t *w, const half_t *x, float *out, const float *bias, int m, int n,
                                                  int k, int split, int accumulate, float *part, int *counters) {
@@ -944,11 +954,7 @@ __device__ __forceinline__ void gemm_skinny_body(const half_t *w, const half_t *
     for (int i = threadIdx.x; i < m * SK_FEATURES; i += blockDim.x) {
         int r = i / SK_FEATURES, f = fb + i % SK_FEATURES;
         if (f >= n) continue;
-        long long at = (long long)r * n + f;
-        float sum = __ldcg(part + at);
-        for (int z = 1; z < split; z++) sum += __ldcg(part + (long long)z * m * n + at);
-        float v = sum + (bias ? bias[f] : 0.0f);
-        out[at] = accumulate ? out[at] + v : v;
+        skinny_output(part, (long long)m * n, (long long)r * n + f, split, out, bias, f, accumulate);
     }
 }
 
@@ -958,12 +964,8 @@ extern "C" __global__ void gemm_skinny_merge(const float *part, float *out, cons
                                              int accumulate) {
     pdl_start();
     long long total = (long long)m * n;
-    for (long long at = (long long)blockIdx.x * blockDim.x + threadIdx.x; at < total; at += (long long)gridDim.x * blockDim.x) {
-        float sum = part[at];
-        for (int z = 1; z < split; z++) sum += part[z * total + at];
-        float v = sum + (bias ? bias[at % n] : 0.0f);
-        out[at] = accumulate ? out[at] + v : v;
-    }
+    for (long long at = (long long)blockIdx.x * blockDim.x + threadIdx.x; at < total; at += (long long)gridDim.x * blockDim.x)
+        skinny_output(part, total, at, split, out, bias, (int)(at % n), accumulate);
 }
 
 #define SKINNY(T, BLOCKS)                                                                                                  \
