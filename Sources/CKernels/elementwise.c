@@ -215,7 +215,7 @@ static void silu_rows_task(void *ctx, int r) {
     const silu_rows_job *j = ctx;
     const float *g = j->gu + (size_t)r * 2 * j->inter, *u = g + j->inter;
     float *o = j->out + (size_t)r * j->inter;
-    for (int i = 0; i < j->inter; i++) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    for (int i = 0; i < j->inter; i++) o[i] = ck_silu_times(g[i], u[i]);
 }
 
 void ck_silu_mul_rows(const float *gate_up, float *out, int rows, int inter) {

@@ -74,7 +74,7 @@ typedef struct {
     const int16_t *x16; const float *xscale;   // AVX-512 and AVX2: X quantized per group, and its scales
     int pairs;                                 // x16 holds 64-input chunks in paired order (G % 64 == 0)
     int vnni;                                  // the caller's VNNI choice, for every worker
-    int rows_per_task;
+    const ck_post *post;                       // decode: what each piece of rows does next
 } q4_job;
 
 // The zero point's share of a group, −z·s·Σx, folded into a row's correction with one fused
@@ -443,11 +443,7 @@ void ck_q4_dequantize_rows(const uint8_t *packed, const uint16_t *sz, int group,
 }
 
 // ---- decode ---------------------------------------------------------------------------------------
-static void q4_task(void *ctx, int t) {
-    const q4_job *j = ctx;
-    int r0 = t * j->rows_per_task, r1 = r0 + j->rows_per_task;
-    if (r1 > j->n) r1 = j->n;
-    if (r0 >= r1) return;
+static void q4_rows(const q4_job *j, int r0, int r1) {
     switch (ck_isa_level()) {
 #if CK_HAVE_X86
     case CK_ISA_AVX512: if (j->vnni) rows_avx512_vnni(j, r0, r1); else rows_avx512(j, r0, r1); break;
@@ -455,6 +451,13 @@ static void q4_task(void *ctx, int t) {
 #endif
     default: rows_scalar(j, r0, r1); break;
     }
+}
+
+static void q4_range(void *ctx, int lo, int hi) {
+    const q4_job *j = ctx;
+    q4_rows(j, lo, hi);
+    if (j->post && j->post->kind == CK_POST_SILU_MUL) q4_rows(j, j->post->inter + lo, j->post->inter + hi);
+    ck_post_rows(j->post, j->Y, j->m, j->n, lo, hi);
 }
 
 // Σ x over each group of each input vector, in a fixed order (a vector's sums never depend on m);
@@ -518,16 +521,19 @@ static void prepare_inputs(q4_job *j, int layout) {
 
 void ck_matmul_q4(const uint8_t *packed, const uint16_t *sz, int group, const float *X, float *Y, int m, int n, int k,
                   const float *bias) {
+    ck_matmul_q4_post(packed, sz, group, X, Y, m, n, k, bias, NULL);
+}
+
+void ck_matmul_q4_post(const uint8_t *packed, const uint16_t *sz, int group, const float *X, float *Y, int m, int n,
+                       int k, const float *bias, const ck_post *post) {
     if (m <= 0 || n <= 0) return;
-    q4_job j = {packed, sz, group, X, Y, m, n, k, bias, NULL, NULL, NULL, group % 64 == 0, has_vnni(), 0};
+    if (post && post->kind == CK_POST_SILU_MUL && 2 * post->inter != n) abort();
+    q4_job j = {packed, sz, group, X, Y, m, n, k, bias, NULL, NULL, NULL, group % 64 == 0, has_vnni(), post};
     const int isa = ck_isa_level();
     prepare_inputs(&j, isa == CK_ISA_AVX512 ? X16_AVX512 : isa == CK_ISA_AVX2 ? X16_AVX2 : X16_NONE);
-    // ~16 KiB of packed weights per task at least.
-    int min_rows = (int)(32768 / ((size_t)k + 1)) + 1;
-    int tasks = ck_task_count(n, min_rows);
-    j.rows_per_task = (n + tasks - 1) / tasks;
-    tasks = (n + j.rows_per_task - 1) / j.rows_per_task;
-    ck_parallel(q4_task, &j, tasks);
+    // Claims of ~8 KiB of packed weights at least, in fours (the one-vector kernels take four rows at a time).
+    int grain = ((int)(16384 / ((size_t)k + 1)) + 4) / 4 * 4;
+    ck_parallel_range(q4_range, &j, ck_post_items(post, n), grain);
 }
 
 // ---- prefill ----------------------------------------------------------------------------------------
@@ -564,6 +570,6 @@ void ck_gemm_q4(const uint8_t *packed, const uint16_t *sz, int group, const floa
         openblas_set_num_threads(1);
         blas_single = 1;
     }
-    q4_job j = {packed, sz, group, X, Y, m, n, k, bias, NULL, NULL, NULL, 0, 0, 0};
+    q4_job j = {packed, sz, group, X, Y, m, n, k, bias, NULL, NULL, NULL, 0, 0, NULL};
     ck_parallel(gemm_task, &j, (n + TILE_ROWS - 1) / TILE_ROWS);
 }

@@ -13,8 +13,8 @@
 
 typedef struct {
     const void *W; int wt; const float *X; float *Y; int m, n, k; const float *bias;
-    int rows_per_task;
     const float *scales;   // int8 weights: one per row; else NULL
+    const ck_post *post;   // what each piece of rows does next (NULL: nothing)
 } matmul_job;
 
 static inline size_t esize(int wt) { return wt == CK_F32 ? 4 : wt == CK_I8 ? 1 : 2; }
@@ -237,12 +237,7 @@ CK_TARGET_AVX2 static void rows_avx2(const matmul_job *j, int r0, int r1) {
 }
 #endif
 
-static void matmul_task(void *ctx, int t) {
-    const matmul_job *j = ctx;
-    int r0 = t * j->rows_per_task;
-    int r1 = r0 + j->rows_per_task;
-    if (r1 > j->n) r1 = j->n;
-    if (r0 >= r1) return;
+static void matmul_rows(const matmul_job *j, int r0, int r1) {
     switch (ck_isa_level()) {
 #if CK_HAVE_X86
     case CK_ISA_AVX512: rows_avx512(j, r0, r1); break;
@@ -252,27 +247,42 @@ static void matmul_task(void *ctx, int t) {
     }
 }
 
+static void matmul_range(void *ctx, int lo, int hi) {
+    const matmul_job *j = ctx;
+    matmul_rows(j, lo, hi);
+    if (j->post && j->post->kind == CK_POST_SILU_MUL) matmul_rows(j, j->post->inter + lo, j->post->inter + hi);
+    ck_post_rows(j->post, j->Y, j->m, j->n, lo, hi);
+}
+
 static void matmul(const void *W, ck_dtype wtype, const float *scales, const float *X, float *Y, int m, int n, int k,
-                   const float *bias) {
+                   const float *bias, const ck_post *post) {
     if (m <= 0 || n <= 0) return;
-    matmul_job j = {W, (int)wtype, X, Y, m, n, k, bias, 0, scales};
-    // ~32 KiB of weights per task at least, so dispatch overhead stays small next to the work.
-    int min_rows = (int)(16384 / ((size_t)k + 1)) + 1;
-    int tasks = ck_task_count(n, min_rows);
-    j.rows_per_task = (n + tasks - 1) / tasks;
-    tasks = (n + j.rows_per_task - 1) / j.rows_per_task;
-    ck_parallel(matmul_task, &j, tasks);
+    if (post && post->kind == CK_POST_SILU_MUL && 2 * post->inter != n) abort();
+    matmul_job j = {W, (int)wtype, X, Y, m, n, k, bias, scales, post};
+    // Claims of ~8 KiB of weights at least, so a claim's cost stays small next to its work.
+    int grain = (int)(8192 / ((size_t)k * esize(wtype) + 1)) + 1;
+    ck_parallel_range(matmul_range, &j, ck_post_items(post, n), grain);
 }
 
 void ck_matmul_wt(const void *W, ck_dtype wtype, const float *X, float *Y, int m, int n, int k,
                   const float *bias) {
+    ck_matmul_wt_post(W, wtype, X, Y, m, n, k, bias, NULL);
+}
+
+void ck_matmul_wt_post(const void *W, ck_dtype wtype, const float *X, float *Y, int m, int n, int k,
+                       const float *bias, const ck_post *post) {
     if (wtype == CK_I8) abort();   // int8 rows need their scales: ck_matmul_i8
-    matmul(W, wtype, NULL, X, Y, m, n, k, bias);
+    matmul(W, wtype, NULL, X, Y, m, n, k, bias, post);
 }
 
 void ck_matmul_i8(const int8_t *W, const float *scales, const float *X, float *Y, int m, int n, int k,
                   const float *bias) {
-    matmul(W, CK_I8, scales, X, Y, m, n, k, bias);
+    ck_matmul_i8_post(W, scales, X, Y, m, n, k, bias, NULL);
+}
+
+void ck_matmul_i8_post(const int8_t *W, const float *scales, const float *X, float *Y, int m, int n, int k,
+                       const float *bias, const ck_post *post) {
+    matmul(W, CK_I8, scales, X, Y, m, n, k, bias, post);
 }
 
 // Per row: s = max|w| / 127, q = round(w / s) in [-127, 127] (an all-zero row: s = 0, q = 0).

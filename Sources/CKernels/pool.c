@@ -42,7 +42,9 @@ static struct {
     _Atomic uint64_t job;        // gen << 40 | tasks << 20 | next index
     _Atomic int done_tasks;
     _Atomic int stop;
-    ck_task_fn fn;
+    ck_task_fn fn;               // a job of tasks: fn(ctx, t) per index
+    ck_range_fn range_fn;        // or a job of ranges: range_fn(ctx, lo, hi), claimed guided
+    int grain;                   // a range job's smallest claim
     void *ctx;
     int forced_isa;              // the caller's ck_force_isa choice, for this job's tasks
 } pool = {
@@ -52,18 +54,31 @@ static struct {
     .nthreads = 0,
 };
 
+// A claim takes one index of a task job, or of a range job a piece of what is left divided by
+// twice the thread count (a multiple of `grain`, at least one): the first claims are large, the last ones small, so
+// the threads run out of work within a small piece of each other (guided scheduling). With two
+// threads a GEMV of n rows costs about 2·log2(n / grain) claims.
 static void run_tasks(void) {
     for (;;) {
         uint64_t w = atomic_load_explicit(&pool.job, memory_order_acquire);
-        uint64_t idx = w & IDX_MASK, tasks = (w >> IDX_BITS) & IDX_MASK;
-        if (idx >= tasks) return;
-        if (!atomic_compare_exchange_weak_explicit(&pool.job, &w, w + 1, memory_order_acq_rel,
+        uint64_t idx = w & IDX_MASK, total = (w >> IDX_BITS) & IDX_MASK;
+        if (idx >= total) return;
+        // fn, range_fn and grain were written before the job word was published (acquired above);
+        // if the CAS below succeeds the job is still that one.
+        uint64_t take = 1;
+        if (pool.range_fn) {
+            take = (total - idx) / (2 * (uint64_t)pool.nthreads) / (uint64_t)pool.grain * (uint64_t)pool.grain;
+            if (take < (uint64_t)pool.grain) take = (uint64_t)pool.grain;
+            if (take > total - idx) take = total - idx;
+        }
+        if (!atomic_compare_exchange_weak_explicit(&pool.job, &w, w + take, memory_order_acq_rel,
                                                    memory_order_relaxed))
             continue;
         // The job cannot change while one of its tasks is unfinished, so fn/ctx are this job's.
         ck_adopt_forced_isa(pool.forced_isa);
-        pool.fn(pool.ctx, (int)idx);
-        atomic_fetch_add_explicit(&pool.done_tasks, 1, memory_order_release);
+        if (pool.range_fn) pool.range_fn(pool.ctx, (int)idx, (int)(idx + take));
+        else pool.fn(pool.ctx, (int)idx);
+        atomic_fetch_add_explicit(&pool.done_tasks, (int)take, memory_order_release);
     }
 }
 
@@ -150,6 +165,22 @@ int ck_task_count(int units, int min_per_task) {
     return t < 1 ? 1 : t;
 }
 
+// Publishes a job of `total` units (tasks or range items), works on it, and returns when all are done.
+static void run_job(ck_task_fn fn, ck_range_fn range_fn, int grain, void *ctx, int total) {
+    pool.fn = fn;
+    pool.range_fn = range_fn;
+    pool.grain = grain < 1 ? 1 : grain;
+    pool.ctx = ctx;
+    pool.forced_isa = ck_thread_forced_isa();
+    atomic_store_explicit(&pool.done_tasks, 0, memory_order_relaxed);
+    publish_job((uint64_t)total);
+    run_tasks();
+    // Wait for units other threads claimed; yield if one of them was descheduled mid-claim.
+    for (int spins = 0; atomic_load_explicit(&pool.done_tasks, memory_order_acquire) < total; spins++) {
+        if (spins < SPIN_ITERATIONS) CK_PAUSE(); else sched_yield();
+    }
+}
+
 void ck_parallel(ck_task_fn fn, void *ctx, int tasks) {
     if (tasks <= 0) return;
     if (pool.nthreads == 0) ck_init(0);
@@ -157,18 +188,20 @@ void ck_parallel(ck_task_fn fn, void *ctx, int tasks) {
     // More tasks than the job word can count never happens with ck_task_count; stay correct anyway.
     if (pool.nthreads <= 1 || tasks == 1 || (uint64_t)tasks > IDX_MASK) {
         for (int t = 0; t < tasks; t++) fn(ctx, t);
-        pthread_mutex_unlock(&pool.call_lock);
-        return;
+    } else {
+        run_job(fn, NULL, 1, ctx, tasks);
     }
-    pool.fn = fn;
-    pool.ctx = ctx;
-    pool.forced_isa = ck_thread_forced_isa();
-    atomic_store_explicit(&pool.done_tasks, 0, memory_order_relaxed);
-    publish_job((uint64_t)tasks);
-    run_tasks();
-    // Wait for tasks other threads claimed; yield if one of them was descheduled mid-task.
-    for (int spins = 0; atomic_load_explicit(&pool.done_tasks, memory_order_acquire) < tasks; spins++) {
-        if (spins < SPIN_ITERATIONS) CK_PAUSE(); else sched_yield();
+    pthread_mutex_unlock(&pool.call_lock);
+}
+
+void ck_parallel_range(ck_range_fn fn, void *ctx, int n, int grain) {
+    if (n <= 0) return;
+    if (pool.nthreads == 0) ck_init(0);
+    pthread_mutex_lock(&pool.call_lock);
+    if (pool.nthreads <= 1 || n <= grain || (uint64_t)n > IDX_MASK) {
+        fn(ctx, 0, n);
+    } else {
+        run_job(NULL, fn, grain, ctx, n);
     }
     pthread_mutex_unlock(&pool.call_lock);
 }

@@ -5,6 +5,37 @@ typedef void (*ck_task_fn)(void *ctx, int task);
 /// Runs fn(ctx, t) for t in [0, tasks) on the pool (the caller works too) and returns when all are done.
 /// Concurrent callers are serialised; a task must not call ck_parallel itself.
 void ck_parallel(ck_task_fn fn, void *ctx, int tasks);
+typedef void (*ck_range_fn)(void *ctx, int lo, int hi);
+/// Runs fn(ctx, lo, hi) over pieces that cover [0, n) exactly once, claimed by the pool's threads as
+/// they free up: large pieces first, multiples of `grain` items (but the last), shrinking toward the end so the
+/// threads finish together. For work whose items are independent (the rows of a product).
+void ck_parallel_range(ck_range_fn fn, void *ctx, int n, int grain);
 /// Chooses a task count for `units` items of roughly equal cost, `min_per_task` items at least per task.
 int ck_task_count(int units, int min_per_task);
+
+#include "ckernels.h"
+#include <math.h>
+/// silu(g) · u, the one formula of ck_silu_mul_rows and of the products' CK_POST_SILU_MUL.
+static inline float ck_silu_times(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+
+/// Applies `post` to rows [lo, hi) of a product's Y[m][n] (for CK_POST_SILU_MUL: columns [lo, hi)
+/// of the gate half and the same of the up half, both already computed).
+static inline void ck_post_rows(const ck_post *post, const float *Y, int m, int n, int lo, int hi) {
+    if (!post || post->kind == CK_POST_NONE) return;
+    for (int v = 0; v < m; v++) {
+        const float *row = Y + (size_t)v * n;
+        if (post->kind == CK_POST_ADD) {
+            float *y = post->y + (size_t)v * n;
+            for (int r = lo; r < hi; r++) y[r] += row[r];
+        } else {
+            float *y = post->y + (size_t)v * post->inter;
+            for (int i = lo; i < hi; i++) y[i] = ck_silu_times(row[i], row[post->inter + i]);
+        }
+    }
+}
+
+/// The items a product parallelises over: its rows, or for CK_POST_SILU_MUL the gate/up pairs.
+static inline int ck_post_items(const ck_post *post, int n) {
+    return post && post->kind == CK_POST_SILU_MUL ? post->inter : n;
+}
 #endif

@@ -7,7 +7,7 @@ import Foundation
 import Testing
 
 /// Random 4-bit weights of an [n][k] matrix in groups of g inputs: values, zeros, fp16 scales.
-private struct Q4Matrix {
+struct Q4Matrix {
     let n, k, g: Int
     var q: [UInt8]        // [n][k], 0...15
     var zeros: [UInt8]    // [n][k/g]

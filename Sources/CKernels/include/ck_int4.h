@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "ckernels.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -27,6 +28,9 @@ void ck_q4_repack_awq(const int32_t *qweight, int k, int n, uint8_t *dst);
 /// reduction order depends on k and G only, never on m, n or the thread split.
 void ck_matmul_q4(const uint8_t *packed, const uint16_t *sz, int group, const float *X, float *Y,
                   int m, int n, int k, const float *bias);
+/// ck_matmul_q4 followed by `post` (NULL: none) on each finished piece of rows (ckernels.h's ck_post).
+void ck_matmul_q4_post(const uint8_t *packed, const uint16_t *sz, int group, const float *X, float *Y,
+                       int m, int n, int k, const float *bias, const ck_post *post);
 
 /// The same for many rows (prefill): tiles of W rows are dequantized into fp32 scratch (never the
 /// whole matrix) and multiplied with OpenBLAS sgemm.

@@ -30,16 +30,31 @@ int ck_force_isa(const char *name);
 /// A comma-separated list of the CPU features detected (for `lmdeploy check-env`).
 const char *ck_cpu_features(void);
 
+/// What a decode product does next with the rows a task just finished, in the same parallel region
+/// (the rows are still in cache and no thread waits for a separate pass). The same arithmetic as the
+/// separate ck_add / ck_silu_mul_rows, so results are the same bits either way.
+typedef enum {
+    CK_POST_NONE = 0,
+    CK_POST_ADD = 1,        ///< y[v][r] += Y[v][r] (y: [m][n], the residual stream)
+    CK_POST_SILU_MUL = 2,   ///< y[v][i] = silu(Y[v][i]) · Y[v][inter + i] (Y: [m][2·inter] gate | up, y: [m][inter])
+} ck_post_kind;
+typedef struct { ck_post_kind kind; float *y; int inter; } ck_post;
+
 /// Y[m][n] = sum_k X[m][k] * W[n][k] (+ bias[n]) ; W row-major [n][k] in `wtype`.
 /// For small m (decode). The reduction order of each output depends only on k, never on m,
 /// n or the thread count: a sequence gets bit-identical results alone or inside a batch.
 void ck_matmul_wt(const void *W, ck_dtype wtype, const float *X, float *Y,
                   int m, int n, int k, const float *bias);
+/// ck_matmul_wt followed by `post` (NULL: none) on each finished piece of rows.
+void ck_matmul_wt_post(const void *W, ck_dtype wtype, const float *X, float *Y, int m, int n, int k,
+                       const float *bias, const ck_post *post);
 
 /// The same product against int8 rows: Y = (Σ_k X·Q) · scales[n] + bias, the reduction order as
 /// ck_matmul_wt's (batch-invariant). For an LM head quantized at load (`--lm-head-dtype int8`).
 void ck_matmul_i8(const int8_t *W, const float *scales, const float *X, float *Y, int m, int n, int k,
                   const float *bias);
+void ck_matmul_i8_post(const int8_t *W, const float *scales, const float *X, float *Y, int m, int n, int k,
+                       const float *bias, const ck_post *post);
 /// Symmetric per-row int8: scales[r] = max|W[r]| / 127, dst[r][i] = round(W[r][i] / scales[r]).
 void ck_quantize_rows_i8(const void *W, ck_dtype wtype, int n, int k, int8_t *dst, float *scales);
 

@@ -78,6 +78,11 @@ public protocol Backend: AnyObject, Sendable {
     /// `scratch` and is added). Same values as `linear` into scratch followed by `add`.
     func linearAdd(_ x: Buffer, rows: Int, weight: Linear, bias: Buffer?, into y: Buffer, width: Int, scratch: Buffer,
                    mode: LinearMode) throws
+    /// out[rows][inter] = silu(gate) · up of the product x · gateUpᵀ (`[2·inter][k]`, gate rows then
+    /// up rows), fused where the backend can (else the product goes to `scratch` `[rows][2·inter]`).
+    /// Same values as `linear` into scratch followed by `siluMul`.
+    func linearSiluMul(_ x: Buffer, rows: Int, weight: Linear, scratch: Buffer, inter: Int, out: Buffer,
+                       mode: LinearMode) throws
     /// out[r] = x[r] / rms(x[r]) * weight, over `rows` rows of `dim`; out may be x.
     func rmsNorm(_ x: Buffer, weight: Buffer, out: Buffer, rows: Int, dim: Int, eps: Float) throws
     /// For every row of the step, `qkv[r]` = q | k | v (heads, kvHeads, kvHeads × headDim): rotates q
@@ -116,6 +121,12 @@ extension Backend {
                           mode: LinearMode) throws {
         try linear(x, rows: rows, weight: weight, bias: bias, out: scratch, mode: mode)
         try add(y, scratch, count: rows * width)
+    }
+
+    public func linearSiluMul(_ x: Buffer, rows: Int, weight: Linear, scratch: Buffer, inter: Int, out: Buffer,
+                              mode: LinearMode) throws {
+        try linear(x, rows: rows, weight: weight, bias: nil, out: scratch, mode: mode)
+        try siluMul(scratch, rows: rows, inter: inter, out: out)
     }
 
     public func replaying(step: Step, owners: [AnyObject], _ body: () throws -> Void) throws { try body() }

@@ -302,30 +302,65 @@ public final class CPUBackend: Backend, @unchecked Sendable {
     }
 
     public func linear(_ x: CPUBuffer, rows: Int, weight: CPULinear, bias: CPUBuffer?, out: CPUBuffer, mode: LinearMode) throws {
+        product(x, rows: rows, weight: weight, bias: bias, out: out, mode: mode, post: nil)
+    }
+
+    /// The decode kernels add into the residual stream piece by piece as they finish rows.
+    public func linearAdd(_ x: CPUBuffer, rows: Int, weight: CPULinear, bias: CPUBuffer?, into y: CPUBuffer, width: Int,
+                          scratch: CPUBuffer, mode: LinearMode) throws {
+        precondition(rows * width <= y.count && weight.rows == width)
+        if !product(x, rows: rows, weight: weight, bias: bias, out: scratch, mode: mode, post: ck_post(kind: CK_POST_ADD, y: y.floats, inter: 0)) {
+            ck_add(y.floats, scratch.floats, rows * width)
+        }
+    }
+
+    /// The decode kernels apply SwiGLU to each piece of gate/up rows as they finish it.
+    public func linearSiluMul(_ x: CPUBuffer, rows: Int, weight: CPULinear, scratch: CPUBuffer, inter: Int, out: CPUBuffer,
+                              mode: LinearMode) throws {
+        precondition(weight.rows == 2 * inter && rows * inter <= out.count)
+        if !product(x, rows: rows, weight: weight, bias: nil, out: scratch, mode: mode,
+                    post: ck_post(kind: CK_POST_SILU_MUL, y: out.floats, inter: Int32(inter))) {
+            ck_silu_mul_rows(scratch.floats, out.floats, Int32(rows), Int32(inter))
+        }
+    }
+
+    /// out = x · Wᵀ (+ bias); returns whether `post` ran too (the decode kernels run it, the prefill
+    /// GEMMs leave it to the caller).
+    @discardableResult
+    private func product(_ x: CPUBuffer, rows: Int, weight: CPULinear, bias: CPUBuffer?, out: CPUBuffer, mode: LinearMode,
+                         post: ck_post?) -> Bool {
         precondition(rows * weight.columns <= x.count && rows * weight.rows <= out.count, "linear \(weight.tensor.name): buffers too small")
         let b = bias.map { UnsafePointer($0.floats) }
-        if let scales = weight.rowScales {   // int8 rows: one kernel for every row count (batch-invariant)
-            ck_matmul_i8(weight.base.assumingMemoryBound(to: Int8.self), scales.data.baseAddress!.assumingMemoryBound(to: Float.self),
-                         x.floats, out.floats, Int32(rows), Int32(weight.rows), Int32(weight.columns), b)
-            return
-        }
-        if let sz = weight.scalesZeros {
-            let packed = weight.base.assumingMemoryBound(to: UInt8.self)
-            let pairs = sz.data.baseAddress!.assumingMemoryBound(to: UInt16.self)
-            if mode == .decode || rows < 8 {
-                ck_matmul_q4(packed, pairs, Int32(weight.groupSize), x.floats, out.floats, Int32(rows), Int32(weight.rows), Int32(weight.columns), b)
-            } else {
-                ck_gemm_q4(packed, pairs, Int32(weight.groupSize), x.floats, out.floats, Int32(rows), Int32(weight.rows), Int32(weight.columns), b)
+        // Below a handful of rows the GEMV kernels stream weights once and win; above, the GEMMs do.
+        let decode = mode == .decode || rows < 8
+        return withUnsafePointer(to: post ?? ck_post()) { postPointer in
+            let p = post == nil ? nil : postPointer
+            if let scales = weight.rowScales {   // int8 rows: one kernel for every row count (batch-invariant)
+                ck_matmul_i8_post(weight.base.assumingMemoryBound(to: Int8.self), scales.data.baseAddress!.assumingMemoryBound(to: Float.self),
+                                  x.floats, out.floats, Int32(rows), Int32(weight.rows), Int32(weight.columns), b, p)
+                return true
             }
-            return
-        }
-        // Below a handful of rows the GEMV kernel streams weights once and wins; above, BLAS does.
-        if mode == .decode || rows < 8 {
-            ck_matmul_wt(weight.base, weight.type, x.floats, out.floats, Int32(rows), Int32(weight.rows), Int32(weight.columns), b)
-        } else if bf16Inputs && weight.type == CK_BF16 {
-            ck_gemm_bf16x(weight.base, weight.type, x.floats, out.floats, Int32(rows), Int32(weight.rows), Int32(weight.columns), b)
-        } else {
-            ck_gemm_wt(weight.base, weight.type, x.floats, out.floats, Int32(rows), Int32(weight.rows), Int32(weight.columns), b)
+            if let sz = weight.scalesZeros {
+                let packed = weight.base.assumingMemoryBound(to: UInt8.self)
+                let pairs = sz.data.baseAddress!.assumingMemoryBound(to: UInt16.self)
+                if decode {
+                    ck_matmul_q4_post(packed, pairs, Int32(weight.groupSize), x.floats, out.floats, Int32(rows), Int32(weight.rows),
+                                      Int32(weight.columns), b, p)
+                    return true
+                }
+                ck_gemm_q4(packed, pairs, Int32(weight.groupSize), x.floats, out.floats, Int32(rows), Int32(weight.rows), Int32(weight.columns), b)
+                return false
+            }
+            if decode {
+                ck_matmul_wt_post(weight.base, weight.type, x.floats, out.floats, Int32(rows), Int32(weight.rows), Int32(weight.columns), b, p)
+                return true
+            }
+            if bf16Inputs && weight.type == CK_BF16 {
+                ck_gemm_bf16x(weight.base, weight.type, x.floats, out.floats, Int32(rows), Int32(weight.rows), Int32(weight.columns), b)
+            } else {
+                ck_gemm_wt(weight.base, weight.type, x.floats, out.floats, Int32(rows), Int32(weight.rows), Int32(weight.columns), b)
+            }
+            return false
         }
     }
 

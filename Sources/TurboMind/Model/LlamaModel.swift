@@ -155,8 +155,8 @@ public final class LlamaModel<B: Backend>: @unchecked Sendable {
             // Feed-forward block (SwiGLU).
             try backend.rmsNorm(s.x, weight: layer.ffnNorm, out: s.normed, rows: n, dim: hidden, eps: config.rmsNormEps)
             try observe(i, .gateUpInput, s.normed, width: hidden)
-            try backend.linear(s.normed, rows: n, weight: layer.gateUp, bias: nil, out: s.gateUp, mode: mode)  // [n][2·inter]
-            try backend.siluMul(s.gateUp, rows: n, inter: config.intermediateSize, out: s.act)
+            try backend.linearSiluMul(s.normed, rows: n, weight: layer.gateUp, scratch: s.gateUp,      // [n][2·inter] →
+                                      inter: config.intermediateSize, out: s.act, mode: mode)       // [n][inter]
             try observe(i, .downInput, s.act, width: config.intermediateSize)
             try backend.linearAdd(s.act, rows: n, weight: layer.down, bias: nil, into: s.x, width: hidden, scratch: s.proj,
                                   mode: mode)                                                          // x += [n][inter]·[hidden][inter]ᵀ
