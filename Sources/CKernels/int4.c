@@ -13,26 +13,6 @@
 #include <math.h>
 #include <stdlib.h>
 
-// AVX-512 VNNI (Ice Lake, Zen 4): vpdpwssd fuses the multiply-add and the int32 sum. Per thread,
-// like ck_force_isa, so a test can run both AVX-512 variants (pool workers see the caller's choice
-// only through the job: see q4_job.vnni).
-static int detected_vnni = -1;
-static _Thread_local int vnni_off;
-
-static int has_vnni(void) {
-#if defined(__x86_64__)
-    if (detected_vnni < 0) { __builtin_cpu_init(); detected_vnni = __builtin_cpu_supports("avx512vnni") ? 1 : 0; }
-    return detected_vnni && !vnni_off;
-#else
-    return 0;
-#endif
-}
-
-int ck_q4_use_vnni(int on) {
-    vnni_off = !on;
-    return has_vnni();
-}
-
 static const int awq_order[8] = {0, 2, 4, 6, 1, 3, 5, 7};
 
 // ---- repacking --------------------------------------------------------------------------------
@@ -122,7 +102,6 @@ static void dequant_scalar(const uint8_t *W, const uint16_t *szs, int G, int k, 
 }
 
 #if CK_HAVE_X86
-#define CK_TARGET_AVX512_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")))
 // ---- AVX-512: integer dot products ------------------------------------------------------------
 // Converting every nibble to fp32 made the loop compute-bound at ~3 weights per cycle, slower than
 // streaming bf16. Instead each input vector is quantized once per call to int16 per group of G
@@ -528,7 +507,7 @@ void ck_matmul_q4_post(const uint8_t *packed, const uint16_t *sz, int group, con
                        int k, const float *bias, const ck_post *post) {
     if (m <= 0 || n <= 0) return;
     if (post && post->kind == CK_POST_SILU_MUL && 2 * post->inter != n) abort();
-    q4_job j = {packed, sz, group, X, Y, m, n, k, bias, NULL, NULL, NULL, group % 64 == 0, has_vnni(), post};
+    q4_job j = {packed, sz, group, X, Y, m, n, k, bias, NULL, NULL, NULL, group % 64 == 0, ck_vnni(), post};
     const int isa = ck_isa_level();
     prepare_inputs(&j, isa == CK_ISA_AVX512 ? X16_AVX512 : isa == CK_ISA_AVX2 ? X16_AVX2 : X16_NONE);
     // Claims of ~8 KiB of packed weights at least, in fours (the one-vector kernels take four rows at a time).

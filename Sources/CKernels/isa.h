@@ -14,4 +14,9 @@ int ck_isa_level(void);
 // job's caller's choice, so ck_force_isa covers the parallel kernels it starts).
 int ck_thread_forced_isa(void);
 void ck_adopt_forced_isa(int level);
+/// Whether the integer products may use AVX-512 VNNI on this thread (the CPU has it, ck_use_vnni did not turn it off).
+int ck_vnni(void);
+#if defined(__x86_64__)
+#define CK_TARGET_AVX512_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")))
+#endif
 #endif

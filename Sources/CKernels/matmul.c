@@ -2,8 +2,7 @@
 // Decode is bound by reading the weights, so each weight chunk is widened once in registers
 // and used for up to four input vectors. Every output's reduction over k follows one fixed
 // order that depends on k alone, whatever m, n or the thread split: results do not depend on
-// batch composition (the engine's batch-invariance rests on this). int8 weights (an LM head
-// quantized at load, per row: w = s·q) run the same loops on the codes and scale each sum once.
+// batch composition (the engine's batch-invariance rests on this). int8 rows: matmul_i8.c.
 #include "ckernels.h"
 #include "convert.h"
 #include "isa.h"
@@ -13,17 +12,13 @@
 
 typedef struct {
     const void *W; int wt; const float *X; float *Y; int m, n, k; const float *bias;
-    const float *scales;   // int8 weights: one per row; else NULL
     const ck_post *post;   // what each piece of rows does next (NULL: nothing)
 } matmul_job;
 
-static inline size_t esize(int wt) { return wt == CK_F32 ? 4 : wt == CK_I8 ? 1 : 2; }
+static inline size_t esize(int wt) { return wt == CK_F32 ? 4 : 2; }
 
-/// An output from its row's sum: int8 rows scale it (s·Σ q·x), then the bias.
-static inline float finish(const matmul_job *j, int r, float sum) {
-    if (j->scales) sum *= j->scales[r];
-    return sum + (j->bias ? j->bias[r] : 0.0f);
-}
+/// An output from its row's sum: plus the bias.
+static inline float finish(const matmul_job *j, int r, float sum) { return sum + (j->bias ? j->bias[r] : 0.0f); }
 
 // ---- portable C --------------------------------------------------------------------------
 static void rows_scalar(const matmul_job *j, int r0, int r1) {
@@ -49,7 +44,6 @@ static void rows_scalar(const matmul_job *j, int r0, int r1) {
 
 // ---- AVX-512: 16 lanes, tiles of up to 2 rows × 4 vectors ------------------------------------
 CK_TARGET_AVX512 CK_INLINE __m512 w512(const void *W, int wt, size_t off) {
-    if (wt == CK_I8) return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)((const int8_t *)W + off))));
     if (wt == CK_BF16)
         return _mm512_castsi512_ps(_mm512_slli_epi32(
             _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)W + off))), 16));
@@ -58,7 +52,6 @@ CK_TARGET_AVX512 CK_INLINE __m512 w512(const void *W, int wt, size_t off) {
 }
 
 CK_TARGET_AVX512 CK_INLINE __m512 w512_tail(const void *W, int wt, size_t off, __mmask16 m) {
-    if (wt == CK_I8) return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, (const int8_t *)W + off)));
     if (wt == CK_BF16)
         return _mm512_castsi512_ps(_mm512_slli_epi32(
             _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)W + off)), 16));
@@ -88,7 +81,7 @@ CK_TARGET_AVX512 CK_INLINE void tile512(const matmul_job *j, int wt, int r, int 
             // L1 (T0) cost a third (21 against 31 GB/s) and one into L2 (T2) gives 31-34 (docs/cpu-speed.md).
             const char *ahead = (const char *)j->W + ((size_t)r * k + kk) * esize(wt) + MATMUL_PREFETCH_BYTES;
             _mm_prefetch(ahead, _MM_HINT_T2);
-            if (wt != CK_I8) _mm_prefetch(ahead + 64, _MM_HINT_T2);
+            _mm_prefetch(ahead + 64, _MM_HINT_T2);
             if (wt == CK_F32) { _mm_prefetch(ahead + 128, _MM_HINT_T2); _mm_prefetch(ahead + 192, _MM_HINT_T2); }
         }
         __m512 w[2][4];
@@ -167,14 +160,12 @@ CK_TARGET_AVX512 static void rows_avx512(const matmul_job *j, int r0, int r1) {
     switch (j->wt) {
     case CK_BF16: rows512_t(j, CK_BF16, r0, r1); break;
     case CK_F16: rows512_t(j, CK_F16, r0, r1); break;
-    case CK_I8: rows512_t(j, CK_I8, r0, r1); break;
     default: rows512_t(j, CK_F32, r0, r1); break;
     }
 }
 
 // ---- AVX2 + F16C + FMA: 8 lanes, one row × up to 2 vectors (13 of 16 registers) -------------
 CK_TARGET_AVX2 CK_INLINE __m256 w256(const void *W, int wt, size_t off) {
-    if (wt == CK_I8) return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)((const int8_t *)W + off))));
     if (wt == CK_BF16)
         return _mm256_castsi256_ps(_mm256_slli_epi32(
             _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)W + off))), 16));
@@ -231,7 +222,6 @@ CK_TARGET_AVX2 static void rows_avx2(const matmul_job *j, int r0, int r1) {
     switch (j->wt) {
     case CK_BF16: rows256_t(j, CK_BF16, r0, r1); break;
     case CK_F16: rows256_t(j, CK_F16, r0, r1); break;
-    case CK_I8: rows256_t(j, CK_I8, r0, r1); break;
     default: rows256_t(j, CK_F32, r0, r1); break;
     }
 }
@@ -254,11 +244,11 @@ static void matmul_range(void *ctx, int lo, int hi) {
     ck_post_rows(j->post, j->Y, j->m, j->n, lo, hi);
 }
 
-static void matmul(const void *W, ck_dtype wtype, const float *scales, const float *X, float *Y, int m, int n, int k,
+static void matmul(const void *W, ck_dtype wtype, const float *X, float *Y, int m, int n, int k,
                    const float *bias, const ck_post *post) {
     if (m <= 0 || n <= 0) return;
     if (post && post->kind == CK_POST_SILU_MUL && 2 * post->inter != n) abort();
-    matmul_job j = {W, (int)wtype, X, Y, m, n, k, bias, scales, post};
+    matmul_job j = {W, (int)wtype, X, Y, m, n, k, bias, post};
     // Claims of ~8 KiB of weights at least, so a claim's cost stays small next to its work.
     int grain = (int)(8192 / ((size_t)k * esize(wtype) + 1)) + 1;
     ck_parallel_range(matmul_range, &j, ck_post_items(post, n), grain);
@@ -271,43 +261,6 @@ void ck_matmul_wt(const void *W, ck_dtype wtype, const float *X, float *Y, int m
 
 void ck_matmul_wt_post(const void *W, ck_dtype wtype, const float *X, float *Y, int m, int n, int k,
                        const float *bias, const ck_post *post) {
-    if (wtype == CK_I8) abort();   // int8 rows need their scales: ck_matmul_i8
-    matmul(W, wtype, NULL, X, Y, m, n, k, bias, post);
-}
-
-void ck_matmul_i8(const int8_t *W, const float *scales, const float *X, float *Y, int m, int n, int k,
-                  const float *bias) {
-    ck_matmul_i8_post(W, scales, X, Y, m, n, k, bias, NULL);
-}
-
-void ck_matmul_i8_post(const int8_t *W, const float *scales, const float *X, float *Y, int m, int n, int k,
-                       const float *bias, const ck_post *post) {
-    matmul(W, CK_I8, scales, X, Y, m, n, k, bias, post);
-}
-
-// Per row: s = max|w| / 127, q = round(w / s) in [-127, 127] (an all-zero row: s = 0, q = 0).
-typedef struct { const void *W; int wt, k, rows_per_task, n; int8_t *dst; float *scales; } quant_job;
-
-static void quant_task(void *ctx, int t) {
-    const quant_job *j = ctx;
-    const int r1 = (t + 1) * j->rows_per_task < j->n ? (t + 1) * j->rows_per_task : j->n;
-    for (int r = t * j->rows_per_task; r < r1; r++) {
-        float mx = 0;
-        for (int i = 0; i < j->k; i++) {
-            float a = fabsf(ck_load_scalar(j->W, j->wt, (size_t)r * j->k + i));
-            if (a > mx) mx = a;
-        }
-        const float s = mx / 127.0f, inv = mx > 0 ? 127.0f / mx : 0.0f;
-        j->scales[r] = s;
-        for (int i = 0; i < j->k; i++)
-            j->dst[(size_t)r * j->k + i] = (int8_t)lrintf(ck_load_scalar(j->W, j->wt, (size_t)r * j->k + i) * inv);
-    }
-}
-
-void ck_quantize_rows_i8(const void *W, ck_dtype wtype, int n, int k, int8_t *dst, float *scales) {
-    if (n <= 0) return;
-    quant_job j = {W, (int)wtype, k, 0, n, dst, scales};
-    const int tasks = ck_task_count(n, 64);
-    j.rows_per_task = (n + tasks - 1) / tasks;
-    ck_parallel(quant_task, &j, (n + j.rows_per_task - 1) / j.rows_per_task);
+    if (wtype == CK_I8) abort();   // int8 rows need their scales: ck_matmul_i8 (matmul_i8.c)
+    matmul(W, wtype, X, Y, m, n, k, bias, post);
 }

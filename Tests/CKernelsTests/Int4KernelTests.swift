@@ -80,8 +80,8 @@ struct Q4Matrix {
         let scale = max(reference.map(abs).max()!, 1e-6)
         for (isa, vnni) in availableISAs().flatMap({ $0 == "avx512" ? [($0, 1), ($0, 0)] : [($0, 1)] }) {
             _ = ck_force_isa(isa)
-            _ = ck_q4_use_vnni(Int32(vnni))
-            defer { _ = ck_q4_use_vnni(1) }
+            _ = ck_use_vnni(Int32(vnni))
+            defer { _ = ck_use_vnni(1) }
             var y = [Float](repeating: .nan, count: m * n), yb = y
             ck_matmul_q4(packed, sz, Int32(g), x, &y, Int32(m), Int32(n), Int32(k), bias)
             ck_gemm_q4(packed, sz, Int32(g), x, &yb, Int32(m), Int32(n), Int32(k), bias)
@@ -105,8 +105,8 @@ struct Q4Matrix {
         let packed = w.packed, sz = w.scalesZeros
         for (isa, vnni) in availableISAs().flatMap({ $0 == "avx512" ? [($0, 1), ($0, 0)] : [($0, 1)] }) {
             _ = ck_force_isa(isa)
-            _ = ck_q4_use_vnni(Int32(vnni))
-            defer { _ = ck_q4_use_vnni(1) }
+            _ = ck_use_vnni(Int32(vnni))
+            defer { _ = ck_use_vnni(1) }
             var batch = [Float](repeating: 0, count: 11 * n)
             ck_matmul_q4(packed, sz, Int32(g), x, &batch, 11, Int32(n), Int32(k), nil)
             for i in 0..<11 {

@@ -39,9 +39,7 @@ void ck_gemm_q4(const uint8_t *packed, const uint16_t *sz, int group, const floa
 
 /// AVX-512 and AVX2 decode: int16 inputs (per group of G, scale max|x|/32767) times the 4-bit weights in
 /// integer dot products; |error| per input ≤ 2^-16 of its group's largest, finer than fp16
-/// activations. `on` = 0 makes the calling thread's products use vpmaddwd instead of AVX-512 VNNI
-/// (tests run both); returns whether VNNI is now used.
-int ck_q4_use_vnni(int on);
+/// activations (ck_use_vnni in ckernels.h picks vpdpwssd or vpmaddwd).
 
 /// Rows r0 ..< r1 of W dequantized to fp32 into dst [r1 − r0][k].
 void ck_q4_dequantize_rows(const uint8_t *packed, const uint16_t *sz, int group, int k, int r0, int r1, float *dst);

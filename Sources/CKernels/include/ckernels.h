@@ -27,6 +27,10 @@ const char *ck_isa(void);
 /// Forces a lower instruction set for tests ("avx512", "avx2", "scalar") on the calling thread and the
 /// parallel kernels it starts (other threads keep theirs); returns 0 if the CPU lacks it.
 int ck_force_isa(const char *name);
+/// `on` = 0 makes the calling thread's integer products (int4, int8 rows) use vpmaddwd + vpaddd instead
+/// of AVX-512 VNNI's vpdpwssd (tests run both; the sums are exact integers either way); returns
+/// whether VNNI is now used.
+int ck_use_vnni(int on);
 /// A comma-separated list of the CPU features detected (for `lmdeploy check-env`).
 const char *ck_cpu_features(void);
 
@@ -49,8 +53,10 @@ void ck_matmul_wt(const void *W, ck_dtype wtype, const float *X, float *Y,
 void ck_matmul_wt_post(const void *W, ck_dtype wtype, const float *X, float *Y, int m, int n, int k,
                        const float *bias, const ck_post *post);
 
-/// The same product against int8 rows: Y = (Σ_k X·Q) · scales[n] + bias, the reduction order as
-/// ck_matmul_wt's (batch-invariant). For an LM head quantized at load (`--lm-head-dtype int8`).
+/// The same product against int8 rows (an LM head quantized at load, `--lm-head-dtype int8`):
+/// each input vector is rounded to int16 once per call (scale s_x = max|x| / 32767, so |error| per
+/// input ≤ 2^-16 of the vector's largest), and Y = (scales[n] · s_x) · Σ_k Q·x16 + bias with the sum
+/// an exact integer: the same bits on every ISA and for every batch (batch-invariant).
 void ck_matmul_i8(const int8_t *W, const float *scales, const float *X, float *Y, int m, int n, int k,
                   const float *bias);
 void ck_matmul_i8_post(const int8_t *W, const float *scales, const float *X, float *Y, int m, int n, int k,
