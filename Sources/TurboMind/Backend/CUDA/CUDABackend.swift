@@ -294,7 +294,8 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     /// The per-step kernels, resolved once.
     private let fEmbed, fRMSNorm, fRope, fAttention, fAttention64, fAttention128, fTiles64, fTiles128, fGemv, fSiluMul, fAdd, fAddBias, fGather, fToHalf, fSample, fMMA128: UnsafeMutableRawPointer
     /// The tensor-core decode GEMMs for 1, 2, 4 and 8 tiles of 8 rows.
-    private let fSkinny: [UnsafeMutableRawPointer]
+    private let fSkinnyWarps: [UnsafeMutableRawPointer]    // gemm_skinny_w1, _w2: up to 8 and 16 rows
+    private let fSkinnyBlocks: [UnsafeMutableRawPointer]   // gemm_skinny_t4, _t8: up to 32 and 64 rows
     private let fSkinnyMerge: UnsafeMutableRawPointer
     /// Serialises what shares the backend's scratch (the fp16 copy of a GEMM's input, the pinned
     /// download buffer): engines sharing one model may call from several threads.
@@ -313,10 +314,8 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     private var attentionParts: CUDABuffer?
     /// kernels.cu's ATT_COUNTERS.
     static let mergeCounters = 8192
-    /// The decode GEMM's split-K shares and its per-column merge counters (zeroed; reset by the merger).
+    /// The block-split decode GEMM's split-K shares (more than 16 rows).
     private var skinnyParts: CUDABuffer?
-    private var skinnyCounters: CUDABuffer?
-    static let skinnyCounterCount = 4096
     /// Decode rows the tensor-core GEMM takes (kernels.cu's SK_MAX_ROWS); more go to cuBLAS.
     static let skinnyMaxRows = 64
     /// Which kernel runs decode products: the tensor-core GEMM for 1…64 rows (one kernel, so a row's
@@ -362,7 +361,8 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         fSample = try kernels.function("sample_rows")
         fMMA128 = try kernels.function("attention_mma_d128")
         let k = kernels
-        fSkinny = try [1, 2, 4, 8].map { try k.function("gemm_skinny_t\($0)") }
+        fSkinnyWarps = try [1, 2].map { try k.function("gemm_skinny_w\($0)") }
+        fSkinnyBlocks = try [4, 8].map { try k.function("gemm_skinny_t\($0)") }
         fSkinnyMerge = try kernels.function("gemm_skinny_merge")
         let env = ProcessInfo.processInfo.environment
         switch env["LMDEPLOY_CUDA_DECODE_GEMM"] ?? "mma" {
@@ -605,30 +605,33 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     }
 
     /// The tensor-core decode GEMM. The split of k depends on the weight's shape alone (about 16 warps
-    /// per SM at any batch, at least four 64-wide chunks per share), so a row's sum has one order.
+    /// per SM at any batch, at least four 64-wide chunks per share), so a row's sum has one order. Up to
+    /// 16 rows one block per 32 features runs the shares as its warps and merges them in shared memory;
+    /// more rows run a block per share and `gemm_skinny_merge` (the same sums in the same order).
     private func skinny(_ xh: ccuda_ptr, rows: Int, weight: CUDALinear, bias: CUDABuffer?, out: CUDABuffer, accumulate: Bool) throws {
         let n = weight.rows, k = weight.columns
         let columns = (n + 127) / 128
-        var split = max(1, min(16, 16 * device.multiprocessors / (columns * 4), k / 256))
-        if columns > Self.skinnyCounterCount { split = 1 }
-        var part: ccuda_ptr = 0, counters: ccuda_ptr = 0
+        let split = max(1, min(16, 16 * device.multiprocessors / (columns * 4), k / 256))
+        let tiles = (rows + 7) / 8
+        let common: [KernelArgument] = [.pointer(weight.weight.address), .pointer(xh), .pointer(out.address), .pointer(bias?.address ?? 0),
+                                        .int(Int32(rows)), .int(Int32(n)), .int(Int32(k)), .int(Int32(split)), .int(accumulate ? 1 : 0)]
+        if tiles <= 2 {
+            try enqueue("gemm_skinny_w \(n)x\(k)") {
+                try kernels.launch(fSkinnyWarps[tiles - 1], name: "gemm_skinny_w", grid: ((n + 31) / 32, 1, 1), threads: 32 * split,
+                                   shared: split * 8 * tiles * 32 * 4, common)
+            }
+            return
+        }
+        var part: ccuda_ptr = 0
         if split > 1 {
             // Room for the largest batch at once: regrowing moves the buffer and stales the graphs.
             part = try scratch(&skinnyParts, .f32, count: split * rows * n, reserve: split * Self.skinnyMaxRows * n).address
-            counters = try scratch(&skinnyCounters, .i32, count: Self.skinnyCounterCount, zeroed: true).address
         }
-        let tiles = (rows + 7) / 8
-        let variant = tiles <= 1 ? 0 : tiles <= 2 ? 1 : tiles <= 4 ? 2 : 3
-        // Up to 4 rows the last block of a column merges the shares; more rows would serialise that
-        // merge on one block per column, so a second kernel sums them (same order, same bits).
-        let separateMerge = split > 1 && rows > 4
         try enqueue("gemm_skinny \(n)x\(k)") {
-            try kernels.launch(fSkinny[variant], name: "gemm_skinny", grid: (columns, split, 1), threads: 128,
-                               [.pointer(weight.weight.address), .pointer(xh), .pointer(out.address), .pointer(bias?.address ?? 0),
-                                .int(Int32(rows)), .int(Int32(n)), .int(Int32(k)), .int(Int32(split)), .int(accumulate ? 1 : 0),
-                                .pointer(part), .pointer(separateMerge ? 0 : counters)])
+            try kernels.launch(fSkinnyBlocks[tiles <= 4 ? 0 : 1], name: "gemm_skinny", grid: (columns, split, 1), threads: 128,
+                               common + [.pointer(part)])
         }
-        if separateMerge {
+        if split > 1 {
             try enqueue("gemm_skinny_merge") {
                 try kernels.launch(fSkinnyMerge, name: "gemm_skinny_merge", grid: (min(blocks(rows * n), 8 * device.multiprocessors), 1, 1),
                                    threads: 256,

@@ -828,37 +828,34 @@ extern "C" __global__ void gemv_f16(const half_t *w, const half_t *x, float *out
 }
 
 // ---- decode GEMM on the tensor cores: 1…64 rows, the same bits for a row whatever the batch ------
-#define SK_FEATURES 128   // output features per block: 4 warps × 2 m-tiles of 16
+#define SK_FEATURES 128   // output features per block of the block-split kernels: 4 warps × 2 m-tiles of 16
 #define SK_MAX_ROWS 64    // decode rows: up to 8 n-tiles of 8
 
 /// out[m×n] (+)= x[m×k] · w[n×k]ᵀ (+ bias) for decode steps (k a multiple of 64). Weights are the mma's
 /// A operand (16 features × 16 k), decode rows its B operand (8 rows per n-tile, zero past m), so one
-/// kernel serves 1…64 rows reading the weights once. An element's sum runs over the same k order
-/// (64-wide chunks of its split's share, four k16 mma steps each) whatever m is, and the splits of k
-/// (set by n and k alone) merge in a fixed order: a row gets the same bits alone or among 63 others.
+/// kernel serves 1…64 rows reading the weights once. k is cut into 64-wide chunks dealt round-robin to
+/// `split` shares (share z takes chunks z, z + split, …: at any moment the shares of a row read
+/// neighbouring chunks, so the memory sees long runs of each row; contiguous shares reached 3.4 TB/s
+/// on an H200 where this reaches 3.9, `read only` 4.3). An element's sum runs over its share's chunks
+/// in order, four k16 mma steps each, whatever m is; the split is set by n and k alone and the shares
+/// merge in share order (skinny_value): a row gets the same bits alone or among 63 others.
 /// Within a chunk, lane t of a group holds k 16t…16t+15 of its rows (two 16-byte loads each) and feeds
 /// mma step s with k 16t+4s…16t+4s+3 as the fragment's logical k {2t, 2t+1, 2t+8, 2t+9}: A and B are
-/// permuted alike, so the product is the plain one. With split > 1 the shares go to `part`
-/// ([split][m][n]) and the last block of a column of blocks (counter in `counters`, reset by it) sums
-/// them, then adds bias and, with `accumulate`, the residual: out + (x·w + bias), as the add kernel.
-/// That merge serialises on one block per column; past 4 rows gemm_skinny_merge does it (counters 0).
-/// One output of the decode GEMM from its split-K shares (`part` = [split][total]), summed in share order,
-/// then bias and the residual: the in-kernel merge and gemm_skinny_merge both end here, so same bits.
-__device__ __forceinline__ void skinny_output(const float *part, long long total, long long at, int split, float *out,
-                                              const float *bias, int f, int accumulate) {
-    float sum = __ldcg(part + at);
-    for (int z = 1; z < split; z++) sum += __ldcg(part + (long long)z * total + at);
+/// permuted alike, so the product is the plain one.
+/// One output from its split-K shares (`part` = [split][total]) summed in share order, then bias and
+/// the residual (out + (x·w + bias), as the add kernel): both merges end here, so the same bits.
+__device__ __forceinline__ float skinny_value(float sum, const float *bias, int f, float *o, int accumulate) {
     float v = sum + (bias ? bias[f] : 0.0f);
-    out[at] = accumulate ? out[at] + v : v;
+    return accumulate ? *o + v : v;
 }
 
+/// One warp's share: features f0…f0+31 (rows of w), chunks c0, c0 + step, … below `chunks`, into
+/// acc[m-tile][n-tile][4] (feature f0 + 16 mt + g (+ 8 for e ≥ 2), row 8 j + 2t (+ 1 for odd e)).
 template <int T>
-__device__ __forceinline__ void gemm_skinny_body(const half_t *w, const half_t *x, float *out, const float *bias, int m, int n,
-                                                 int k, int split, int accumulate, float *part, int *counters) {
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    int f0 = blockIdx.x * SK_FEATURES + warp * 32;
-    int chunks = k >> 6, share = (chunks + split - 1) / split;
-    int c_lo = blockIdx.y * share, c_hi = min(chunks, c_lo + share);
+__device__ __forceinline__ void skinny_share(const half_t *w, const half_t *x, int m, int n, int k, int f0, int c0, int step,
+                                             float (&acc)[2][T][4]) {
+    int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    int chunks = k >> 6;
     // The thread's four weight rows: m-tile 0 rows g and g + 8, m-tile 1 rows 16 + g and 24 + g.
     const half_t *wr[4];
 #pragma unroll
@@ -871,7 +868,6 @@ __device__ __forceinline__ void gemm_skinny_body(const half_t *w, const half_t *
         xr[j] = x + (long long)(xv[j] ? j * 8 + g : 0) * k + 16 * t;
     }
     pdl_wait();
-    float acc[2][T][4];
 #pragma unroll
     for (int mt = 0; mt < 2; mt++)
 #pragma unroll
@@ -879,19 +875,19 @@ __device__ __forceinline__ void gemm_skinny_body(const half_t *w, const half_t *
 #pragma unroll
             for (int e = 0; e < 4; e++) acc[mt][j][e] = 0;
     uint4 cur[4][2], nxt[4][2];
-    if (c_lo < c_hi) {
+    if (c0 < chunks) {
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            cur[i][0] = ((const uint4 *)(wr[i] + (long long)c_lo * 64))[0];
-            cur[i][1] = ((const uint4 *)(wr[i] + (long long)c_lo * 64))[1];
+            cur[i][0] = ((const uint4 *)(wr[i] + (long long)c0 * 64))[0];
+            cur[i][1] = ((const uint4 *)(wr[i] + (long long)c0 * 64))[1];
         }
     }
-    for (int c = c_lo; c < c_hi; c++) {
-        if (c + 1 < c_hi) {   // the next chunk's weights are in flight while this one multiplies
+    for (int c = c0; c < chunks; c += step) {
+        if (c + step < chunks) {   // the next chunk's weights are in flight while this one multiplies
 #pragma unroll
             for (int i = 0; i < 4; i++) {
-                nxt[i][0] = ((const uint4 *)(wr[i] + (long long)(c + 1) * 64))[0];
-                nxt[i][1] = ((const uint4 *)(wr[i] + (long long)(c + 1) * 64))[1];
+                nxt[i][0] = ((const uint4 *)(wr[i] + (long long)(c + step) * 64))[0];
+                nxt[i][1] = ((const uint4 *)(wr[i] + (long long)(c + step) * 64))[1];
             }
         }
         unsigned wv[4][8];
@@ -923,7 +919,45 @@ __device__ __forceinline__ void gemm_skinny_body(const half_t *w, const half_t *
         }
     }
     pdl_trigger();
-    // acc[mt][j][e]: feature f0 + 16 mt + g (+ 8 for e ≥ 2), row 8 j + 2t (+ 1 for odd e).
+}
+
+/// Up to 16 rows: one block per 32 features, its `split` warps the shares, merged through shared
+/// memory ([split][8 T][32] floats, dynamic) by the block itself: no partial sums leave the SM.
+template <int T>
+__device__ __forceinline__ void gemm_skinny_warps(const half_t *w, const half_t *x, float *out, const float *bias, int m, int n,
+                                                  int k, int split, int accumulate) {
+    int z = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    int f0 = blockIdx.x * 32;
+    float acc[2][T][4];
+    skinny_share<T>(w, x, m, n, k, f0, z, split, acc);
+    extern __shared__ float shares[];
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int j = 0; j < T; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                shares[(z * 8 * T + j * 8 + 2 * t + (e & 1)) * 32 + 16 * mt + g + (e >= 2 ? 8 : 0)] = acc[mt][j][e];
+    __syncthreads();
+    for (int i = threadIdx.x; i < m * 32; i += blockDim.x) {
+        int r = i >> 5, fl = i & 31, f = f0 + fl;
+        if (f >= n) continue;
+        float sum = shares[r * 32 + fl];
+        for (int q = 1; q < split; q++) sum += shares[(q * 8 * T + r) * 32 + fl];
+        float *o = out + (long long)r * n + f;
+        *o = skinny_value(sum, bias, f, o, accumulate);
+    }
+}
+
+/// More rows: blocks of 4 warps × 32 features, blockIdx.y the share; with split > 1 each share goes to
+/// `part` ([split][m][n]) and gemm_skinny_merge sums them.
+template <int T>
+__device__ __forceinline__ void gemm_skinny_blocks(const half_t *w, const half_t *x, float *out, const float *bias, int m, int n,
+                                                   int k, int split, int accumulate, float *part) {
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    int f0 = blockIdx.x * SK_FEATURES + warp * 32;
+    float acc[2][T][4];
+    skinny_share<T>(w, x, m, n, k, f0, blockIdx.y, split, acc);
     float *dst = split == 1 ? out : part + (long long)blockIdx.y * m * n;
 #pragma unroll
     for (int mt = 0; mt < 2; mt++)
@@ -934,50 +968,39 @@ __device__ __forceinline__ void gemm_skinny_body(const half_t *w, const half_t *
                 int f = f0 + 16 * mt + g + (e >= 2 ? 8 : 0), r = j * 8 + 2 * t + (e & 1);
                 if (f >= n || r >= m) continue;
                 float *o = dst + (long long)r * n + f;
-                if (split > 1) {
-                    *o = acc[mt][j][e];
-                } else {
-                    float v = acc[mt][j][e] + (bias ? bias[f] : 0.0f);
-                    *o = accumulate ? *o + v : v;
-                }
+                *o = split > 1 ? acc[mt][j][e] : skinny_value(acc[mt][j][e], bias, f, o, accumulate);
             }
-    if (split == 1 || !counters) return;   // no counters: gemm_skinny_merge sums the shares
-    __threadfence();   // the share is visible before the count says so
-    __syncthreads();
-    __shared__ int last;
-    if (threadIdx.x == 0) last = atomicAdd(counters + blockIdx.x, 1) == split - 1;
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-    if (threadIdx.x == 0) counters[blockIdx.x] = 0;
-    int fb = blockIdx.x * SK_FEATURES;
-    for (int i = threadIdx.x; i < m * SK_FEATURES; i += blockDim.x) {
-        int r = i / SK_FEATURES, f = fb + i % SK_FEATURES;
-        if (f >= n) continue;
-        skinny_output(part, (long long)m * n, (long long)r * n + f, split, out, bias, f, accumulate);
-    }
 }
 
-// Up to 16 rows: at most 128 registers, four blocks (16 warps, 64 KiB of weight loads in flight) per SM.
-/// The decode GEMM's shares summed over the whole GPU: the in-kernel merge's arithmetic in its order.
+/// The block-split kernels' shares summed over the whole GPU, in share order.
 extern "C" __global__ void gemm_skinny_merge(const float *part, float *out, const float *bias, int m, int n, int split,
                                              int accumulate) {
     pdl_start();
     long long total = (long long)m * n;
-    for (long long at = (long long)blockIdx.x * blockDim.x + threadIdx.x; at < total; at += (long long)gridDim.x * blockDim.x)
-        skinny_output(part, total, at, split, out, bias, (int)(at % n), accumulate);
+    for (long long at = (long long)blockIdx.x * blockDim.x + threadIdx.x; at < total; at += (long long)gridDim.x * blockDim.x) {
+        float sum = __ldcg(part + at);
+        for (int z = 1; z < split; z++) sum += __ldcg(part + (long long)z * total + at);
+        out[at] = skinny_value(sum, bias, (int)(at % n), out + at, accumulate);
+    }
 }
 
-#define SKINNY(T, BLOCKS)                                                                                                  \
-    extern "C" __global__ void __launch_bounds__(128, BLOCKS) gemm_skinny_t##T(const half_t *w, const half_t *x, float *out,     \
-                                                                        const float *bias, int m, int n, int k, int split, \
-                                                                        int accumulate, float *part, int *counters) {      \
-        gemm_skinny_body<T>(w, x, out, bias, m, n, k, split, accumulate, part, counters);                                 \
+// ≤ 128 registers at up to 16 warps a block (split ≤ 16).
+#define SKINNY_WARPS(T)                                                                                                    \
+    extern "C" __global__ void __launch_bounds__(512, 1) gemm_skinny_w##T(const half_t *w, const half_t *x, float *out,     \
+                                                                         const float *bias, int m, int n, int k, int split, \
+                                                                         int accumulate) {                                 \
+        gemm_skinny_warps<T>(w, x, out, bias, m, n, k, split, accumulate);                                                 \
     }
-SKINNY(1, 4)
-SKINNY(2, 4)
-SKINNY(4, 1)
-SKINNY(8, 1)
+#define SKINNY_BLOCKS(T)                                                                                                   \
+    extern "C" __global__ void __launch_bounds__(128, 1) gemm_skinny_t##T(const half_t *w, const half_t *x, float *out,     \
+                                                                         const float *bias, int m, int n, int k, int split, \
+                                                                         int accumulate, float *part) {                    \
+        gemm_skinny_blocks<T>(w, x, out, bias, m, n, k, split, accumulate, part);                                          \
+    }
+SKINNY_WARPS(1)
+SKINNY_WARPS(2)
+SKINNY_BLOCKS(4)
+SKINNY_BLOCKS(8)
 
 // ---- sampling ---------------------------------------------------------------------------------
 #define SAMPLE_THREADS 1024
