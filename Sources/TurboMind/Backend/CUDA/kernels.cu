@@ -81,13 +81,32 @@ extern "C" __global__ void embed(const half_t *table, int cols, const int *ids, 
     for (int i = threadIdx.x; i < cols; i += blockDim.x) dst[i] = h2f(src[i]);
 }
 
-/// out[r] = x[r] / rms(x[r]) * w; grid.x = rows, blockDim 256. out may be x.
+/// out[r] = x[r] / rms(x[r]) * w; grid.x = rows, blockDim 256 or 1024. out may be x. Each thread
+/// loads its x and w values once, before the reduction (up to RMS_HELD per thread; a wider row loads
+/// the rest again), so the row waits on memory once: w's load used to start after the sum.
+#define RMS_HELD 8
 extern "C" __global__ void rmsnorm(const float *x, const float *w, float *out, half_t *out_h, int dim, float eps) {
-    pdl_start();
+    pdl_trigger();
+    float wv[RMS_HELD];
+#pragma unroll
+    for (int u = 0; u < RMS_HELD; u++) {
+        int i = threadIdx.x + u * blockDim.x;
+        wv[u] = i < dim ? w[i] : 0;   // weights: never written during a forward, so before the wait
+    }
+    pdl_wait();
     const float *xr = x + (long long)blockIdx.x * dim;
     float *o = out + (long long)blockIdx.x * dim;
+    float xv[RMS_HELD];
     float ss = 0;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
+#pragma unroll
+    for (int u = 0; u < RMS_HELD; u++) {
+        int i = threadIdx.x + u * blockDim.x;
+        xv[u] = i < dim ? xr[i] : 0;
+    }
+#pragma unroll
+    for (int u = 0; u < RMS_HELD; u++)
+        if (threadIdx.x + u * blockDim.x < dim) ss += xv[u] * xv[u];
+    for (int i = threadIdx.x + RMS_HELD * blockDim.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
     __shared__ float part[32];
     ss = warp_sum(ss);
     if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = ss;
@@ -100,7 +119,15 @@ extern "C" __global__ void rmsnorm(const float *x, const float *w, float *out, h
     __syncthreads();
     float inv = 1.0f / sqrtf(part[0] / dim + eps);
     half_t *oh = out_h ? out_h + (long long)blockIdx.x * dim : 0;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+#pragma unroll
+    for (int u = 0; u < RMS_HELD; u++) {
+        int i = threadIdx.x + u * blockDim.x;
+        if (i >= dim) break;
+        float v = (xv[u] * inv) * wv[u];
+        o[i] = v;
+        if (oh) oh[i] = f2h(v);
+    }
+    for (int i = threadIdx.x + RMS_HELD * blockDim.x; i < dim; i += blockDim.x) {
         float v = (xr[i] * inv) * w[i];
         o[i] = v;
         if (oh) oh[i] = f2h(v);
