@@ -422,7 +422,8 @@ void ck_q4_dequantize_rows(const uint8_t *packed, const uint16_t *sz, int group,
 }
 
 // ---- decode ---------------------------------------------------------------------------------------
-static void q4_rows(const q4_job *j, int r0, int r1) {
+static void q4_rows(const void *job, int r0, int r1) {
+    const q4_job *j = job;
     switch (ck_isa_level()) {
 #if CK_HAVE_X86
     case CK_ISA_AVX512: if (j->vnni) rows_avx512_vnni(j, r0, r1); else rows_avx512(j, r0, r1); break;
@@ -434,9 +435,7 @@ static void q4_rows(const q4_job *j, int r0, int r1) {
 
 static void q4_range(void *ctx, int lo, int hi) {
     const q4_job *j = ctx;
-    q4_rows(j, lo, hi);
-    if (j->post && j->post->kind == CK_POST_SILU_MUL) q4_rows(j, j->post->inter + lo, j->post->inter + hi);
-    ck_post_rows(j->post, j->Y, j->m, j->n, lo, hi);
+    ck_product_piece(q4_rows, j, j->post, j->Y, j->m, j->n, lo, hi);
 }
 
 // Σ x over each group of each input vector, in a fixed order (a vector's sums never depend on m);

@@ -227,7 +227,8 @@ CK_TARGET_AVX2 static void rows_avx2(const matmul_job *j, int r0, int r1) {
 }
 #endif
 
-static void matmul_rows(const matmul_job *j, int r0, int r1) {
+static void matmul_rows(const void *job, int r0, int r1) {
+    const matmul_job *j = job;
     switch (ck_isa_level()) {
 #if CK_HAVE_X86
     case CK_ISA_AVX512: rows_avx512(j, r0, r1); break;
@@ -239,9 +240,7 @@ static void matmul_rows(const matmul_job *j, int r0, int r1) {
 
 static void matmul_range(void *ctx, int lo, int hi) {
     const matmul_job *j = ctx;
-    matmul_rows(j, lo, hi);
-    if (j->post && j->post->kind == CK_POST_SILU_MUL) matmul_rows(j, j->post->inter + lo, j->post->inter + hi);
-    ck_post_rows(j->post, j->Y, j->m, j->n, lo, hi);
+    ck_product_piece(matmul_rows, j, j->post, j->Y, j->m, j->n, lo, hi);
 }
 
 static void matmul(const void *W, ck_dtype wtype, const float *X, float *Y, int m, int n, int k,

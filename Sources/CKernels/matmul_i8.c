@@ -137,7 +137,8 @@ CK_TARGET_AVX2 static void rows_avx2(const i8_job *j, int r0, int r1) {
 }
 #endif
 
-static void i8_rows(const i8_job *j, int r0, int r1) {
+static void i8_rows(const void *job, int r0, int r1) {
+    const i8_job *j = job;
     switch (ck_isa_level()) {
 #if CK_HAVE_X86
     case CK_ISA_AVX512: if (j->vnni) rows_avx512_vnni(j, r0, r1); else rows_avx512(j, r0, r1); break;
@@ -149,9 +150,7 @@ static void i8_rows(const i8_job *j, int r0, int r1) {
 
 static void i8_range(void *ctx, int lo, int hi) {
     const i8_job *j = ctx;
-    i8_rows(j, lo, hi);
-    if (j->post && j->post->kind == CK_POST_SILU_MUL) i8_rows(j, j->post->inter + lo, j->post->inter + hi);
-    ck_post_rows(j->post, j->Y, j->m, j->n, lo, hi);
+    ck_product_piece(i8_rows, j, j->post, j->Y, j->m, j->n, lo, hi);
 }
 
 // The inputs as int16: x16 = round(x / s_x), s_x = max|x| / 32767 (an all-zero vector: s_x = 1, codes 0).

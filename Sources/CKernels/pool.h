@@ -34,6 +34,17 @@ static inline void ck_post_rows(const ck_post *post, const float *Y, int m, int 
     }
 }
 
+/// Computes rows [r0, r1) of a product job (each kernel's ISA dispatch).
+typedef void (*ck_rows_fn)(const void *job, int r0, int r1);
+/// One claimed piece [lo, hi) of a decode product: its rows (for CK_POST_SILU_MUL the gate rows and the
+/// matching up rows), then `post` on them.
+static inline void ck_product_piece(ck_rows_fn rows, const void *job, const ck_post *post, const float *Y, int m, int n,
+                                    int lo, int hi) {
+    rows(job, lo, hi);
+    if (post && post->kind == CK_POST_SILU_MUL) rows(job, post->inter + lo, post->inter + hi);
+    ck_post_rows(post, Y, m, n, lo, hi);
+}
+
 /// The items a product parallelises over: its rows, or for CK_POST_SILU_MUL the gate/up pairs.
 static inline int ck_post_items(const ck_post *post, int n) {
     return post && post->kind == CK_POST_SILU_MUL ? post->inter : n;
