@@ -73,8 +73,8 @@ int ck_thread_forced_isa(void) { return forced; }
 void ck_adopt_forced_isa(int level) { forced = level; }
 
 // AVX-512 VNNI (Ice Lake, Zen 4): vpdpwssd fuses the int16 multiply-add and the int32 sum. Per thread,
-// like ck_force_isa, so a test can run both AVX-512 variants; the int4 and int8 products read it once per
-// call into their job, so pool workers follow the caller's choice.
+// like ck_force_isa, so a test can run both AVX-512 variants; the int4 products read it once per call
+// into their job, so pool workers follow the caller's choice.
 static int detected_vnni = -1;
 static _Thread_local int vnni_off;
 

@@ -422,21 +422,7 @@ void ck_q4_dequantize_rows(const uint8_t *packed, const uint16_t *sz, int group,
 }
 
 // ---- decode ---------------------------------------------------------------------------------------
-static void q4_rows(const void *job, int r0, int r1) {
-    const q4_job *j = job;
-    switch (ck_isa_level()) {
-#if CK_HAVE_X86
-    case CK_ISA_AVX512: if (j->vnni) rows_avx512_vnni(j, r0, r1); else rows_avx512(j, r0, r1); break;
-    case CK_ISA_AVX2: rows_avx2(j, r0, r1); break;
-#endif
-    default: rows_scalar(j, r0, r1); break;
-    }
-}
-
-static void q4_range(void *ctx, int lo, int hi) {
-    const q4_job *j = ctx;
-    ck_product_piece(q4_rows, j, j->post, j->Y, j->m, j->n, lo, hi);
-}
+CK_DECODE_PRODUCT(q4, q4_job, if (j->vnni) rows_avx512_vnni(j, r0, r1); else rows_avx512(j, r0, r1), rows_avx2(j, r0, r1), rows_scalar(j, r0, r1))
 
 // Σ x over each group of each input vector, in a fixed order (a vector's sums never depend on m);
 // for the integer paths also X as int16 per group (round to nearest, scale max|x|/32767), each 64

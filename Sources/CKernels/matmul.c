@@ -227,21 +227,7 @@ CK_TARGET_AVX2 static void rows_avx2(const matmul_job *j, int r0, int r1) {
 }
 #endif
 
-static void matmul_rows(const void *job, int r0, int r1) {
-    const matmul_job *j = job;
-    switch (ck_isa_level()) {
-#if CK_HAVE_X86
-    case CK_ISA_AVX512: rows_avx512(j, r0, r1); break;
-    case CK_ISA_AVX2: rows_avx2(j, r0, r1); break;
-#endif
-    default: rows_scalar(j, r0, r1); break;
-    }
-}
-
-static void matmul_range(void *ctx, int lo, int hi) {
-    const matmul_job *j = ctx;
-    ck_product_piece(matmul_rows, j, j->post, j->Y, j->m, j->n, lo, hi);
-}
+CK_DECODE_PRODUCT(matmul, matmul_job, rows_avx512(j, r0, r1), rows_avx2(j, r0, r1), rows_scalar(j, r0, r1))
 
 static void matmul(const void *W, ck_dtype wtype, const float *X, float *Y, int m, int n, int k,
                    const float *bias, const ck_post *post) {

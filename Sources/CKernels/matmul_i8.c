@@ -1,10 +1,11 @@
 // Products against int8 rows, w = s·q per row (an LM head quantized at load, `--lm-head-dtype int8`),
 // for decode. Widening every code to fp32 made the loop compute-bound (23-26 GB/s where the bf16
 // GEMV streams at 30). Instead each input vector is rounded once per call to int16 (one scale per
-// vector, max|x| / 32767) and meets the codes, widened to 16-bit lanes, in vpdpwssd / vpmaddwd: 32
-// products per instruction summed exactly. A row's Σ q·x16 is an exact integer (int32 lanes folded
-// into int64 every BLOCK inputs, before a lane can overflow), so the result is the same bits on every
-// ISA, tiling and batch: y = (float)Σ · (s_w · s_x) + bias.
+// vector, max|x| / 32767) and meets the codes, widened to 16-bit lanes, in vpmaddwd: 32 products per
+// instruction summed exactly (the loop is bound by memory, so VNNI's fused vpdpwssd would change
+// nothing but the code). A row's Σ q·x16 is an exact integer (int32 lanes folded into int64 every
+// BLOCK inputs, before a lane can overflow), so the result is the same bits on every ISA, tiling and
+// batch: y = (float)Σ · (s_w · s_x) + bias.
 #include "ckernels.h"
 #include "convert.h"
 #include "isa.h"
@@ -19,7 +20,6 @@ enum { BLOCK = 2048 };
 typedef struct {
     const int8_t *W; const float *scales; float *Y; int m, n, k; const float *bias;
     const int16_t *x16; const float *xscale; int kp;   // x16 [m][kp], kp = k rounded up to 64, zero-padded
-    int vnni;
     const ck_post *post;
 } i8_job;
 
@@ -42,7 +42,7 @@ static void rows_scalar(const i8_job *j, int r0, int r1) {
 
 #if CK_HAVE_X86
 // ---- AVX-512: one row × up to 4 vectors, 64 inputs per step -------------------------------------
-#define I8_ROW512(NAME, TARGET, DOT)                                                                      \
+#define I8_ROW512(NAME, TARGET)                                                                      \
     TARGET CK_INLINE void NAME(const i8_job *j, int r, int v0, int V) {                                   \
         const int k = j->k;                                                                               \
         const int8_t *w = j->W + (size_t)r * k;                                                           \
@@ -59,8 +59,8 @@ static void rows_scalar(const i8_job *j, int r0, int r1) {
                 const __m512i hi = _mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64(raw, 1));               \
                 for (int v = 0; v < V; v++) {                                                             \
                     const int16_t *x = j->x16 + (size_t)(v0 + v) * j->kp + i;                             \
-                    a[v][0] = DOT(a[v][0], lo, _mm512_loadu_si512((const void *)x));                      \
-                    a[v][1] = DOT(a[v][1], hi, _mm512_loadu_si512((const void *)(x + 32)));               \
+                    a[v][0] = _mm512_add_epi32(a[v][0], _mm512_madd_epi16(lo, _mm512_loadu_si512((const void *)x)));                      \
+                    a[v][1] = _mm512_add_epi32(a[v][1], _mm512_madd_epi16(hi, _mm512_loadu_si512((const void *)(x + 32))));               \
                 }                                                                                         \
             }                                                                                             \
             for (int v = 0; v < V; v++) {                                                                 \
@@ -71,10 +71,7 @@ static void rows_scalar(const i8_job *j, int r0, int r1) {
         }                                                                                                 \
         for (int v = 0; v < V; v++) j->Y[(size_t)(v0 + v) * j->n + r] = i8_finish(j, r, v0 + v, sum[v]); \
     }
-#define DOT_MADD(a, q, x) _mm512_add_epi32(a, _mm512_madd_epi16(q, x))
-#define DOT_VNNI(a, q, x) _mm512_dpwssd_epi32(a, q, x)
-I8_ROW512(row512, CK_TARGET_AVX512, DOT_MADD)
-I8_ROW512(row512v, CK_TARGET_AVX512_VNNI, DOT_VNNI)
+I8_ROW512(row512, CK_TARGET_AVX512)
 
 // Rows front to back (one stream the prefetcher follows); each row meets the vectors four at a
 // time, its codes in L1 after the first group.
@@ -91,7 +88,6 @@ I8_ROW512(row512v, CK_TARGET_AVX512_VNNI, DOT_VNNI)
             }                                                                                             \
     }
 I8_ROWS512(rows_avx512, CK_TARGET_AVX512, row512)
-I8_ROWS512(rows_avx512_vnni, CK_TARGET_AVX512_VNNI, row512v)
 
 // ---- AVX2: one row × up to 2 vectors, 32 inputs per step ----------------------------------------
 CK_TARGET_AVX2 CK_INLINE int64_t hsum64_256(__m256i s) {
@@ -137,21 +133,7 @@ CK_TARGET_AVX2 static void rows_avx2(const i8_job *j, int r0, int r1) {
 }
 #endif
 
-static void i8_rows(const void *job, int r0, int r1) {
-    const i8_job *j = job;
-    switch (ck_isa_level()) {
-#if CK_HAVE_X86
-    case CK_ISA_AVX512: if (j->vnni) rows_avx512_vnni(j, r0, r1); else rows_avx512(j, r0, r1); break;
-    case CK_ISA_AVX2: rows_avx2(j, r0, r1); break;
-#endif
-    default: rows_scalar(j, r0, r1); break;
-    }
-}
-
-static void i8_range(void *ctx, int lo, int hi) {
-    const i8_job *j = ctx;
-    ck_product_piece(i8_rows, j, j->post, j->Y, j->m, j->n, lo, hi);
-}
+CK_DECODE_PRODUCT(i8, i8_job, rows_avx512(j, r0, r1), rows_avx2(j, r0, r1), rows_scalar(j, r0, r1))
 
 // The inputs as int16: x16 = round(x / s_x), s_x = max|x| / 32767 (an all-zero vector: s_x = 1, codes 0).
 // Per calling thread, grown as needed, so a decode step allocates nothing.
@@ -189,7 +171,7 @@ void ck_matmul_i8_post(const int8_t *W, const float *scales, const float *X, flo
         for (int i = 0; i < k; i++) q[i] = (int16_t)lrintf(fminf(fmaxf(x[i] * inv, -32767.0f), 32767.0f));
         for (int i = k; i < kp; i++) q[i] = 0;
     }
-    i8_job j = {W, scales, Y, m, n, k, bias, scratch.x16, scratch.scale, kp, ck_vnni(), post};
+    i8_job j = {W, scales, Y, m, n, k, bias, scratch.x16, scratch.scale, kp, post};
     // Claims of ~8 KiB of codes at least.
     ck_parallel_range(i8_range, &j, ck_post_items(post, n), 8192 / k + 1);
 }

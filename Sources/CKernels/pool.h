@@ -14,6 +14,7 @@ void ck_parallel_range(ck_range_fn fn, void *ctx, int n, int grain);
 int ck_task_count(int units, int min_per_task);
 
 #include "ckernels.h"
+#include "isa.h"
 #include <math.h>
 /// silu(g) · u, the one formula of ck_silu_mul_rows and of the products' CK_POST_SILU_MUL.
 static inline float ck_silu_times(float g, float u) { return g / (1.0f + expf(-g)) * u; }
@@ -44,6 +45,27 @@ static inline void ck_product_piece(ck_rows_fn rows, const void *job, const ck_p
     if (post && post->kind == CK_POST_SILU_MUL) rows(job, post->inter + lo, post->inter + hi);
     ck_post_rows(post, Y, m, n, lo, hi);
 }
+
+/// A decode product's two pool entry points: NAME_rows (rows [r0, r1) on this CPU's instruction set:
+/// the AVX512, AVX2 or SCALAR statement, each seeing the job as `j`) and NAME_range (one claimed piece,
+/// for ck_parallel_range). JOB has the fields post, Y, m and n.
+#if defined(__x86_64__)
+#define CK_ROWS_X86(AVX512, AVX2) case CK_ISA_AVX512: AVX512; break; case CK_ISA_AVX2: AVX2; break;
+#else
+#define CK_ROWS_X86(AVX512, AVX2)
+#endif
+#define CK_DECODE_PRODUCT(NAME, JOB, AVX512, AVX2, SCALAR)                                                    \
+    static void NAME##_rows(const void *job, int r0, int r1) {                                              \
+        const JOB *j = job;                                                                                 \
+        switch (ck_isa_level()) {                                                                           \
+            CK_ROWS_X86(AVX512, AVX2)                                                                       \
+        default: SCALAR; break;                                                                             \
+        }                                                                                                   \
+    }                                                                                                       \
+    static void NAME##_range(void *ctx, int lo, int hi) {                                                   \
+        const JOB *j = ctx;                                                                                 \
+        ck_product_piece(NAME##_rows, j, j->post, j->Y, j->m, j->n, lo, hi);                                \
+    }
 
 /// The items a product parallelises over: its rows, or for CK_POST_SILU_MUL the gate/up pairs.
 static inline int ck_post_items(const ck_post *post, int n) {

@@ -27,9 +27,8 @@ const char *ck_isa(void);
 /// Forces a lower instruction set for tests ("avx512", "avx2", "scalar") on the calling thread and the
 /// parallel kernels it starts (other threads keep theirs); returns 0 if the CPU lacks it.
 int ck_force_isa(const char *name);
-/// `on` = 0 makes the calling thread's integer products (int4, int8 rows) use vpmaddwd + vpaddd instead
-/// of AVX-512 VNNI's vpdpwssd (tests run both; the sums are exact integers either way); returns
-/// whether VNNI is now used.
+/// `on` = 0 makes the calling thread's int4 products use vpmaddwd + vpaddd instead of AVX-512 VNNI's
+/// vpdpwssd (tests run both; the sums are exact integers either way); returns whether VNNI is now used.
 int ck_use_vnni(int on);
 /// A comma-separated list of the CPU features detected (for `lmdeploy check-env`).
 const char *ck_cpu_features(void);
