@@ -150,8 +150,8 @@ public final class CUDASelfTest: @unchecked Sendable {
 
         // The decode GEMM (tensor cores, 1…64 rows): every row gets the same bits in a batch of 64, of 13
         // and alone, so concurrent requests decode what they would one at a time; and it is a product
-        // within the fp16 bound. Shapes: split k merged by the last block (4096² splits 16 on an H200),
-        // two shares, and one.
+        // within the fp16 bound. 64 and 51 rows take the block-per-share kernels and gemm_skinny_merge, 13 and 1
+        // the warp-per-share kernels merged in shared memory. Shapes: 16 shares (4096² on an H200), two, and one.
         for (n, k) in [(300, 576), (4096, 4096), (1000, 128)] {
             let name = "decode GEMM batch invariance 64×\(k) · \(n)×\(k)ᵀ +bias"
             await guarded(name) {
