@@ -92,6 +92,10 @@ public protocol Backend: AnyObject, Sendable {
     /// `window` > 0 limits each query to the last `window` positions (sliding-window attention).
     func attention(_ qkv: Buffer, step: Step, cache: KVCache, layer: Int, out: Buffer, heads: Int, kvHeads: Int,
                    headDim: Int, scale: Float, window: Int) throws
+    /// `ropeAndStoreKV` then `attention`, fused where the backend can; `qkv` afterwards holds q and k
+    /// rotated or not (only `attention`'s output is defined). Same values as the two ops.
+    func ropeAttention(_ qkv: Buffer, step: Step, cache: KVCache, layer: Int, out: Buffer, heads: Int, kvHeads: Int,
+                       headDim: Int, scale: Float, window: Int) throws
     /// out[r][i] = silu(gateUp[r][i]) · gateUp[r][inter + i].
     func siluMul(_ gateUp: Buffer, rows: Int, inter: Int, out: Buffer) throws
     /// y += x, elementwise over `count`.
@@ -127,6 +131,13 @@ extension Backend {
                               mode: LinearMode) throws {
         try linear(x, rows: rows, weight: weight, bias: nil, out: scratch, mode: mode)
         try siluMul(scratch, rows: rows, inter: inter, out: out)
+    }
+
+    public func ropeAttention(_ qkv: Buffer, step: Step, cache: KVCache, layer: Int, out: Buffer, heads: Int, kvHeads: Int,
+                              headDim: Int, scale: Float, window: Int) throws {
+        try ropeAndStoreKV(qkv, step: step, cache: cache, layer: layer, heads: heads, kvHeads: kvHeads, headDim: headDim)
+        try attention(qkv, step: step, cache: cache, layer: layer, out: out, heads: heads, kvHeads: kvHeads, headDim: headDim,
+                      scale: scale, window: window)
     }
 
     public func replaying(step: Step, owners: [AnyObject], _ body: () throws -> Void) throws { try body() }

@@ -143,11 +143,17 @@ public final class LlamaModel<B: Backend>: @unchecked Sendable {
             try backend.rmsNorm(s.x, weight: layer.attnNorm, out: s.normed, rows: n, dim: hidden, eps: config.rmsNormEps)
             try observe(i, .qkvInput, s.normed, width: hidden)
             try backend.linear(s.normed, rows: n, weight: layer.qkv, bias: layer.qkvBias, out: s.qkv, mode: mode)  // [n][hidden]·[qkvWidth][hidden]ᵀ
-            try backend.ropeAndStoreKV(s.qkv, step: step, cache: cache, layer: i, heads: heads, kvHeads: kvHeads, headDim: headDim)
-            try observe(i, .key, s.qkv, width: kvHeads * headDim, stride: qkvWidth, offset: heads * headDim)
-            try observe(i, .value, s.qkv, width: kvHeads * headDim, stride: qkvWidth, offset: (heads + kvHeads) * headDim)
-            try backend.attention(s.qkv, step: step, cache: cache, layer: i, out: s.attn, heads: heads, kvHeads: kvHeads,
-                                  headDim: headDim, scale: 1 / Float(headDim).squareRoot(), window: layer.window)
+            let scale = 1 / Float(headDim).squareRoot()
+            if observer == nil {
+                try backend.ropeAttention(s.qkv, step: step, cache: cache, layer: i, out: s.attn, heads: heads, kvHeads: kvHeads,
+                                          headDim: headDim, scale: scale, window: layer.window)
+            } else {   // the observer sees the rotated k and v
+                try backend.ropeAndStoreKV(s.qkv, step: step, cache: cache, layer: i, heads: heads, kvHeads: kvHeads, headDim: headDim)
+                try observe(i, .key, s.qkv, width: kvHeads * headDim, stride: qkvWidth, offset: heads * headDim)
+                try observe(i, .value, s.qkv, width: kvHeads * headDim, stride: qkvWidth, offset: (heads + kvHeads) * headDim)
+                try backend.attention(s.qkv, step: step, cache: cache, layer: i, out: s.attn, heads: heads, kvHeads: kvHeads,
+                                      headDim: headDim, scale: scale, window: layer.window)
+            }
             try observe(i, .oInput, s.attn, width: heads * headDim)
             try backend.linearAdd(s.attn, rows: n, weight: layer.o, bias: layer.oBias, into: s.x, width: hidden, scratch: s.proj,
                                   mode: mode)                                                          // x += [n][qDim]·[hidden][qDim]ᵀ

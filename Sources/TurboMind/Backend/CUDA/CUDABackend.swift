@@ -292,11 +292,11 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     public let device: CUDARuntime.Device
     let kernels: CUDAKernels
     /// The per-step kernels, resolved once.
-    private let fEmbed, fRMSNorm, fRope, fAttention, fAttention64, fAttention128, fTiles64, fTiles128, fGemv, fSiluMul, fAdd, fAddBias, fGather, fToHalf, fSample, fMMA128: UnsafeMutableRawPointer
+    private let fEmbed, fRMSNorm, fRope, fAttention, fAttention64, fAttention128, fRopeAttention64, fRopeAttention128, fTiles64, fTiles128, fGemv, fSiluMul, fAdd, fAddBias, fGather, fToHalf, fSample, fMMA128: UnsafeMutableRawPointer
     /// The tensor-core decode GEMMs for 1, 2, 4 and 8 tiles of 8 rows.
     private let fSkinnyWarps: [UnsafeMutableRawPointer]    // gemm_skinny_w1, _w2: up to 8 and 16 rows
     private let fSkinnyBlocks: [UnsafeMutableRawPointer]   // gemm_skinny_t4, _t8: up to 32 and 64 rows
-    private let fSkinnyMerge: UnsafeMutableRawPointer
+    private let fSkinnyMerge, fSkinnyMergeSilu: UnsafeMutableRawPointer
     /// Serialises what shares the backend's scratch (the fp16 copy of a GEMM's input, the pinned
     /// download buffer): engines sharing one model may call from several threads.
     private let lock = NSLock()
@@ -322,6 +322,11 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     /// bits do not depend on the batch), or (LMDEPLOY_CUDA_DECODE_GEMM=gemv, for comparison) the
     /// CUDA-core GEMV up to 4 rows and cuBLAS above.
     private let decodeUsesSkinny: Bool
+    /// Whether decode-only steps rotate q and store the new K/V inside the attention kernel
+    /// (LMDEPLOY_CUDA_FUSED_ROPE=0: rope_store_kv then attention, the same bits, for comparison).
+    private let fusesRope: Bool
+    /// Whether decode products fuse SwiGLU (LMDEPLOY_CUDA_FUSED_SILU=0: the product then silu_mul, the same bits).
+    private let fusesSilu: Bool
 
     /// Whether decode steps are recorded as CUDA graphs and replayed (LMDEPLOY_CUDA_GRAPHS=0: off).
     public var usesGraphs: Bool
@@ -350,6 +355,8 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         fAttention = try kernels.function("attention")
         fAttention64 = try kernels.function("attention_d64")
         fAttention128 = try kernels.function("attention_d128")
+        fRopeAttention64 = try kernels.function("attention_rope_d64")
+        fRopeAttention128 = try kernels.function("attention_rope_d128")
         fTiles64 = try kernels.function("attention_tiles_d64")
         fTiles128 = try kernels.function("attention_tiles_d128")
         fGemv = try kernels.function("gemv_f16")
@@ -364,12 +371,15 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         fSkinnyWarps = try [1, 2].map { try k.function("gemm_skinny_w\($0)") }
         fSkinnyBlocks = try [4, 8].map { try k.function("gemm_skinny_t\($0)") }
         fSkinnyMerge = try kernels.function("gemm_skinny_merge")
+        fSkinnyMergeSilu = try kernels.function("gemm_skinny_merge_silu")
         let env = ProcessInfo.processInfo.environment
         switch env["LMDEPLOY_CUDA_DECODE_GEMM"] ?? "mma" {
         case "mma", "": decodeUsesSkinny = true
         case "gemv": decodeUsesSkinny = false
         case let other: throw CUDAError.failed("LMDEPLOY_CUDA_DECODE_GEMM is 'mma' (the default) or 'gemv', got '\(other)'")
         }
+        fusesRope = env["LMDEPLOY_CUDA_FUSED_ROPE"] != "0"
+        fusesSilu = env["LMDEPLOY_CUDA_FUSED_SILU"] != "0"
         profile = env["LMDEPLOY_CUDA_PROFILE"].map { $0 != "0" && !$0.isEmpty } == true ? CUDAProfile() : nil
         usesGraphs = env["LMDEPLOY_CUDA_GRAPHS"] != "0" && profile == nil
         if let profile { CUDAProfile.register(profile) }
@@ -507,7 +517,7 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         try step.ensureUploaded()
         try enqueue("embed") {
             out.halfValid = false
-            try kernels.launch(fEmbed, name: "embed", grid: (step.plan.rows, 1, 1), threads: 256,
+            try kernels.launch(fEmbed, name: "embed", grid: (step.plan.rows, 1, 1), threads: 1024,
                                [.pointer(table.weight.address), .int(Int32(table.columns)), .pointer(step.tokens), .pointer(out.address)])
         }
     }
@@ -529,6 +539,21 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         }
     }
 
+    /// More than 16 decode rows on the tensor-core GEMM with split shares: SwiGLU in the shares' merge
+    /// (gemm_skinny_merge_silu), no [rows][2·inter] round trip and no silu_mul launch; the same bits as
+    /// the product then siluMul. Elsewhere the two ops.
+    public func linearSiluMul(_ x: CUDABuffer, rows: Int, weight: CUDALinear, scratch: CUDABuffer, inter: Int, out: CUDABuffer,
+                              mode: LinearMode) throws {
+        precondition(weight.rows == 2 * inter, "linearSiluMul \(weight.name): \(weight.rows) rows are not 2 × \(inter)")
+        let split = skinnySplit(weight)
+        guard fusesSilu, decodeKernel(rows: rows, mode: mode, columns: weight.columns) == .skinny, rows > 16, split > 1 else {
+            try product(x, rows: rows, weight: weight, bias: nil, out: scratch, mode: mode, accumulate: false)
+            try siluMul(scratch, rows: rows, inter: inter, out: out)
+            return
+        }
+        try product(x, rows: rows, weight: weight, bias: nil, out: out, mode: mode, accumulate: false, siluInter: inter)
+    }
+
     private enum ProductKernel { case skinny, gemv, cublas }
 
     /// Decode is memory-bound: our kernels stream the weights once (fused bias and add). The
@@ -539,9 +564,11 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         return rows <= 4 ? .gemv : .cublas
     }
 
+    /// `siluInter` > 0 (skinny only): out = silu(gate) · up [rows][siluInter].
     private func product(_ x: CUDABuffer, rows: Int, weight: CUDALinear, bias: CUDABuffer?, out: CUDABuffer, mode: LinearMode,
-                         accumulate: Bool) throws {
-        precondition(rows * weight.columns <= x.count && rows * weight.rows <= out.count, "linear \(weight.name): buffers too small")
+                         accumulate: Bool, siluInter: Int = 0) throws {
+        precondition(rows * weight.columns <= x.count && rows * (siluInter > 0 ? siluInter : weight.rows) <= out.count,
+                     "linear \(weight.name): buffers too small")
         Self.stream.lock()
         defer { Self.stream.unlock() }
         lock.lock()
@@ -561,9 +588,10 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         out.halfValid = false
         let kernel = decodeKernel(rows: rows, mode: mode, columns: weight.columns)
         if kernel == .skinny {
-            try skinny(xh, rows: rows, weight: weight, bias: bias, out: out, accumulate: accumulate)
+            try skinny(xh, rows: rows, weight: weight, bias: bias, out: out, accumulate: accumulate, siluInter: siluInter)
             return
         }
+        precondition(siluInter == 0, "linear \(weight.name): SwiGLU is fused only into the decode GEMM")
         if kernel == .gemv {
             try enqueue("gemv \(weight.rows)x\(weight.columns)") {
                 // Warps per output by n alone (fixed summation order): small matrices split k so the
@@ -608,20 +636,30 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     /// per SM at any batch, at least four 64-wide chunks per share), so a row's sum has one order. Up to
     /// 16 rows one block per 32 features runs the shares as its warps and merges them in shared memory;
     /// more rows run a block per share and `gemm_skinny_merge` (the same sums in the same order).
-    private func skinny(_ xh: ccuda_ptr, rows: Int, weight: CUDALinear, bias: CUDABuffer?, out: CUDABuffer, accumulate: Bool) throws {
+    /// The decode GEMM's split of k: a function of the weight's shape alone (batch invariance).
+    private func skinnySplit(_ weight: CUDALinear) -> Int {
+        let columns = (weight.rows + 127) / 128
+        return max(1, min(16, 16 * device.multiprocessors / (columns * 4), weight.columns / 256))
+    }
+
+    private func skinny(_ xh: ccuda_ptr, rows: Int, weight: CUDALinear, bias: CUDABuffer?, out: CUDABuffer, accumulate: Bool,
+                        siluInter inter: Int = 0) throws {
         let n = weight.rows, k = weight.columns
         let columns = (n + 127) / 128
-        let split = max(1, min(16, 16 * device.multiprocessors / (columns * 4), k / 256))
+        let split = skinnySplit(weight)
         let tiles = (rows + 7) / 8
         let common: [KernelArgument] = [.pointer(weight.weight.address), .pointer(xh), .pointer(out.address), .pointer(bias?.address ?? 0),
                                         .int(Int32(rows)), .int(Int32(n)), .int(Int32(k)), .int(Int32(split)), .int(accumulate ? 1 : 0)]
         if tiles <= 2 {
+            precondition(inter == 0, "gemm_skinny_w: SwiGLU is fused only into the shares' merge")
             try enqueue("gemm_skinny_w \(n)x\(k)") {
                 try kernels.launch(fSkinnyWarps[tiles - 1], name: "gemm_skinny_w", grid: ((n + 31) / 32, 1, 1), threads: 32 * split,
                                    shared: split * 8 * tiles * 32 * 4, common)
             }
             return
         }
+        precondition(inter == 0 || split > 1, "gemm_skinny: SwiGLU needs the shares' merge")
+        let oh = inter > 0 ? try halfCopy(out) : 0
         var part: ccuda_ptr = 0
         if split > 1 {
             // Room for the largest batch at once: regrowing moves the buffer and stales the graphs.
@@ -631,7 +669,14 @@ public final class CUDABackend: Backend, @unchecked Sendable {
             try kernels.launch(fSkinnyBlocks[tiles <= 4 ? 0 : 1], name: "gemm_skinny", grid: (columns, split, 1), threads: 128,
                                common + [.pointer(part)])
         }
-        if split > 1 {
+        if inter > 0 {
+            try enqueue("gemm_skinny_merge_silu") {
+                try kernels.launch(fSkinnyMergeSilu, name: "gemm_skinny_merge_silu",
+                                   grid: (min(blocks(rows * inter), 8 * device.multiprocessors), 1, 1), threads: 256,
+                                   [.pointer(part), .pointer(out.address), .pointer(oh), .int(Int32(rows)), .int(Int32(inter)),
+                                    .int(Int32(split))])
+            }
+        } else if split > 1 {
             try enqueue("gemm_skinny_merge") {
                 try kernels.launch(fSkinnyMerge, name: "gemm_skinny_merge", grid: (min(blocks(rows * n), 8 * device.multiprocessors), 1, 1),
                                    threads: 256,
@@ -668,11 +713,30 @@ public final class CUDABackend: Backend, @unchecked Sendable {
 
     public func attention(_ qkv: CUDABuffer, step: CUDAStep, cache: CUDAKVCache, layer: Int, out: CUDABuffer, heads: Int,
                           kvHeads: Int, headDim: Int, scale: Float, window: Int) throws {
+        try attention(qkv, step: step, cache: cache, layer: layer, out: out, heads: heads, kvHeads: kvHeads, headDim: headDim,
+                      scale: scale, window: window, fuseRope: false)
+    }
+
+    /// Decode-only steps of up to 8 rows with head size 64 or 128: one kernel rotates q, stores the
+    /// new K/V and attends (no rope_store_kv launch, the same bits). Other steps: the two ops (at 64
+    /// rows the rotation, repeated by each of a row's 8 shares, cost more than the launch it saves).
+    public func ropeAttention(_ qkv: CUDABuffer, step: CUDAStep, cache: CUDAKVCache, layer: Int, out: CUDABuffer, heads: Int,
+                              kvHeads: Int, headDim: Int, scale: Float, window: Int) throws {
+        let fused = fusesRope && step.decodeRowCount == step.plan.rows && step.plan.rows <= 8 && (headDim == 64 || headDim == 128)
+        if !fused {
+            try ropeAndStoreKV(qkv, step: step, cache: cache, layer: layer, heads: heads, kvHeads: kvHeads, headDim: headDim)
+        }
+        try attention(qkv, step: step, cache: cache, layer: layer, out: out, heads: heads, kvHeads: kvHeads, headDim: headDim,
+                      scale: scale, window: window, fuseRope: fused)
+    }
+
+    private func attention(_ qkv: CUDABuffer, step: CUDAStep, cache: CUDAKVCache, layer: Int, out: CUDABuffer, heads: Int,
+                           kvHeads: Int, headDim: Int, scale: Float, window: Int, fuseRope: Bool) throws {
         guard headDim <= 256 else { throw BackendError.unsupported("CUDA attention supports head dimensions up to 256, got \(headDim)") }
         guard heads % kvHeads == 0 else { throw BackendError.unsupported("\(heads) query heads are not a multiple of \(kvHeads) KV heads") }
         try step.ensureUploaded()
         let stride = (heads + 2 * kvHeads) * headDim
-        try enqueue("attention") {
+        try enqueue(fuseRope ? "rope_attention" : "attention") {
             let oh = try halfCopy(out)
             let common: [KernelArgument] = [
                 .pointer(qkv.address), .int(Int32(stride)), .pointer(cache.keys[layer].address), .pointer(cache.values[layer].address),
@@ -699,9 +763,13 @@ public final class CUDABackend: Backend, @unchecked Sendable {
                     part = try scratch(&attentionParts, .f32, count: Self.mergeCounters + rows * heads * splits * (headDim + 2),
                                        zeroed: true).address
                 }
-                try kernels.launch(wide ? fAttention128 : fAttention64, name: "attention_d\(headDim)",
+                // Rows 0… in order when every row decodes: no row list (one dependent load less).
+                let rowList = rows == step.plan.rows ? 0 : step.decodeRows
+                let kernel = fuseRope ? (wide ? fRopeAttention128 : fRopeAttention64) : (wide ? fAttention128 : fAttention64)
+                try kernels.launch(kernel, name: "\(fuseRope ? "attention_rope" : "attention")_d\(headDim)",
                                    grid: (heads, rows, splits), threads: 128,
-                                   common + [.pointer(step.decodeRows), .int(Int32(splits)), .pointer(part)])
+                                   common + [.pointer(rowList), .int(Int32(splits)), .pointer(part), .pointer(step.frequencies),
+                                             .pointer(step.frequencySet), .pointer(step.slots)])
             }
             if step.tileTotal > 0 && wide {
                 // Head size 128: tensor cores (fp16 q and P, fp32 accumulation and softmax).
@@ -734,7 +802,7 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         try step.ensureUploaded()
         try enqueue("gather_rows") {
             out.halfValid = false
-            try kernels.launch(fGather, name: "gather_rows", grid: (step.plan.logitRows.count, 1, 1), threads: 256,
+            try kernels.launch(fGather, name: "gather_rows", grid: (step.plan.logitRows.count, 1, 1), threads: 1024,
                                [.pointer(x.address), .pointer(step.logitRows), .int(Int32(width)), .pointer(out.address)])
         }
     }

@@ -183,6 +183,39 @@ public final class CUDASelfTest: @unchecked Sendable {
             }
         }
 
+        // SwiGLU fused into the decode GEMM's merge above 16 rows (the two ops up to 16): the bits of
+        // the product into scratch then siluMul at 1, 5, 16, 17 and 64 rows, inter 200 with k 1024 and
+        // 1376 with k 576 (4 and 2 shares); and within silu's fp32 bound of the CPU's linear + siluMul.
+        for (inter, k) in [(200, 1024), (1376, 576)] {
+            let name = "linearSiluMul decode 1…64 rows, inter \(inter), k \(k)"
+            await guarded(name) {
+                let t = Self.tensor("w", rng.floats(2 * inter * k), rows: 2 * inter, columns: k, dtype: .bf16)
+                let (cl, gl) = (try cpu.prepare(linear: .dense([t])), try gpu.prepare(linear: .dense([t])))
+                var differing = 0, total = 0, worst: Float = 0
+                for rows in [1, 5, 16, 17, 64] {
+                    let xs = rng.floats(rows * k, scale: 0.2)
+                    let x = try gpu.upload(xs)
+                    let scratch = try gpu.allocate(.f32, count: rows * 2 * inter)
+                    let (fused, separate) = (try gpu.allocate(.f32, count: rows * inter), try gpu.allocate(.f32, count: rows * inter))
+                    try gpu.linearSiluMul(x, rows: rows, weight: gl, scratch: scratch, inter: inter, out: fused, mode: .decode)
+                    try gpu.linear(x, rows: rows, weight: gl, bias: nil, out: scratch, mode: .decode)
+                    try gpu.siluMul(scratch, rows: rows, inter: inter, out: separate)
+                    let a = try gpu.download(fused, count: rows * inter), b = try gpu.download(separate, count: rows * inter)
+                    differing += zip(a, b).filter { $0.bitPattern != $1.bitPattern }.count
+                    total += a.count
+                    let cx = try cpu.upload(xs)
+                    let (cs, co) = (try cpu.allocate(.f32, count: rows * 2 * inter), try cpu.allocate(.f32, count: rows * inter))
+                    try cpu.linearSiluMul(cx, rows: rows, weight: cl, scratch: cs, inter: inter, out: co, mode: .decode)
+                    worst = max(worst, Self.maxError(try cpu.download(co, count: rows * inter), a))
+                }
+                // The GPU rounds x to fp16 (2^-11 relative): g and u move by ≤ 2^-11·Σ|w·x| ≤ 2^-11·k·0.2
+                // (|w| ≤ 1, |x| ≤ 0.2) = 0.1 at k = 1024, and silu(g)·u by that times its slope (≤ 1.1·|u| +
+                // |silu(g)|, ~10 at the largest |g|, |u| here): a sanity bound of 1; the bits are the check.
+                check(name, differing == 0 && worst <= 1, "fused vs product then siluMul: \(differing == 0 ? "identical bits" : "\(differing) of \(total) differ")"
+                      + "; max |Δ| vs CPU \(worst) (bound 1)")
+            }
+        }
+
         // The residual add fused into the product: the GEMV (≤ 4 decode rows, with and without bias) gives
         // the bits of the product into scratch then `add`; cuBLAS (beta 1) the same sum up to its own
         // rounding of acc + y (one fp32 rounding either way, but its algorithm may differ with beta).
@@ -333,6 +366,7 @@ public final class CUDASelfTest: @unchecked Sendable {
         let blockSize = 16, blockCount = 41
         let layout = KVCacheLayout(layers: 2, kvHeads: kvHeads, headDim: d, blockSize: blockSize, blockCount: blockCount, type: .f16)
         let cc = try cpu.makeKVCache(layout), gc = try gpu.makeKVCache(layout)
+        let gf = try gpu.makeKVCache(layout)   // the same steps through ropeAttention (fused on decode-only steps)
         var pool = Array(0..<Int32(blockCount))
         for i in stride(from: pool.count - 1, to: 0, by: -1) { pool.swapAt(i, rng.int(i + 1)) }
         // Every sequence takes blocks from the shuffled pool, skipping one each time (holes).
@@ -353,9 +387,13 @@ public final class CUDASelfTest: @unchecked Sendable {
             [ForwardItem(tokens: [Int32](repeating: 1, count: 13), start: 0, blocks: tA, logits: .none),
              ForwardItem(tokens: [Int32](repeating: 1, count: 7), start: 29, blocks: tB, logits: .none),
              ForwardItem(tokens: [1], start: 150, blocks: tC, logits: .none)],
+            // Decode-only steps: the second reads the keys the first stored.
+            [ForwardItem(tokens: [1], start: 13, blocks: tA, logits: .none), ForwardItem(tokens: [1], start: 36, blocks: tB, logits: .none),
+             ForwardItem(tokens: [1], start: 151, blocks: tC, logits: .none)],
+            [ForwardItem(tokens: [1], start: 14, blocks: tA, logits: .none), ForwardItem(tokens: [1], start: 152, blocks: tC, logits: .none)],
         ]
         let stride = (heads + 2 * kvHeads) * d
-        var worstRope: Float = 0, worstAttention: Float = 0, worstPrefill: Float = 0
+        var worstRope: Float = 0, worstAttention: Float = 0, worstPrefill: Float = 0, fusedDiffering = 0, fusedTotal = 0
         for (s, items) in steps.enumerated() {
             let plan = try BatchPlan(items: items, blockSize: blockSize, blockCount: blockCount, vocab: 2, baseFrequencies: base,
                                      frequencies: sets)
@@ -363,7 +401,11 @@ public final class CUDASelfTest: @unchecked Sendable {
             let (cq, gq) = try both(cpu, gpu, rng.floats(rows * stride, scale: 2))
             let (cst, gst) = (try cpu.upload(plan: plan), try gpu.upload(plan: plan))
             let (co, go) = (try cpu.allocate(.f32, count: rows * heads * d), try gpu.allocate(.f32, count: rows * heads * d))
+            let fo = try gpu.allocate(.f32, count: rows * heads * d)
             for layer in 0..<2 {   // layer 1 checks the per-layer regions
+                let fq = try gpu.upload(try gpu.download(gq, count: rows * stride))   // what ropeAndStoreKV gets next
+                try gpu.ropeAttention(fq, step: gst, cache: gf, layer: layer, out: fo, heads: heads, kvHeads: kvHeads, headDim: d,
+                                      scale: 1 / Float(d).squareRoot(), window: window)
                 try cpu.ropeAndStoreKV(cq, step: cst, cache: cc, layer: layer, heads: heads, kvHeads: kvHeads, headDim: d)
                 try gpu.ropeAndStoreKV(gq, step: gst, cache: gc, layer: layer, heads: heads, kvHeads: kvHeads, headDim: d)
                 if layer == 0 {
@@ -375,6 +417,9 @@ public final class CUDASelfTest: @unchecked Sendable {
                 try gpu.attention(gq, step: gst, cache: gc, layer: layer, out: go, heads: heads, kvHeads: kvHeads, headDim: d,
                                   scale: 1 / Float(d).squareRoot(), window: window)
                 let a = try cpu.download(co, count: rows * heads * d), b = try gpu.download(go, count: rows * heads * d)
+                let f = try gpu.download(fo, count: rows * heads * d)
+                fusedDiffering += zip(b, f).filter { $0.bitPattern != $1.bitPattern }.count
+                fusedTotal += b.count
                 for seq in plan.sequences {
                     let range = seq.queryRow * heads * d..<(seq.queryRow + seq.tokens) * heads * d
                     let e = Self.maxError(Array(a[range]), Array(b[range]))
@@ -391,9 +436,10 @@ public final class CUDASelfTest: @unchecked Sendable {
         // ≈ 5.5e-3 at worst for these inputs (|q|, |k| uniform below 2: E|q·k| = 1), a weight by that
         // relative amount, an output (|v| ≤ 2) by ≤ 2·5.5e-3·2 plus P's 2·2^-11·2: 2.4e-2.
         let prefillBound: Float = d == 128 ? 2.4e-2 : 2e-3
-        check(name, worstRope <= 2e-5 && worstAttention <= 2e-3 && worstPrefill <= prefillBound,
+        check(name, worstRope <= 2e-5 && worstAttention <= 2e-3 && worstPrefill <= prefillBound && fusedDiffering == 0,
               "rope max |Δ| \(worstRope) (bound 2e-5), decode attention max |Δ| \(worstAttention) (bound 2e-3), prefill attention "
-              + "max |Δ| \(worstPrefill) (bound \(prefillBound)\(d == 128 ? ": tensor cores, fp16 q and P" : ""))")
+              + "max |Δ| \(worstPrefill) (bound \(prefillBound)\(d == 128 ? ": tensor cores, fp16 q and P" : "")); ropeAttention "
+              + "(fused on the decode-only steps) vs the two ops: \(fusedDiffering == 0 ? "identical bits" : "\(fusedDiffering) of \(fusedTotal) differ")")
     }
 
     // MARK: - SmolLM2 on CUDA
