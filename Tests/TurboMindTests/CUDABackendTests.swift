@@ -30,11 +30,15 @@ let cudaUsable: Bool = (try? CUDABackend()) != nil
 
     @Test func everyKernelTheBackendLaunchesIsInTheEmbeddedSource() {
         let source = CUDARuntime.kernelSource
-        for name in ["to_f16", "f32_to_f16", "embed", "rmsnorm", "silu_mul", "add", "add_bias", "gather_rows", "rope_store_kv", "attention", "attention_d64", "attention_d128", "attention_tiles_d64", "attention_tiles_d128", "gemv_f16", "sample_rows", "attention_mma_d128"] {
-            // Either form: `void name(` or `void __launch_bounds__(N) name(`.
+        for name in ["to_f16", "f32_to_f16", "embed", "rmsnorm", "silu_mul", "add", "add_bias", "gather_rows", "rope_store_kv", "attention",
+                     "attention_d64", "attention_d128", "attention_rope_d64", "attention_rope_d128", "attention_tiles_d64",
+                     "attention_tiles_d128", "gemv_f16", "sample_rows", "attention_mma_d128", "gemm_skinny_merge", "gemm_skinny_merge_silu"] {
+            // Any form: `void name(`, `void __launch_bounds__(N[, M]) name(`, or the decode attention's
+            // instantiation `ATTENTION_DECODE([__launch_bounds__(N, M) ]name, D, FUSE)`.
             let plain = source.contains("extern \"C\" __global__ void \(name)(")
-            let bounded = source.range(of: "extern \"C\" __global__ void __launch_bounds__\\([A-Z_0-9]+\\) \(name)\\(", options: .regularExpression) != nil
-            #expect(plain || bounded, "kernels.cu has no kernel \(name)")
+            let bounded = source.range(of: "extern \"C\" __global__ void __launch_bounds__\\([A-Z_0-9, ]+\\) \(name)\\(", options: .regularExpression) != nil
+            let decode = source.range(of: "\nATTENTION_DECODE\\((__launch_bounds__\\([0-9, ]+\\) )?\(name), ", options: .regularExpression) != nil
+            #expect(plain || bounded || decode, "kernels.cu has no kernel \(name)")
         }
     }
 
