@@ -134,10 +134,10 @@ extern "C" __global__ void rmsnorm(const float *x, const float *w, float *out, h
     }
 }
 
-/// out[r][i] = silu(gu[r][i]) * gu[r][inter + i]; grid over rows*inter.
 /// silu(g) · u, as every SwiGLU path computes it (silu_mul, gemm_skinny_merge_silu).
 __device__ __forceinline__ float silu_value(float g, float u) { return g / (1.0f + expf(-g)) * u; }
 
+/// out[r][i] = silu(gu[r][i]) * gu[r][inter + i]; grid over rows*inter.
 extern "C" __global__ void silu_mul(const float *gu, float *out, half_t *out_h, int rows, int inter) {
     pdl_start();
     long long n = (long long)rows * inter;
@@ -323,8 +323,9 @@ template <int C> struct alignas(2 * C) HalfVec { half_t h[C]; };
 /// sum in four chains. `fuse` (decode-only steps): the kernel rotates q itself and takes the row's
 /// own new key and value from qkv (rotated, rounded to fp16 exactly as rope_store_kv stores them),
 /// and the first query head of each KV head's group stores them: no rope_store_kv launch, the same
-/// bits; and its first tile is requested before the PDL wait, overlapping the qkv GEMM's tail. Shares: splits ≤ 8 of 128-key multiples, so each share's warps have whole tiles; the last
-/// share of a (row, head) to finish merges all of them (counters at the start of `part`).
+/// bits; and its first tile is requested before the PDL wait, overlapping the qkv GEMM's tail.
+/// Shares: splits ≤ 8 of 128-key multiples, so each share's warps have whole tiles; the last share of
+/// a (row, head) to finish merges all of them (counters at the start of `part`).
 template <int D, bool fuse>
 __device__ __forceinline__ void attention_fixed(const float *qkv, int q_stride, half_t *k_pool, half_t *v_pool, int kv_stride,
                                                 int block_size, const int *pos, const int *row_table, const int *tables,
