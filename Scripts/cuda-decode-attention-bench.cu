@@ -8,6 +8,19 @@
 #ifdef OLD
 #include OLD
 #endif
+// The unfused kernel with the fused one's in-kernel merge (the layout before attention_merge_d*).
+extern "C" __global__ void __launch_bounds__(128, 4) inkernel_attention_d128(
+    const float *qkv, int q_stride, half_t *k_pool, half_t *v_pool, int kv_stride, int block_size, const int *pos,
+    const int *row_table, const int *tables, float *out, int out_stride, int heads, int kv_heads, int d, float scale,
+    int window, half_t *out_h, const int *row_list, int splits, float *part, const float *inv_freq, const int *freq_set,
+    const int *slots) {
+    pdl_trigger();
+    attention_fixed<128, false, true>(qkv, q_stride, k_pool, v_pool, kv_stride, block_size, pos, row_table, tables, out,
+                                      out_stride, heads, kv_heads, scale, window, row_list, out_h, splits, part, inv_freq,
+                                      freq_set, slots);
+}
+// Five blocks a multiprocessor (96 registers, a few spilled) instead of four.
+ATTENTION_DECODE(__launch_bounds__(128, 5) lb5_attention_d128, 128, false)
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -28,7 +41,11 @@ __global__ void fill_half(half_t *p, size_t n, unsigned seed) {
 int main() {
     const int heads = 32, kvh = 32, D = 128, bs = 64, stride = (heads + 2 * kvh) * D, kv_stride = kvh * D;
     const int ctx = 641, bpr = (ctx + bs - 1) / bs, copies = 8, reps = 64;
+    // ROWS=N: that batch only; NOTIME=1: the checks only (one launch of each kernel, for a profiler).
+    const char *only = getenv("ROWS");
+    bool notime = getenv("NOTIME") != nullptr;
     for (int rows : {1, 16, 64}) {
+        if (only && atoi(only) != rows) continue;
         int nblocks = rows * copies * bpr;
         size_t pool = (size_t)nblocks * bs * kv_stride;
         half_t *K[2], *V[2];
@@ -68,10 +85,13 @@ int main() {
             CK(cudaMemcpyAsync(rot, raw, hq.size() * 4, cudaMemcpyDeviceToDevice, st));
             rope_store_kv<<<dim3(rows, per_row), 256, 0, st>>>(rot, stride, heads, kvh, D, pos, inv, nullptr, k, v, slots[c]);
         };
+        // fuse: 0 attention_d128 + attention_merge_d128, 1 attention_rope_d128, 2 inkernel_attention_d128,
+        // 3 lb5_attention_d128 + attention_merge_d128.
         auto attend = [&](cudaStream_t st, int c, int fuse, half_t *k, half_t *v, float *o) {
-            (fuse ? attention_rope_d128 : attention_d128)<<<dim3(heads, rows, 8), 128, 0, st>>>(
-                fuse ? raw : rot, stride, k, v, kv_stride, bs, pos, rts[c], tab, o, heads * D, heads, kvh, D, scale, 0, nullptr, nullptr,
+            (fuse == 1 ? attention_rope_d128 : fuse == 2 ? inkernel_attention_d128 : fuse == 3 ? lb5_attention_d128 : attention_d128)<<<dim3(heads, rows, 8), 128, 0, st>>>(
+                fuse == 1 ? raw : rot, stride, k, v, kv_stride, bs, pos, rts[c], tab, o, heads * D, heads, kvh, D, scale, 0, nullptr, nullptr,
                 8, part, inv, nullptr, slots[c]);
+            if (fuse == 0 || fuse == 3) attention_merge_d128<<<dim3(heads, rows), 128, 0, st>>>(pos, nullptr, heads, 0, 8, part, o, heads * D, nullptr);
         };
         // Same bits: rope_store_kv + attention on copy 0 of cache 0, the fused kernel on cache 1.
         rope(0, 0, K[0], V[0]); attend(0, 0, 0, K[0], V[0], out[0]);
@@ -80,28 +100,38 @@ int main() {
         std::vector<float> a(rows * heads * D), b(a.size());
         CK(cudaMemcpy(a.data(), out[0], a.size() * 4, cudaMemcpyDeviceToHost)); CK(cudaMemcpy(b.data(), out[1], b.size() * 4, cudaMemcpyDeviceToHost));
         bool same_out = memcmp(a.data(), b.data(), a.size() * 4) == 0;
+        attend(0, 0, 2, K[0], V[0], out[1]);   // the in-kernel merge too (K[0] already holds the new key)
+        CK(cudaDeviceSynchronize());
+        CK(cudaMemcpy(b.data(), out[1], b.size() * 4, cudaMemcpyDeviceToHost));
+        bool same_inkernel = memcmp(a.data(), b.data(), a.size() * 4) == 0;
         std::vector<half_t> ka(pool), kb(pool);
         CK(cudaMemcpy(ka.data(), K[0], pool * 2, cudaMemcpyDeviceToHost)); CK(cudaMemcpy(kb.data(), K[1], pool * 2, cudaMemcpyDeviceToHost));
         bool same_k = ka == kb;
         CK(cudaMemcpy(ka.data(), V[0], pool * 2, cudaMemcpyDeviceToHost)); CK(cudaMemcpy(kb.data(), V[1], pool * 2, cudaMemcpyDeviceToHost));
         bool same_v = ka == kb;
-        printf("{\"rows\":%d,\"fused_same_bits\":%s,\"stored_k_same\":%s,\"stored_v_same\":%s}\n", rows, same_out ? "true" : "false",
+        printf("{\"rows\":%d,\"fused_same_bits\":%s,\"inkernel_merge_same_bits\":%s,\"stored_k_same\":%s,\"stored_v_same\":%s}\n", rows,
+               same_out ? "true" : "false", same_inkernel ? "true" : "false",
                same_k ? "true" : "false", same_v ? "true" : "false");
+        if (notime) {
+            attend(0, 0, 3, K[0], V[0], out[1]);
+            CK(cudaDeviceSynchronize());
+            continue;
+        }
         cudaStream_t st; CK(cudaStreamCreate(&st));
         cudaEvent_t e0, e1; CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
-        const char *names[] = {"rope_store_kv", "attention", "attention_fused", "old_attention"};
-        for (int v = 0; v < 4; v++) {
+        const char *names[] = {"rope_store_kv", "attention+merge", "attention_fused", "attention_inkernel_merge", "attention+merge_lb5", "old_attention"};
+        for (int v = 0; v < 6; v++) {
 #ifndef OLD
-            if (v == 3) continue;
+            if (v == 5) continue;
 #endif
             cudaGraph_t graph; cudaGraphExec_t exec;
             CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
             for (int i = 0; i < reps; i++) {
                 int c = i % copies;
                 if (v == 0) rope_store_kv<<<dim3(rows, per_row), 256, 0, st>>>(rot, stride, heads, kvh, D, pos, inv, nullptr, K[0], V[0], slots[c]);
-                if (v == 1 || v == 2) attend(st, c, v == 2, K[0], V[0], out[2]);
+                if (v >= 1 && v <= 4) attend(st, c, v == 1 ? 0 : v == 2 ? 1 : v == 3 ? 2 : 3, K[0], V[0], out[2]);
 #ifdef OLD
-                if (v == 3) old_attention_d128<<<dim3(heads, rows, 8), 128, 0, st>>>(rot, stride, K[0], V[0], kv_stride, bs, pos, rts[c], tab,
+                if (v == 5) old_attention_d128<<<dim3(heads, rows, 8), 128, 0, st>>>(rot, stride, K[0], V[0], kv_stride, bs, pos, rts[c], tab,
                                                                                     out[2], heads * D, heads, kvh, D, scale, 0, nullptr, nullptr, 8, part);
 #endif
             }

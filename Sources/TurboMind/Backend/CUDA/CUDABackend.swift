@@ -292,7 +292,7 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     public let device: CUDARuntime.Device
     let kernels: CUDAKernels
     /// The per-step kernels, resolved once.
-    private let fEmbed, fRMSNorm, fRope, fAttention, fAttention64, fAttention128, fRopeAttention64, fRopeAttention128, fTiles64, fTiles128, fGemv, fSiluMul, fAdd, fAddBias, fGather, fToHalf, fSample, fMMA128: UnsafeMutableRawPointer
+    private let fEmbed, fRMSNorm, fRope, fAttention, fAttention64, fAttention128, fRopeAttention64, fRopeAttention128, fMerge64, fMerge128, fTiles64, fTiles128, fGemv, fSiluMul, fAdd, fAddBias, fGather, fToHalf, fSample, fMMA128: UnsafeMutableRawPointer
     /// The tensor-core decode GEMMs for 1, 2, 4 and 8 tiles of 8 rows.
     private let fSkinnyWarps: [UnsafeMutableRawPointer]    // gemm_skinny_w1, _w2: up to 8 and 16 rows
     private let fSkinnyBlocks: [UnsafeMutableRawPointer]   // gemm_skinny_t4, _t8: up to 32 and 64 rows
@@ -357,6 +357,8 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         fAttention128 = try kernels.function("attention_d128")
         fRopeAttention64 = try kernels.function("attention_rope_d64")
         fRopeAttention128 = try kernels.function("attention_rope_d128")
+        fMerge64 = try kernels.function("attention_merge_d64")
+        fMerge128 = try kernels.function("attention_merge_d128")
         fTiles64 = try kernels.function("attention_tiles_d64")
         fTiles128 = try kernels.function("attention_tiles_d128")
         fGemv = try kernels.function("gemv_f16")
@@ -752,17 +754,15 @@ public final class CUDABackend: Backend, @unchecked Sendable {
             let wide = headDim == 128
             if step.decodeRowCount > 0 {
                 // Split-K in 8 shares at any batch (a share's keys depend on the row's context alone, so
-                // a row computes the same bits alone or among others), up to CUDABackend.mergeCounters
-                // (row, head) cells, the kernel's merge counters; past that one share per cell.
+                // a row computes the same bits alone or among others). The fused kernel (≤ 8 rows)
+                // merges them itself, its last share of a (row, head) counting in on one of
+                // CUDABackend.mergeCounters counters; the other writes the shares' states and
+                // attention_merge_d* merges them (same arithmetic), at any number of rows.
                 let rows = step.decodeRowCount
-                let splits = rows * heads > Self.mergeCounters ? 1 : 8
-                var part: ccuda_ptr = 0
-                if splits > 1 {
-                    // One counter per (row, head) (zeroed once; the share that merges resets it), then
-                    // the shares' partial states: the last share to finish merges in the same kernel.
-                    part = try scratch(&attentionParts, .f32, count: Self.mergeCounters + rows * heads * splits * (headDim + 2),
+                let splits = fuseRope && rows * heads > Self.mergeCounters ? 1 : 8
+                // The counters (zeroed once; the share that merges resets them), then the shares' states.
+                let part = try scratch(&attentionParts, .f32, count: Self.mergeCounters + rows * heads * splits * (headDim + 2),
                                        zeroed: true).address
-                }
                 // Rows 0… in order when every row decodes: no row list (one dependent load less).
                 let rowList = rows == step.plan.rows ? 0 : step.decodeRows
                 let kernel = fuseRope ? (wide ? fRopeAttention128 : fRopeAttention64) : (wide ? fAttention128 : fAttention64)
@@ -770,6 +770,13 @@ public final class CUDABackend: Backend, @unchecked Sendable {
                                    grid: (heads, rows, splits), threads: 128,
                                    common + [.pointer(rowList), .int(Int32(splits)), .pointer(part), .pointer(step.frequencies),
                                              .pointer(step.frequencySet), .pointer(step.slots)])
+                if !fuseRope && splits > 1 {
+                    try kernels.launch(wide ? fMerge128 : fMerge64, name: "attention_merge_d\(headDim)", grid: (heads, rows, 1),
+                                       threads: headDim,
+                                       [.pointer(step.positions), .pointer(rowList), .int(Int32(heads)), .int(Int32(window)),
+                                        .int(Int32(splits)), .pointer(part), .pointer(out.address), .int(Int32(heads * headDim)),
+                                        .pointer(oh)])
+                }
             }
             if step.tileTotal > 0 && wide {
                 // Head size 128: tensor cores (fp16 q and P, fp32 accumulation and softmax).

@@ -315,6 +315,43 @@ extern "C" __global__ void attention(const float *qkv, int q_stride, const half_
 /// C consecutive halves loaded as one access (8 or 16 bytes).
 template <int C> struct alignas(2 * C) HalfVec { half_t h[C]; };
 
+/// Keys per decode share: `keys` (the row's, after the window) in `splits` shares, rounded up to
+/// whole 128-key multiples (each of a share's four warps then has whole 32-key tiles). A function of
+/// the row alone, so a row computes the same bits at any batch.
+__device__ __forceinline__ int share_keys(int keys, int splits) { return ((keys + splits - 1) / splits + 127) & ~127; }
+/// Shares that hold keys (the rest of the `splits` launched return at once).
+__device__ __forceinline__ int share_count(int keys, int share) { return (keys + share - 1) / share; }
+
+/// The output row from a (row, head)'s share states (max, mass, unnormalised sum; `active` of them,
+/// D + 2 floats apart): every share's loads issued at once (L2: written during this or the last launch).
+template <int D>
+__device__ __forceinline__ void merge_shares(const float *shares, int active, float *o, half_t *oh) {
+    float mz[ATT_MAX_SPLITS];
+#pragma unroll
+    for (int z = 0; z < ATT_MAX_SPLITS; z++) mz[z] = z < active ? __ldcg(shares + z * (D + 2)) : NEG_INF;
+    float MM = NEG_INF;
+#pragma unroll
+    for (int z = 0; z < ATT_MAX_SPLITS; z++) MM = fmaxf(MM, mz[z]);
+    for (int i = threadIdx.x; i < D; i += blockDim.x) {
+        float lz[ATT_MAX_SPLITS], sz[ATT_MAX_SPLITS];
+#pragma unroll
+        for (int z = 0; z < ATT_MAX_SPLITS; z++) {
+            lz[z] = z < active ? __ldcg(shares + z * (D + 2) + 1) : 0;
+            sz[z] = z < active ? __ldcg(shares + z * (D + 2) + 2 + i) : 0;
+        }
+        float LL = 0, sum = 0;
+#pragma unroll
+        for (int z = 0; z < ATT_MAX_SPLITS; z++) {
+            if (mz[z] == NEG_INF) continue;   // a share without keys
+            float c = expf(mz[z] - MM);
+            LL += c * lz[z];
+            sum += c * sz[z];
+        }
+        o[i] = sum / LL;
+        if (oh) oh[i] = f2h(sum / LL);
+    }
+}
+
 /// Decode attention for D = 64 or 128, one block per (query head, row, share of the keys). Latency
 /// decides it at small batches (a 7B layer's keys are 10 MB: 2.5 us at the copy rate), so every warp
 /// has its whole 32-key tile in flight at once: each lane its key's row (D/8 16-byte loads), then
@@ -324,9 +361,13 @@ template <int C> struct alignas(2 * C) HalfVec { half_t h[C]; };
 /// own new key and value from qkv (rotated, rounded to fp16 exactly as rope_store_kv stores them),
 /// and the first query head of each KV head's group stores them: no rope_store_kv launch, the same
 /// bits; and its first tile is requested before the PDL wait, overlapping the qkv GEMM's tail.
-/// Shares: splits ≤ 8 of 128-key multiples, so each share's warps have whole tiles; the last share of
-/// a (row, head) to finish merges all of them (counters at the start of `part`).
-template <int D, bool fuse>
+/// Shares: splits ≤ 8 of 128-key multiples, so each share's warps have whole tiles (share_keys); a
+/// block whose share is empty returns at once. `own_merge` (few rows, latency-bound): the last share
+/// of a (row, head) to finish merges them all (counters at the start of `part`). Otherwise each share
+/// writes its partial state and attention_merge_d* merges them (same arithmetic, merge_shares):
+/// at 64 rows the fence, the count and the merging block's reads kept every block resident for
+/// three more memory round trips.
+template <int D, bool fuse, bool own_merge>
 __device__ __forceinline__ void attention_fixed(const float *qkv, int q_stride, half_t *k_pool, half_t *v_pool, int kv_stride,
                                                 int block_size, const int *pos, const int *row_table, const int *tables,
                                                 float *out, int out_stride, int heads, int kv_heads, float scale, int window,
@@ -343,7 +384,11 @@ __device__ __forceinline__ void attention_fixed(const float *qkv, int q_stride, 
     const float *row = qkv + (long long)r * q_stride;
     int end = pos[r] + 1;
     int lo = window > 0 && end > window ? end - window : 0;
-    int share = ((end - lo + splits - 1) / splits + 127) & ~127;
+    int share = share_keys(end - lo, splits), active = share_count(end - lo, share);
+    if ((int)blockIdx.z >= active) {   // an empty share
+        if (fuse) pdl_wait();
+        return;
+    }
     lo += blockIdx.z * share;
     int n = min(end, lo + share);
     bool own = fuse && lo < n && n == end;   // this share holds the new token (position end - 1)
@@ -487,45 +532,36 @@ __device__ __forceinline__ void attention_fixed(const float *qkv, int q_stride, 
         pp[0] = M;
         pp[1] = L;
     }
+    if (!own_merge) return;
     __threadfence();   // the partials are visible before the count says so
     __syncthreads();
     __shared__ int last;
     int *counter = (int *)part + cell;
-    if (threadIdx.x == 0) last = atomicAdd(counter, 1) == splits - 1;
+    if (threadIdx.x == 0) last = atomicAdd(counter, 1) == active - 1;
     __syncthreads();
     if (!last) return;
     __threadfence();
     if (threadIdx.x == 0) *counter = 0;
-    // Every share's loads issued at once (L2: other blocks wrote them during this launch).
-    float mz[ATT_MAX_SPLITS];
-#pragma unroll
-    for (int z = 0; z < ATT_MAX_SPLITS; z++) mz[z] = z < splits ? __ldcg(shares + z * (D + 2)) : NEG_INF;
-    float MM = NEG_INF;
-#pragma unroll
-    for (int z = 0; z < ATT_MAX_SPLITS; z++) MM = fmaxf(MM, mz[z]);
-    for (int i = threadIdx.x; i < D; i += blockDim.x) {
-        float lz[ATT_MAX_SPLITS], sz[ATT_MAX_SPLITS];
-#pragma unroll
-        for (int z = 0; z < ATT_MAX_SPLITS; z++) {
-            lz[z] = z < splits ? __ldcg(shares + z * (D + 2) + 1) : 0;
-            sz[z] = z < splits ? __ldcg(shares + z * (D + 2) + 2 + i) : 0;
-        }
-        float LL = 0, sum = 0;
-#pragma unroll
-        for (int z = 0; z < ATT_MAX_SPLITS; z++) {
-            if (mz[z] == NEG_INF) continue;   // an empty share
-            float c = expf(mz[z] - MM);
-            LL += c * lz[z];
-            sum += c * sz[z];
-        }
-        o[i] = sum / LL;
-        if (oh) oh[i] = f2h(sum / LL);
-    }
+    merge_shares<D>(shares, active, o, oh);
+}
+
+/// Merges the partial states written by attention_d* (not own_merge): one block per (head, row).
+template <int D>
+__device__ __forceinline__ void attention_merge_fixed(const int *pos, const int *row_list, int heads, int window, int splits,
+                                                      const float *part, float *out, int out_stride, half_t *out_h) {
+    pdl_start();
+    int h = blockIdx.x, r = row_list ? row_list[blockIdx.y] : blockIdx.y;
+    int end = pos[r] + 1;
+    int keys = end - (window > 0 && end > window ? end - window : 0);
+    const float *shares = part + ATT_COUNTERS + ((long long)blockIdx.y * heads + h) * splits * (D + 2);
+    merge_shares<D>(shares, share_count(keys, share_keys(keys, splits)), out + (long long)r * out_stride + (long long)h * D,
+                    out_h ? out_h + (long long)r * out_stride + (long long)h * D : 0);
 }
 
 // Two kernels per head size: fused (decode-only steps of a few rows, latency-bound: the first tile
-// held across the wait costs registers) and not (mixed steps and larger batches: ≤ 128 registers,
-// four blocks a multiprocessor; 64 in flight 3,551 against 3,374 output tok/s with 132).
+// held across the wait costs registers; merges its shares itself) and not (mixed steps and larger
+// batches: ≤ 128 registers, four blocks a multiprocessor; 64 in flight 3,551 against 3,374 output
+// tok/s with 132; the shares merged by attention_merge_d*).
 #define ATTENTION_DECODE(NAME, D, FUSE)                                                                                      \
     extern "C" __global__ void NAME(const float *qkv, int q_stride, half_t *k_pool, half_t *v_pool, int kv_stride,           \
                                     int block_size, const int *pos, const int *row_table, const int *tables, float *out,     \
@@ -533,14 +569,21 @@ __device__ __forceinline__ void attention_fixed(const float *qkv, int q_stride, 
                                     const int *row_list, int splits, float *part, const float *inv_freq,                     \
                                     const int *freq_set, const int *slots) {                                                 \
         pdl_trigger();   /* attention_fixed waits (after its first requests when fused) */                                \
-        attention_fixed<D, FUSE>(qkv, q_stride, k_pool, v_pool, kv_stride, block_size, pos, row_table, tables, out,        \
-                                 out_stride, heads, kv_heads, scale, window, row_list, out_h, splits, part, inv_freq,      \
-                                 freq_set, slots);                                                                         \
+        attention_fixed<D, FUSE, FUSE>(qkv, q_stride, k_pool, v_pool, kv_stride, block_size, pos, row_table, tables, out,  \
+                                       out_stride, heads, kv_heads, scale, window, row_list, out_h, splits, part, inv_freq, \
+                                       freq_set, slots);                                                                   \
     }
 ATTENTION_DECODE(attention_d64, 64, false)
 ATTENTION_DECODE(__launch_bounds__(128, 4) attention_d128, 128, false)
 ATTENTION_DECODE(attention_rope_d64, 64, true)
 ATTENTION_DECODE(attention_rope_d128, 128, true)
+#define ATTENTION_MERGE(D)                                                                                                   \
+    extern "C" __global__ void attention_merge_d##D(const int *pos, const int *row_list, int heads, int window, int splits, \
+                                                    const float *part, float *out, int out_stride, half_t *out_h) {        \
+        attention_merge_fixed<D>(pos, row_list, heads, window, splits, part, out, out_stride, out_h);                      \
+    }
+ATTENTION_MERGE(64)
+ATTENTION_MERGE(128)
 
 // ---- prefill attention: query tiles sharing K/V tiles in shared memory -------------------------------
 #define TILE_ROWS 16
