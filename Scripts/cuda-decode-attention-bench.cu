@@ -19,8 +19,6 @@ extern "C" __global__ void __launch_bounds__(128, 4) inkernel_attention_d128(
                                       out_stride, heads, kv_heads, scale, window, row_list, out_h, splits, part, inv_freq,
                                       freq_set, slots);
 }
-// Five blocks a multiprocessor (96 registers, a few spilled) instead of four.
-ATTENTION_DECODE(__launch_bounds__(128, 5) lb5_attention_d128, 128, false)
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -85,13 +83,12 @@ int main() {
             CK(cudaMemcpyAsync(rot, raw, hq.size() * 4, cudaMemcpyDeviceToDevice, st));
             rope_store_kv<<<dim3(rows, per_row), 256, 0, st>>>(rot, stride, heads, kvh, D, pos, inv, nullptr, k, v, slots[c]);
         };
-        // fuse: 0 attention_d128 + attention_merge_d128, 1 attention_rope_d128, 2 inkernel_attention_d128,
-        // 3 lb5_attention_d128 + attention_merge_d128.
+        // fuse: 0 attention_d128 + attention_merge_d128, 1 attention_rope_d128, 2 inkernel_attention_d128.
         auto attend = [&](cudaStream_t st, int c, int fuse, half_t *k, half_t *v, float *o) {
-            (fuse == 1 ? attention_rope_d128 : fuse == 2 ? inkernel_attention_d128 : fuse == 3 ? lb5_attention_d128 : attention_d128)<<<dim3(heads, rows, 8), 128, 0, st>>>(
+            (fuse == 1 ? attention_rope_d128 : fuse == 2 ? inkernel_attention_d128 : attention_d128)<<<dim3(heads, rows, 8), 128, 0, st>>>(
                 fuse == 1 ? raw : rot, stride, k, v, kv_stride, bs, pos, rts[c], tab, o, heads * D, heads, kvh, D, scale, 0, nullptr, nullptr,
                 8, part, inv, nullptr, slots[c]);
-            if (fuse == 0 || fuse == 3) attention_merge_d128<<<dim3(heads, rows), 128, 0, st>>>(pos, nullptr, heads, 0, 8, part, o, heads * D, nullptr);
+            if (fuse == 0) attention_merge_d128<<<dim3(heads, rows), 128, 0, st>>>(pos, nullptr, heads, 0, 8, part, o, heads * D, nullptr);
         };
         // Same bits: rope_store_kv + attention on copy 0 of cache 0, the fused kernel on cache 1.
         rope(0, 0, K[0], V[0]); attend(0, 0, 0, K[0], V[0], out[0]);
@@ -113,25 +110,25 @@ int main() {
                same_out ? "true" : "false", same_inkernel ? "true" : "false",
                same_k ? "true" : "false", same_v ? "true" : "false");
         if (notime) {
-            attend(0, 0, 3, K[0], V[0], out[1]);
+            attend(0, 0, 0, K[0], V[0], out[1]);
             CK(cudaDeviceSynchronize());
             continue;
         }
         cudaStream_t st; CK(cudaStreamCreate(&st));
         cudaEvent_t e0, e1; CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
-        const char *names[] = {"rope_store_kv", "attention+merge", "attention_fused", "attention_inkernel_merge", "attention+merge_lb5", "old_attention"};
-        for (int v = 0; v < 6; v++) {
+        const char *names[] = {"rope_store_kv", "attention+merge", "attention_fused", "attention_inkernel_merge", "old_attention"};
+        for (int v = 0; v < 5; v++) {
 #ifndef OLD
-            if (v == 5) continue;
+            if (v == 4) continue;
 #endif
             cudaGraph_t graph; cudaGraphExec_t exec;
             CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
             for (int i = 0; i < reps; i++) {
                 int c = i % copies;
                 if (v == 0) rope_store_kv<<<dim3(rows, per_row), 256, 0, st>>>(rot, stride, heads, kvh, D, pos, inv, nullptr, K[0], V[0], slots[c]);
-                if (v >= 1 && v <= 4) attend(st, c, v == 1 ? 0 : v == 2 ? 1 : v == 3 ? 2 : 3, K[0], V[0], out[2]);
+                if (v >= 1 && v <= 3) attend(st, c, v - 1, K[0], V[0], out[2]);
 #ifdef OLD
-                if (v == 5) old_attention_d128<<<dim3(heads, rows, 8), 128, 0, st>>>(rot, stride, K[0], V[0], kv_stride, bs, pos, rts[c], tab,
+                if (v == 4) old_attention_d128<<<dim3(heads, rows, 8), 128, 0, st>>>(rot, stride, K[0], V[0], kv_stride, bs, pos, rts[c], tab,
                                                                                     out[2], heads * D, heads, kvh, D, scale, 0, nullptr, nullptr, 8, part);
 #endif
             }

@@ -3,15 +3,6 @@
 // the same bytes. Eight copies of each weight rotate so nothing stays in L2; each figure is the best
 // of three replays of a CUDA graph of 64 launches. Built and run by Scripts/cuda-decode-gemm-bench.
 #include "../Sources/TurboMind/Backend/CUDA/kernels.cu"
-// gemm_skinny_t8 held to 3 and 4 blocks a multiprocessor (168 registers; 128 with a few spilled) instead of 2 (210).
-#define LB_BLOCKS(B)                                                                                                       \
-    extern "C" __global__ void __launch_bounds__(128, B) lb##B##_gemm_skinny_t8(const half_t *w, const half_t *x, float *out, \
-                                                                               const float *bias, int m, int n, int k,      \
-                                                                               int split, int accumulate, float *part) {    \
-        gemm_skinny_blocks<8>(w, x, out, bias, m, n, k, split, accumulate, part);                                          \
-    }
-LB_BLOCKS(3)
-LB_BLOCKS(4)
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -42,24 +33,21 @@ int main() {
     CK(cudaMalloc(&out, 64 * 32000 * 4)); CK(cudaMalloc(&part, (size_t)16 * 64 * 32000 * 4)); CK(cudaMalloc(&sink, 4));
     cudaStream_t st; CK(cudaStreamCreate(&st));
     cudaEvent_t e0, e1; CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
-    double token_us[6] = {0}, token_bytes = 0;   // per row count, the plain read, then t8 at 3 and 4 blocks/SM (64 rows)
+    double token_us[4] = {0}, token_bytes = 0;   // per row count, then the plain read
     for (auto &s : shapes) {
         size_t bytes = (size_t)s.n * s.k * 2;
         std::vector<half_t *> w(copies);
         for (auto &p : w) { CK(cudaMalloc(&p, bytes)); CK(cudaMemset(p, 0x11, bytes)); }
         int columns = (s.n + 127) / 128;
         int split = std::max(1, std::min(std::min(16, 16 * sms / (columns * 4)), s.k / 256));   // CUDABackend.skinny
-        for (int v = 0; v < 6; v++) {
-            int m = v < 3 ? row_counts[v] : v == 3 ? 0 : 64, tiles = (m + 7) / 8;
+        for (int v = 0; v < 4; v++) {
+            int m = v < 3 ? row_counts[v] : 0, tiles = (m + 7) / 8;
             cudaGraph_t graph; cudaGraphExec_t exec;
             CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
             for (int r = 0; r < reps; r++) {
                 const half_t *wp = w[r % copies];
                 if (v == 3) read_all<<<sms * 8, 256, 0, st>>>((const uint4 *)wp, bytes / 16, sink);
-                else if (v >= 4) {
-                    (v == 4 ? lb3_gemm_skinny_t8 : lb4_gemm_skinny_t8)<<<dim3(columns, split), 128, 0, st>>>(wp, x, out, nullptr, m, s.n, s.k, split, 0, part);
-                    if (split > 1) gemm_skinny_merge<<<std::min((m * s.n + 255) / 256, 8 * sms), 256, 0, st>>>(part, out, nullptr, m, s.n, split, 0);
-                } else if (tiles == 1) gemm_skinny_w1<<<(s.n + 31) / 32, 32 * split, split * 8 * 32 * 4, st>>>(wp, x, out, nullptr, m, s.n, s.k, split, 0);
+                else if (tiles == 1) gemm_skinny_w1<<<(s.n + 31) / 32, 32 * split, split * 8 * 32 * 4, st>>>(wp, x, out, nullptr, m, s.n, s.k, split, 0);
                 else if (tiles == 2) gemm_skinny_w2<<<(s.n + 31) / 32, 32 * split, split * 16 * 32 * 4, st>>>(wp, x, out, nullptr, m, s.n, s.k, split, 0);
                 else {
                     gemm_skinny_t8<<<dim3(columns, split), 128, 0, st>>>(wp, x, out, nullptr, m, s.n, s.k, split, 0, part);
@@ -77,16 +65,14 @@ int main() {
             double us = best * 1000.0 / reps;
             token_us[v] += us * s.per_token;
             printf("{\"shape\":\"%s\",\"n\":%d,\"k\":%d,\"split\":%d,\"kernel\":\"%s\",\"rows\":%d,\"us\":%.2f,\"tb_per_s\":%.2f}\n", s.name, s.n, s.k,
-                   split, v == 3 ? "read_only" : v == 4 ? "lb3_t8+merge" : v == 5 ? "lb4_t8+merge" : tiles <= 2 ? "gemm_skinny_w" : "gemm_skinny_t8+merge",
-                   m, us, bytes / us / 1e6);
+                   split, v == 3 ? "read_only" : tiles <= 2 ? "gemm_skinny_w" : "gemm_skinny_t8+merge", m, us, bytes / us / 1e6);
             CK(cudaGraphExecDestroy(exec)); CK(cudaGraphDestroy(graph));
         }
         token_bytes += (double)bytes * s.per_token;
         for (auto p : w) CK(cudaFree(p));
     }
-    for (int v = 0; v < 6; v++)
-        printf("{\"token\":\"%s\",\"rows\":%d,\"ms\":%.3f,\"tb_per_s\":%.2f}\n", v == 3 ? "read_only" : v == 4 ? "lb3_t8" : v == 5 ? "lb4_t8" : "decode_gemm",
-               v < 3 ? row_counts[v] : v == 3 ? 0 : 64,
+    for (int v = 0; v < 4; v++)
+        printf("{\"token\":\"%s\",\"rows\":%d,\"ms\":%.3f,\"tb_per_s\":%.2f}\n", v == 3 ? "read_only" : "decode_gemm", v < 3 ? row_counts[v] : 0,
                token_us[v] / 1000, token_bytes / token_us[v] / 1e6);
     return 0;
 }

@@ -504,20 +504,9 @@ __device__ __forceinline__ void attention_fixed(const float *qkv, int q_stride, 
     for (int w = 0; w < ATT_WARPS; w++) L += wm[w] == NEG_INF ? 0 : expf(wm[w] - M) * wl[w];
     float *o = out + (long long)r * out_stride + (long long)h * D;
     half_t *oh = out_h ? out_h + (long long)r * out_stride + (long long)h * D : 0;
-    if (splits == 1) {
-        for (int i = threadIdx.x; i < D; i += blockDim.x) {
-            float sum = 0;
-#pragma unroll
-            for (int w = 0; w < ATT_WARPS; w++)
-                if (wm[w] != NEG_INF) sum += expf(wm[w] - M) * wacc[w][i];
-            o[i] = sum / L;
-            if (oh) oh[i] = f2h(sum / L);
-        }
-        return;
-    }
-    // This share's max, mass and unnormalised sum; the last share of (row, head) to finish merges
-    // them all: no second kernel. `part` starts with ATT_COUNTERS counters, one per (row, head),
-    // zeroed at allocation and reset by the merging share; the shares follow.
+    // One share: the output. Otherwise this share's max, mass and unnormalised sum, after the
+    // ATT_COUNTERS counters at the start of `part` (one per (row, head), zeroed at allocation and
+    // reset by the merging share); merged by the last share to finish (own_merge) or the merge kernel.
     const long long cell = (long long)blockIdx.y * heads + h;
     float *shares = part + ATT_COUNTERS + cell * splits * (D + 2);
     float *pp = shares + blockIdx.z * (D + 2);
@@ -526,8 +515,14 @@ __device__ __forceinline__ void attention_fixed(const float *qkv, int q_stride, 
 #pragma unroll
         for (int w = 0; w < ATT_WARPS; w++)
             if (wm[w] != NEG_INF) sum += expf(wm[w] - M) * wacc[w][i];
-        pp[2 + i] = sum;
+        if (splits == 1) {
+            o[i] = sum / L;
+            if (oh) oh[i] = f2h(sum / L);
+        } else {
+            pp[2 + i] = sum;
+        }
     }
+    if (splits == 1) return;
     if (threadIdx.x == 0) {
         pp[0] = M;
         pp[1] = L;
@@ -1115,16 +1110,20 @@ __device__ __forceinline__ void gemm_skinny_blocks(const half_t *w, const half_t
             }
 }
 
+/// Element `at` of the block-split kernels' shares (`stride` floats apart), summed in share order.
+__device__ __forceinline__ float skinny_shares_sum(const float *part, long long at, long long stride, int split) {
+    float sum = __ldcg(part + at);
+    for (int z = 1; z < split; z++) sum += __ldcg(part + z * stride + at);
+    return sum;
+}
+
 /// The block-split kernels' shares summed over the whole GPU, in share order.
 extern "C" __global__ void gemm_skinny_merge(const float *part, float *out, const float *bias, int m, int n, int split,
                                              int accumulate) {
     pdl_start();
     long long total = (long long)m * n;
-    for (long long at = (long long)blockIdx.x * blockDim.x + threadIdx.x; at < total; at += (long long)gridDim.x * blockDim.x) {
-        float sum = __ldcg(part + at);
-        for (int z = 1; z < split; z++) sum += __ldcg(part + (long long)z * total + at);
-        out[at] = skinny_value(sum, bias, (int)(at % n), out + at, accumulate);
-    }
+    for (long long at = (long long)blockIdx.x * blockDim.x + threadIdx.x; at < total; at += (long long)gridDim.x * blockDim.x)
+        out[at] = skinny_value(skinny_shares_sum(part, at, total, split), bias, (int)(at % n), out + at, accumulate);
 }
 
 /// gemm_skinny_merge for gate/up rows ([m][2·inter] shares): out = silu(gate) · up [m][inter] and
@@ -1135,11 +1134,7 @@ extern "C" __global__ void gemm_skinny_merge_silu(const float *part, float *out,
     for (long long at = (long long)blockIdx.x * blockDim.x + threadIdx.x; at < total; at += (long long)gridDim.x * blockDim.x) {
         int r = (int)(at / inter), c = (int)(at - (long long)r * inter);
         long long gi = (long long)r * 2 * inter + c;
-        float gate = __ldcg(part + gi), up = __ldcg(part + gi + inter);
-        for (int z = 1; z < split; z++) {
-            gate += __ldcg(part + z * stride + gi);
-            up += __ldcg(part + z * stride + gi + inter);
-        }
+        float gate = skinny_shares_sum(part, gi, stride, split), up = skinny_shares_sum(part, gi + inter, stride, split);
         float v = silu_value(skinny_value(gate, 0, c, 0, 0), skinny_value(up, 0, c, 0, 0));
         out[at] = v;
         if (out_h) out_h[at] = f2h(v);
