@@ -515,17 +515,25 @@ int ccuda_launch(void *function, unsigned gx, unsigned gy, unsigned gz, unsigned
     return cu_check(cu.LaunchKernel(function, gx, gy, gz, bx, by, bz, shared_bytes, stream, params, NULL), "cuLaunchKernel");
 }
 
-int ccuda_gemm_f16(ccuda_ptr w, ccuda_ptr x, ccuda_ptr out, int m, int n, int k, int accumulate) {
+static int gemm_f16(ccuda_ptr w, ccuda_ptr x, ccuda_ptr out, int out_type, int m, int n, int k, int accumulate) {
     if (ensure()) return -1;
     if (!blas) return fail("cuBLAS is not loaded");
     // Column-major view: outᵀ[n][m] = W[n][k] · xᵀ[k][m], W stored row-major = (k × n)ᵀ.
     float alpha = 1, beta = accumulate ? 1 : 0;
     pthread_mutex_lock(&blas_lock);
     cublasStatus s = cb.GemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, (const void *)w, CUDA_R_16F, k,
-                               (const void *)x, CUDA_R_16F, k, &beta, (void *)out, CUDA_R_32F, n, CUBLAS_COMPUTE_32F,
+                               (const void *)x, CUDA_R_16F, k, &beta, (void *)out, out_type, n, CUBLAS_COMPUTE_32F,
                                CUBLAS_GEMM_DEFAULT);
     pthread_mutex_unlock(&blas_lock);
     return s ? fail("cublasGemmEx (m %d, n %d, k %d) failed: status %d", m, n, k, s) : 0;
+}
+
+int ccuda_gemm_f16(ccuda_ptr w, ccuda_ptr x, ccuda_ptr out, int m, int n, int k, int accumulate) {
+    return gemm_f16(w, x, out, CUDA_R_32F, m, n, k, accumulate);
+}
+
+int ccuda_gemm_f16_out16(ccuda_ptr w, ccuda_ptr x, ccuda_ptr out_h, int m, int n, int k) {
+    return gemm_f16(w, x, out_h, CUDA_R_16F, m, n, k, 0);
 }
 
 int ccuda_capture_begin(void) {

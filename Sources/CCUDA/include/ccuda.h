@@ -68,6 +68,9 @@ int ccuda_set_max_shared(void *function, int bytes);
 /// Row-major out[m][n] (fp32) = x[m][k] (fp16) · w[n][k]ᵀ (fp16) (+ out when `accumulate`), fp32
 /// accumulation (cuBLAS GemmEx, beta 0 or 1).
 int ccuda_gemm_f16(ccuda_ptr w, ccuda_ptr x, ccuda_ptr out, int m, int n, int k, int accumulate);
+/// The same product rounded to fp16 on the way out (out_h fp16 [m][n], beta 0): half the bytes for
+/// an output that only feeds an fp16 consumer.
+int ccuda_gemm_f16_out16(ccuda_ptr w, ccuda_ptr x, ccuda_ptr out_h, int m, int n, int k);
 
 /// CUDA graphs of the op stream: begin capturing (ops are recorded, not run), end it and
 /// instantiate the graph (exec NULL: abandon the capture), launch it, free it.

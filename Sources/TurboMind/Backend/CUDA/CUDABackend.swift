@@ -292,7 +292,7 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     public let device: CUDARuntime.Device
     let kernels: CUDAKernels
     /// The per-step kernels, resolved once.
-    private let fEmbed, fRMSNorm, fRope, fAttention, fAttention64, fAttention128, fRopeAttention64, fRopeAttention128, fMerge64, fMerge128, fTiles64, fTiles128, fGemv, fSiluMul, fAdd, fAddBias, fGather, fToHalf, fSample, fMMA128: UnsafeMutableRawPointer
+    private let fEmbed, fRMSNorm, fRope, fAttention, fAttention64, fAttention128, fRopeAttention64, fRopeAttention128, fMerge64, fMerge128, fTiles64, fTiles128, fGemv, fSiluMul, fSiluMulHalf, fAdd, fAddBias, fGather, fToHalf, fSample, fMMA128: UnsafeMutableRawPointer
     /// The tensor-core decode GEMMs for 1, 2, 4 and 8 tiles of 8 rows.
     private let fSkinnyWarps: [UnsafeMutableRawPointer]    // gemm_skinny_w1, _w2: up to 8 and 16 rows
     private let fSkinnyBlocks: [UnsafeMutableRawPointer]   // gemm_skinny_t4, _t8: up to 32 and 64 rows
@@ -327,6 +327,11 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     private let fusesRope: Bool
     /// Whether decode products fuse SwiGLU (LMDEPLOY_CUDA_FUSED_SILU=0: the product then silu_mul, the same bits).
     private let fusesSilu: Bool
+    /// Whether prefill's gate/up product (cuBLAS) writes fp16 for silu_mul_h, as an fp16 model in
+    /// transformers does: half the bytes of its largest output, written and read once
+    /// (LMDEPLOY_CUDA_GATEUP_F16=0: fp32, for comparison).
+    private let gateUpHalf: Bool
+    private var gateUpHalfScratch: CUDABuffer?
 
     /// Whether decode steps are recorded as CUDA graphs and replayed (LMDEPLOY_CUDA_GRAPHS=0: off).
     public var usesGraphs: Bool
@@ -363,6 +368,7 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         fTiles128 = try kernels.function("attention_tiles_d128")
         fGemv = try kernels.function("gemv_f16")
         fSiluMul = try kernels.function("silu_mul")
+        fSiluMulHalf = try kernels.function("silu_mul_h")
         fAdd = try kernels.function("add")
         fAddBias = try kernels.function("add_bias")
         fGather = try kernels.function("gather_rows")
@@ -382,6 +388,7 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         }
         fusesRope = env["LMDEPLOY_CUDA_FUSED_ROPE"] != "0"
         fusesSilu = env["LMDEPLOY_CUDA_FUSED_SILU"] != "0"
+        gateUpHalf = env["LMDEPLOY_CUDA_GATEUP_F16"] != "0"
         profile = env["LMDEPLOY_CUDA_PROFILE"].map { $0 != "0" && !$0.isEmpty } == true ? CUDAProfile() : nil
         usesGraphs = env["LMDEPLOY_CUDA_GRAPHS"] != "0" && profile == nil
         if let profile { CUDAProfile.register(profile) }
@@ -548,7 +555,18 @@ public final class CUDABackend: Backend, @unchecked Sendable {
                               mode: LinearMode) throws {
         precondition(weight.rows == 2 * inter, "linearSiluMul \(weight.name): \(weight.rows) rows are not 2 × \(inter)")
         let split = skinnySplit(weight)
-        guard fusesSilu, decodeKernel(rows: rows, mode: mode, columns: weight.columns) == .skinny, rows > 16, split > 1 else {
+        let kernel = decodeKernel(rows: rows, mode: mode, columns: weight.columns)
+        if kernel == .cublas && gateUpHalf {
+            let gu = try self.scratch(&gateUpHalfScratch, .f16, count: rows * 2 * inter)
+            try product(x, rows: rows, weight: weight, bias: nil, out: scratch, mode: mode, accumulate: false, halfOut: gu)
+            try enqueue("silu_mul_h") {
+                let oh = try halfCopy(out)
+                try kernels.launch(fSiluMulHalf, name: "silu_mul_h", grid: (blocks(rows * inter), 1, 1), threads: 256,
+                                   [.pointer(gu.address), .pointer(out.address), .pointer(oh), .int(Int32(rows)), .int(Int32(inter))])
+            }
+            return
+        }
+        guard fusesSilu, kernel == .skinny, rows > 16, split > 1 else {
             try product(x, rows: rows, weight: weight, bias: nil, out: scratch, mode: mode, accumulate: false)
             try siluMul(scratch, rows: rows, inter: inter, out: out)
             return
@@ -566,9 +584,10 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         return rows <= 4 ? .gemv : .cublas
     }
 
-    /// `siluInter` > 0 (skinny only): out = silu(gate) · up [rows][siluInter].
+    /// `siluInter` > 0 (skinny only): out = silu(gate) · up [rows][siluInter]. `halfOut` (cuBLAS only,
+    /// no bias, no accumulation): the product goes there in fp16 and `out` is left untouched.
     private func product(_ x: CUDABuffer, rows: Int, weight: CUDALinear, bias: CUDABuffer?, out: CUDABuffer, mode: LinearMode,
-                         accumulate: Bool, siluInter: Int = 0) throws {
+                         accumulate: Bool, siluInter: Int = 0, halfOut: CUDABuffer? = nil) throws {
         precondition(rows * weight.columns <= x.count && rows * (siluInter > 0 ? siluInter : weight.rows) <= out.count,
                      "linear \(weight.name): buffers too small")
         Self.stream.lock()
@@ -609,6 +628,16 @@ public final class CUDABackend: Backend, @unchecked Sendable {
             return
         }
         precondition(!accumulate || bias == nil, "linear \(weight.name): cuBLAS accumulates without a bias")
+        if let halfOut {
+            precondition(kernel == .cublas && bias == nil && !accumulate && rows * weight.rows <= halfOut.count,
+                         "linear \(weight.name): an fp16 output is cuBLAS's, without bias or accumulation")
+            try enqueue("gemm \(weight.rows)x\(weight.columns)") {
+                try cudaCheck(ccuda_gemm_f16_out16(weight.weight.address, xh, halfOut.address, Int32(rows), Int32(weight.rows),
+                                                   Int32(weight.columns)),
+                              "linear \(weight.name)")
+            }
+            return
+        }
         try enqueue("gemm \(weight.rows)x\(weight.columns)") {
             try cudaCheck(ccuda_gemm_f16(weight.weight.address, xh, out.address, Int32(rows), Int32(weight.rows), Int32(weight.columns),
                                          accumulate ? 1 : 0),

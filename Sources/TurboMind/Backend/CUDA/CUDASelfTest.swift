@@ -216,6 +216,44 @@ public final class CUDASelfTest: @unchecked Sendable {
             }
         }
 
+        // Prefill SwiGLU: cuBLAS writes gate/up in fp16 and silu_mul_h reads them (LMDEPLOY_CUDA_GATEUP_F16,
+        // on by default). Against the CPU's fp32 gate/up g, u: the GPU's differ by δ ≤ 2^-10·Σ|w·x| (fp16
+        // inputs) + 2^-11·|value| (the fp16 output), and silu(g)·u by ≤ 1.1·δg·(|u| + δu) + (|silu(g)| + 1.1·δg)·δu
+        // (silu's slope is below 1.1), checked per element at 33 and 200 rows.
+        await guarded("linearSiluMul prefill, fp16 gate/up") {
+            let (inter, k) = (200, 1024)
+            let t = Self.tensor("w", rng.floats(2 * inter * k), rows: 2 * inter, columns: k, dtype: .bf16)
+            let (cl, gl) = (try cpu.prepare(linear: .dense([t])), try gpu.prepare(linear: .dense([t])))
+            let w = t.toFloatArray()
+            var ok = true, worst: Float = 0
+            for rows in [33, 200] {
+                let xs = rng.floats(rows * k, scale: 0.2)
+                let (cx, gx) = try both(cpu, gpu, xs)
+                let (cs, gs) = (try cpu.allocate(.f32, count: rows * 2 * inter), try gpu.allocate(.f32, count: rows * 2 * inter))
+                let go = try gpu.allocate(.f32, count: rows * inter)
+                try gpu.linearSiluMul(gx, rows: rows, weight: gl, scratch: gs, inter: inter, out: go, mode: .prefill)
+                try cpu.linear(cx, rows: rows, weight: cl, bias: nil, out: cs, mode: .prefill)
+                let gu = try cpu.download(cs, count: rows * 2 * inter), out = try gpu.download(go, count: rows * inter)
+                for r in 0..<rows {
+                    for i in 0..<inter {
+                        func delta(_ o: Int) -> Float {
+                            var mag: Float = 0
+                            for c in 0..<k { mag += abs(w[o * k + c] * xs[r * k + c]) }
+                            return mag / 1024 + abs(gu[r * 2 * inter + o]) / 2048 + 1e-6
+                        }
+                        let g = gu[r * 2 * inter + i], u = gu[r * 2 * inter + inter + i]
+                        let (dg, du) = (delta(i), delta(inter + i))
+                        let silu = g / (1 + exp(-g))
+                        let bound = 1.1 * dg * (abs(u) + du) + (abs(silu) + 1.1 * dg) * du + 1e-5
+                        let d = abs(out[r * inter + i] - silu * u)
+                        if !(d <= bound) { ok = false }
+                        worst = max(worst, d / bound)
+                    }
+                }
+            }
+            check("linearSiluMul prefill, fp16 gate/up", ok, "inter \(inter), k \(k), 33 and 200 rows: max |Δ| / bound = \(worst)")
+        }
+
         // The residual add fused into the product: the GEMV (≤ 4 decode rows, with and without bias) gives
         // the bits of the product into scratch then `add`; cuBLAS (beta 1) the same sum up to its own
         // rounding of acc + y (one fp32 rounding either way, but its algorithm may differ with beta).
