@@ -559,11 +559,7 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         if kernel == .cublas && gateUpHalf {
             let gu = try self.scratch(&gateUpHalfScratch, .f16, count: rows * 2 * inter)
             try product(x, rows: rows, weight: weight, bias: nil, out: scratch, mode: mode, accumulate: false, halfOut: gu)
-            try enqueue("silu_mul_h") {
-                let oh = try halfCopy(out)
-                try kernels.launch(fSiluMulHalf, name: "silu_mul_h", grid: (blocks(rows * inter), 1, 1), threads: 256,
-                                   [.pointer(gu.address), .pointer(out.address), .pointer(oh), .int(Int32(rows)), .int(Int32(inter))])
-            }
+            try swiGLU(fSiluMulHalf, name: "silu_mul_h", gateUp: gu, rows: rows, inter: inter, out: out)
             return
         }
         guard fusesSilu, kernel == .skinny, rows > 16, split > 1 else {
@@ -819,9 +815,15 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     }
 
     public func siluMul(_ gateUp: CUDABuffer, rows: Int, inter: Int, out: CUDABuffer) throws {
-        try enqueue("silu_mul") {
+        try swiGLU(fSiluMul, name: "silu_mul", gateUp: gateUp, rows: rows, inter: inter, out: out)
+    }
+
+    /// silu_mul or silu_mul_h (fp32 or fp16 gate/up halves): out and its fp16 copy.
+    private func swiGLU(_ function: UnsafeMutableRawPointer, name: String, gateUp: CUDABuffer, rows: Int, inter: Int,
+                        out: CUDABuffer) throws {
+        try enqueue(name) {
             let oh = try halfCopy(out)
-            try kernels.launch(fSiluMul, name: "silu_mul", grid: (blocks(rows * inter), 1, 1), threads: 256,
+            try kernels.launch(function, name: name, grid: (blocks(rows * inter), 1, 1), threads: 256,
                                [.pointer(gateUp.address), .pointer(out.address), .pointer(oh), .int(Int32(rows)), .int(Int32(inter))])
         }
     }

@@ -137,31 +137,28 @@ extern "C" __global__ void rmsnorm(const float *x, const float *w, float *out, h
 /// silu(g) · u, as every SwiGLU path computes it (silu_mul, gemm_skinny_merge_silu).
 __device__ __forceinline__ float silu_value(float g, float u) { return g / (1.0f + expf(-g)) * u; }
 
-/// out[r][i] = silu(gu[r][i]) * gu[r][inter + i]; grid over rows*inter.
-extern "C" __global__ void silu_mul(const float *gu, float *out, half_t *out_h, int rows, int inter) {
+__device__ __forceinline__ float gate_up_value(const float *p, long long i) { return p[i]; }
+__device__ __forceinline__ float gate_up_value(const half_t *p, long long i) { return h2f(p[i]); }
+
+/// out[r][i] = silu(gu[r][i]) * gu[r][inter + i] over fp32 or fp16 gate/up halves; grid over rows*inter.
+template <typename T>
+__device__ __forceinline__ void silu_mul_rows(const T *gu, float *out, half_t *out_h, int rows, int inter) {
     pdl_start();
     long long n = (long long)rows * inter;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
         int r = (int)i / inter, c = (int)i - r * inter;   // 32-bit division (n < 2^31): a 64-bit one is a long instruction sequence
         long long base = (long long)r * 2 * inter;
-        float v = silu_value(gu[base + c], gu[base + inter + c]);
+        float v = silu_value(gate_up_value(gu, base + c), gate_up_value(gu, base + inter + c));
         out[i] = v;
         if (out_h) out_h[i] = f2h(v);
     }
 }
-
-/// silu_mul over fp16 gate/up halves (a prefill GEMM's fp16 output): the same formula on the rounded
-/// inputs, fp16 being what the down projection reads anyway.
+extern "C" __global__ void silu_mul(const float *gu, float *out, half_t *out_h, int rows, int inter) {
+    silu_mul_rows(gu, out, out_h, rows, inter);
+}
+/// The same over fp16 halves (a prefill GEMM's fp16 output), fp16 being what the down projection reads anyway.
 extern "C" __global__ void silu_mul_h(const half_t *gu, float *out, half_t *out_h, int rows, int inter) {
-    pdl_start();
-    long long n = (long long)rows * inter;
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-        int r = (int)i / inter, c = (int)i - r * inter;
-        long long base = (long long)r * 2 * inter;
-        float v = silu_value(h2f(gu[base + c]), h2f(gu[base + inter + c]));
-        out[i] = v;
-        if (out_h) out_h[i] = f2h(v);
-    }
+    silu_mul_rows(gu, out, out_h, rows, inter);
 }
 
 /// y += x.
