@@ -278,20 +278,13 @@ public final class CPUBackend: Backend, @unchecked Sendable {
     }
 
     public func makeKVCache(_ layout: KVCacheLayout, quantParameters: KVQuantParameters?) throws -> CPUKVCache {
-        if layout.type == .int8 {
-            guard let p = quantParameters else {
-                throw BackendError.unsupported("an int8 KV cache (quant_policy 4) needs K/V quantization parameters (lmdeploy lite kv_qparams)")
-            }
-            guard p.layers == layout.layers, p.kvHeads == layout.kvHeads else {
-                throw BackendError.unsupported("the KV quantization parameters cover \(p.layers) layers × \(p.kvHeads) KV heads but the model has \(layout.layers) × \(layout.kvHeads): they were made for another model")
-            }
-        }
+        let parameters = try layout.quantParameters(quantParameters)
         let free = memoryInfo().free
         guard layout.byteCount <= free else {
             throw BackendError.outOfMemory(what: "the KV cache (\(layout.blockCount) blocks of \(layout.blockSize) tokens)",
                                            bytes: layout.byteCount, free: free)
         }
-        return try CPUKVCache(layout: layout, quantParameters: layout.type == .int8 ? quantParameters : nil)
+        return try CPUKVCache(layout: layout, quantParameters: parameters)
     }
 
     public func upload(plan: BatchPlan) throws -> CPUStep { CPUStep(plan: plan) }

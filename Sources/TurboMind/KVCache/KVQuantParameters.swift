@@ -99,3 +99,18 @@ public struct KVQuantParameters: Sendable, Equatable {
         return try KVQuantParameters(layers: layers, kvHeads: kvHeads, granularity: perHead ? .perHead : .perLayer, values: values)
     }
 }
+
+extension KVCacheLayout {
+    /// The parameters an int8 cache of this layout is made with (nil for fp16/fp32): a clear error
+    /// when they are missing or were made for another model. Every backend checks through this.
+    public func quantParameters(_ p: KVQuantParameters?) throws -> KVQuantParameters? {
+        guard type == .int8 else { return nil }
+        guard let p else {
+            throw BackendError.unsupported("an int8 KV cache (quant_policy 4) needs K/V quantization parameters (lmdeploy lite kv_qparams)")
+        }
+        guard p.layers == layers, p.kvHeads == kvHeads else {
+            throw BackendError.unsupported("the KV quantization parameters cover \(p.layers) layers × \(p.kvHeads) KV heads but the model has \(layers) × \(kvHeads): they were made for another model")
+        }
+        return p
+    }
+}

@@ -46,18 +46,33 @@ public struct CUDALinear: @unchecked Sendable {
 }
 
 /// The paged KV cache in device memory: per layer one K and one V region of
-/// [blockCount][blockSize][kvHeads × headDim] fp16.
+/// [blockCount][blockSize][kvHeads × headDim] fp16, or int8 codes (quant_policy 4) with the
+/// layers' per-head scales and zero points beside them.
 public final class CUDAKVCache: @unchecked Sendable {
     public let layout: KVCacheLayout
     let keys: [CUDABuffer]
     let values: [CUDABuffer]
+    /// int8: fp32 [layers][kvHeads][k_scale, k_zero, v_scale, v_zero]; else nil.
+    let quantParameters: CUDABuffer?
+    var int8: Bool { quantParameters != nil }
 
-    init(layout: KVCacheLayout) throws {
+    init(layout: KVCacheLayout, quantParameters: KVQuantParameters?) throws {
         self.layout = layout
         let elements = layout.blockCount * layout.blockSize * layout.rowWidth
+        let element: ElementType = layout.type == .int8 ? .i8 : .f16
         // Never read before written (attention reads only positions < the sequence's length): no memset.
-        keys = try (0..<layout.layers).map { _ in try CUDABuffer(type: .f16, count: elements, zeroed: false) }
-        values = try (0..<layout.layers).map { _ in try CUDABuffer(type: .f16, count: elements, zeroed: false) }
+        keys = try (0..<layout.layers).map { _ in try CUDABuffer(type: element, count: elements, zeroed: false) }
+        values = try (0..<layout.layers).map { _ in try CUDABuffer(type: element, count: elements, zeroed: false) }
+        self.quantParameters = try quantParameters.map { p in
+            let b = try CUDABuffer(type: .f32, count: p.values.count, zeroed: false)
+            try p.values.withUnsafeBytes { try cudaCheck(ccuda_upload(b.address, $0.baseAddress, $0.count), "uploading the KV quantization parameters") }
+            return b
+        }
+    }
+
+    /// Layer `layer`'s [kvHeads][4] quantization parameters (int8), or 0.
+    func parameters(layer: Int) -> ccuda_ptr {
+        quantParameters.map { $0.address + ccuda_ptr(layer * layout.kvHeads * 4 * 4) } ?? 0
     }
 }
 
@@ -292,7 +307,7 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     public let device: CUDARuntime.Device
     let kernels: CUDAKernels
     /// The per-step kernels, resolved once.
-    private let fEmbed, fRMSNorm, fRope, fAttention, fAttention64, fAttention128, fRopeAttention64, fRopeAttention128, fMerge64, fMerge128, fTiles64, fTiles128, fGemv, fSiluMul, fSiluMulHalf, fAdd, fAddBias, fGather, fToHalf, fSample, fMMA128: UnsafeMutableRawPointer
+    private let fEmbed, fRMSNorm, fRope, fRopeI8, fAttentionI8_64, fAttentionI8_128, fTilesI8_64, fMMAI8_128, fAttention, fAttention64, fAttention128, fRopeAttention64, fRopeAttention128, fMerge64, fMerge128, fTiles64, fTiles128, fGemv, fSiluMul, fSiluMulHalf, fAdd, fAddBias, fGather, fToHalf, fSample, fMMA128: UnsafeMutableRawPointer
     /// The tensor-core decode GEMMs for 1, 2, 4 and 8 tiles of 8 rows.
     private let fSkinnyWarps: [UnsafeMutableRawPointer]    // gemm_skinny_w1, _w2: up to 8 and 16 rows
     private let fSkinnyBlocks: [UnsafeMutableRawPointer]   // gemm_skinny_t4, _t8: up to 32 and 64 rows
@@ -357,6 +372,11 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         fEmbed = try kernels.function("embed")
         fRMSNorm = try kernels.function("rmsnorm")
         fRope = try kernels.function("rope_store_kv")
+        fRopeI8 = try kernels.function("rope_store_kv_i8")
+        fAttentionI8_64 = try kernels.function("attention_i8_d64")
+        fAttentionI8_128 = try kernels.function("attention_i8_d128")
+        fTilesI8_64 = try kernels.function("attention_tiles_i8_d64")
+        fMMAI8_128 = try kernels.function("attention_mma_i8_d128")
         fAttention = try kernels.function("attention")
         fAttention64 = try kernels.function("attention_d64")
         fAttention128 = try kernels.function("attention_d128")
@@ -494,16 +514,21 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     }
 
     public func makeKVCache(_ layout: KVCacheLayout, quantParameters: KVQuantParameters?) throws -> CUDAKVCache {
-        guard layout.type == .f16 else {
-            throw BackendError.unsupported("the CUDA backend keeps the KV cache in fp16 only; a \(layout.type.rawValue) KV cache "
-                                           + "(\(layout.type == .int8 ? "quant_policy 4" : "exactness tests")) is not supported on it")
+        guard layout.type != .f32 else {
+            throw BackendError.unsupported("the CUDA backend keeps the KV cache in fp16 or int8 (quant_policy 4); an fp32 KV cache "
+                                           + "(exactness tests) is not supported on it")
+        }
+        let parameters = try layout.quantParameters(quantParameters)
+        if parameters != nil && layout.headDim != 64 && layout.headDim != 128 {
+            throw BackendError.unsupported("an int8 KV cache (quant_policy 4) on CUDA needs head size 64 or 128; this model's is "
+                                           + "\(layout.headDim) (use the fp16 cache, quant_policy 0, or --device cpu)")
         }
         let free = memoryInfo().free
         guard layout.byteCount <= free else {
             throw BackendError.outOfMemory(what: "the KV cache (\(layout.blockCount) blocks of \(layout.blockSize) tokens)",
                                            bytes: layout.byteCount, free: free)
         }
-        return try CUDAKVCache(layout: layout)
+        return try CUDAKVCache(layout: layout, quantParameters: parameters)
     }
 
     public func upload(plan: BatchPlan) throws -> CUDAStep {
@@ -731,10 +756,16 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         try enqueue("rope_store_kv") {
             qkv.halfValid = false
             let perRow = max(1, min(8, (heads + kvHeads) * headDim / 2 / 256))
-            try kernels.launch(fRope, name: "rope_store_kv", grid: (step.plan.rows, perRow, 1), threads: 256,
-                               [.pointer(qkv.address), .int(Int32(stride)), .int(Int32(heads)), .int(Int32(kvHeads)), .int(Int32(headDim)),
-                                .pointer(step.positions), .pointer(step.frequencies), .pointer(step.frequencySet),
-                                .pointer(cache.keys[layer].address), .pointer(cache.values[layer].address), .pointer(step.slots)])
+            let args: [KernelArgument] = [.pointer(qkv.address), .int(Int32(stride)), .int(Int32(heads)), .int(Int32(kvHeads)),
+                                          .int(Int32(headDim)), .pointer(step.positions), .pointer(step.frequencies),
+                                          .pointer(step.frequencySet), .pointer(cache.keys[layer].address),
+                                          .pointer(cache.values[layer].address), .pointer(step.slots)]
+            if cache.int8 {
+                try kernels.launch(fRopeI8, name: "rope_store_kv_i8", grid: (step.plan.rows, perRow, 1), threads: 256,
+                                   args + [.pointer(cache.parameters(layer: layer))])
+            } else {
+                try kernels.launch(fRope, name: "rope_store_kv", grid: (step.plan.rows, perRow, 1), threads: 256, args)
+            }
         }
     }
 
@@ -744,12 +775,14 @@ public final class CUDABackend: Backend, @unchecked Sendable {
                       scale: scale, window: window, fuseRope: false)
     }
 
-    /// Decode-only steps of up to 8 rows with head size 64 or 128: one kernel rotates q, stores the
-    /// new K/V and attends (no rope_store_kv launch, the same bits). Other steps: the two ops (at 64
-    /// rows the rotation, repeated by each of a row's 8 shares, cost more than the launch it saves).
+    /// Decode-only steps of up to 8 rows with head size 64 or 128 and an fp16 cache: one kernel
+    /// rotates q, stores the new K/V and attends (no rope_store_kv launch, the same bits). Other steps:
+    /// the two ops (at 64 rows the rotation, repeated by each of a row's 8 shares, cost more than the
+    /// launch it saves).
     public func ropeAttention(_ qkv: CUDABuffer, step: CUDAStep, cache: CUDAKVCache, layer: Int, out: CUDABuffer, heads: Int,
                               kvHeads: Int, headDim: Int, scale: Float, window: Int) throws {
-        let fused = fusesRope && step.decodeRowCount == step.plan.rows && step.plan.rows <= 8 && (headDim == 64 || headDim == 128)
+        let fused = fusesRope && !cache.int8 && step.decodeRowCount == step.plan.rows && step.plan.rows <= 8
+            && (headDim == 64 || headDim == 128)
         if !fused {
             try ropeAndStoreKV(qkv, step: step, cache: cache, layer: layer, heads: heads, kvHeads: kvHeads, headDim: headDim)
         }
@@ -771,6 +804,10 @@ public final class CUDABackend: Backend, @unchecked Sendable {
                 .pointer(step.tables), .pointer(out.address), .int(Int32(heads * headDim)), .int(Int32(heads)), .int(Int32(kvHeads)),
                 .int(Int32(headDim)), .float(scale), .int(Int32(window)), .pointer(oh),
             ]
+            // int8 (head sizes 64 and 128 only, makeKVCache checks): the same kernels on codes, the layer's
+            // scales and zero points last.
+            let int8 = cache.int8
+            let parameters: [KernelArgument] = int8 ? [.pointer(cache.parameters(layer: layer))] : []
             guard headDim == 64 || headDim == 128 else {
                 // Other head sizes: the generic kernel, one block per row and head.
                 try kernels.launch(fAttention, name: "attention", grid: (heads, step.plan.rows, 1), threads: 128, common)
@@ -790,11 +827,12 @@ public final class CUDABackend: Backend, @unchecked Sendable {
                                        zeroed: true).address
                 // Rows 0… in order when every row decodes: no row list (one dependent load less).
                 let rowList = rows == step.plan.rows ? 0 : step.decodeRows
-                let kernel = fuseRope ? (wide ? fRopeAttention128 : fRopeAttention64) : (wide ? fAttention128 : fAttention64)
-                try kernels.launch(kernel, name: "\(fuseRope ? "attention_rope" : "attention")_d\(headDim)",
+                let kernel = int8 ? (wide ? fAttentionI8_128 : fAttentionI8_64)
+                    : fuseRope ? (wide ? fRopeAttention128 : fRopeAttention64) : (wide ? fAttention128 : fAttention64)
+                try kernels.launch(kernel, name: "\(fuseRope ? "attention_rope" : int8 ? "attention_i8" : "attention")_d\(headDim)",
                                    grid: (heads, rows, splits), threads: 128,
                                    common + [.pointer(rowList), .int(Int32(splits)), .pointer(part), .pointer(step.frequencies),
-                                             .pointer(step.frequencySet), .pointer(step.slots)])
+                                             .pointer(step.frequencySet), .pointer(step.slots)] + parameters)
                 if !fuseRope && splits > 1 {
                     try kernels.launch(wide ? fMerge128 : fMerge64, name: "attention_merge_d\(headDim)", grid: (heads, rows, 1),
                                        threads: headDim,
@@ -805,11 +843,14 @@ public final class CUDABackend: Backend, @unchecked Sendable {
             }
             if step.tileTotal > 0 && wide {
                 // Head size 128: tensor cores (fp16 q and P, fp32 accumulation and softmax).
-                try kernels.launch(fMMA128, name: "attention_mma_d128", grid: (heads, step.wideTotal, 1), threads: 128,
-                                   common + [.pointer(step.wideFirst), .pointer(step.wideCount)])
+                try kernels.launch(int8 ? fMMAI8_128 : fMMA128, name: int8 ? "attention_mma_i8_d128" : "attention_mma_d128",
+                                   grid: (heads, step.wideTotal, 1), threads: 128,
+                                   common + [.pointer(step.wideFirst), .pointer(step.wideCount)] + parameters)
             } else if step.tileTotal > 0 {
-                try kernels.launch(wide ? fTiles128 : fTiles64, name: "attention_tiles_d\(headDim)",
-                                   grid: (heads, step.tileTotal, 1), threads: 128, common + [.pointer(step.tileFirst), .pointer(step.tileCount)])
+                try kernels.launch(int8 ? fTilesI8_64 : wide ? fTiles128 : fTiles64,
+                                   name: int8 ? "attention_tiles_i8_d64" : "attention_tiles_d\(headDim)",
+                                   grid: (heads, step.tileTotal, 1), threads: 128,
+                                   common + [.pointer(step.tileFirst), .pointer(step.tileCount)] + parameters)
             }
         }
     }

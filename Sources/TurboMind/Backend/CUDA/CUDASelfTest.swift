@@ -3,6 +3,7 @@
 // on the same random odd-sized inputs, and the difference is held to a bound stated per op. With a
 // model directory, SmolLM2 on CUDA is checked against the golden HF logits, the float64 reference's
 // greedy tokens, and batch-vs-sequential agreement.
+import CCUDA
 import Foundation
 
 public final class CUDASelfTest: @unchecked Sendable {
@@ -340,11 +341,17 @@ public final class CUDASelfTest: @unchecked Sendable {
         // sliding-window attention; the model's frequencies and per-sequence (dynamic NTK) sets.
         await guarded("GPU sampling") { try samplingCheck(gpu: gpu, rng: &rng) }
 
-        for (heads, kvHeads, d, window, dynamic) in [(4, 4, 64, 0, false), (6, 2, 128, 0, true), (8, 1, 64, 17, false),
-                                                      (3, 1, 36, 0, false), (16, 2, 128, 9, true)] {
-            let name = "rope+attention heads \(heads)/\(kvHeads) d \(d)\(window > 0 ? " window \(window)" : "")\(dynamic ? " freq sets" : "")"
+        // The int8 cache (quant_policy 4) on the head sizes it supports, against the CPU's int8 cache.
+        for (heads, kvHeads, d, window, dynamic, int8) in [(4, 4, 64, 0, false, false), (6, 2, 128, 0, true, false),
+                                                            (8, 1, 64, 17, false, false), (3, 1, 36, 0, false, false),
+                                                            (16, 2, 128, 9, true, false), (4, 4, 64, 0, false, true),
+                                                            (6, 2, 128, 0, true, true), (16, 2, 128, 9, true, true),
+                                                            (8, 1, 64, 17, false, true)] {
+            let name = "rope+attention heads \(heads)/\(kvHeads) d \(d)\(window > 0 ? " window \(window)" : "")"
+                + "\(dynamic ? " freq sets" : "")\(int8 ? " int8 KV" : "")"
             await guarded(name) {
-                try attentionCheck(name, cpu: cpu, gpu: gpu, rng: &rng, heads: heads, kvHeads: kvHeads, d: d, window: window, dynamic: dynamic)
+                try attentionCheck(name, cpu: cpu, gpu: gpu, rng: &rng, heads: heads, kvHeads: kvHeads, d: d, window: window,
+                                   dynamic: dynamic, int8: int8)
             }
         }
     }
@@ -400,11 +407,18 @@ public final class CUDASelfTest: @unchecked Sendable {
     }
 
     func attentionCheck(_ name: String, cpu: CPUBackend, gpu: CUDABackend, rng: inout Random, heads: Int, kvHeads: Int, d: Int,
-                        window: Int, dynamic: Bool) throws {
+                        window: Int, dynamic: Bool, int8: Bool) throws {
         let blockSize = 16, blockCount = 41
-        let layout = KVCacheLayout(layers: 2, kvHeads: kvHeads, headDim: d, blockSize: blockSize, blockCount: blockCount, type: .f16)
-        let cc = try cpu.makeKVCache(layout), gc = try gpu.makeKVCache(layout)
-        let gf = try gpu.makeKVCache(layout)   // the same steps through ropeAttention (fused on decode-only steps)
+        let layout = KVCacheLayout(layers: 2, kvHeads: kvHeads, headDim: d, blockSize: blockSize, blockCount: blockCount,
+                                   type: int8 ? .int8 : .f16)
+        // int8: asymmetric parameters around the rotated k and v (|x| ≤ 2√2), one K and one V scale of 0
+        // (a channel calibration never saw vary: every code 0, the value the zero point).
+        let parameters = int8 ? try KVQuantParameters(layers: 2, kvHeads: kvHeads, granularity: .perHead, values: (0..<2 * kvHeads).flatMap { i -> [Float] in
+            let kz = rng.float() * 0.3, vz = rng.float() * 0.3
+            return [i == 1 ? 0 : (2.9 + abs(kz)) / 127, kz, i == 2 ? 0 : (2.9 + abs(vz)) / 127, vz]
+        }) : nil
+        let cc = try cpu.makeKVCache(layout, quantParameters: parameters), gc = try gpu.makeKVCache(layout, quantParameters: parameters)
+        let gf = try gpu.makeKVCache(layout, quantParameters: parameters)   // the same steps through ropeAttention (fused on decode-only steps)
         var pool = Array(0..<Int32(blockCount))
         for i in stride(from: pool.count - 1, to: 0, by: -1) { pool.swapAt(i, rng.int(i + 1)) }
         // Every sequence takes blocks from the shuffled pool, skipping one each time (holes).
@@ -466,6 +480,34 @@ public final class CUDASelfTest: @unchecked Sendable {
             }
             _ = s
         }
+        // int8: the codes both sides stored at every written position. V is not rotated, so its codes
+        // are the same bytes; a rotated k that differs in its last fp32 bits may round to the
+        // neighbouring code (rarely: within ~1e-3 of a code's edge).
+        var codeNote = "", codeOK = true
+        if int8 {
+            var kDiffer = 0, vDiffer = 0, worstCode = 0, codes = 0
+            for layer in 0..<2 {
+                let n = layout.blockCount * layout.blockSize * layout.rowWidth
+                var gk = [Int8](repeating: 0, count: n), gv = [Int8](repeating: 0, count: n)
+                try gk.withUnsafeMutableBytes { try cudaCheck(ccuda_download($0.baseAddress, gc.keys[layer].address, n), "downloading K") }
+                try gv.withUnsafeMutableBytes { try cudaCheck(ccuda_download($0.baseAddress, gc.values[layer].address, n), "downloading V") }
+                let ck = cc.keys[layer].raw.assumingMemoryBound(to: Int8.self), cv = cc.values[layer].raw.assumingMemoryBound(to: Int8.self)
+                for (blocks, length) in [(tA, 15), (tB, 37), (tC, 153)] {
+                    for p in 0..<length {
+                        let slot = (Int(blocks[p / blockSize]) * blockSize + p % blockSize) * layout.rowWidth
+                        for e in slot..<slot + layout.rowWidth {
+                            codes += 1
+                            let dk = abs(Int(gk[e]) - Int(ck[e]))
+                            if dk != 0 { kDiffer += 1 }
+                            if gv[e] != cv[e] { vDiffer += 1 }
+                            worstCode = max(worstCode, dk)
+                        }
+                    }
+                }
+            }
+            codeOK = vDiffer == 0 && worstCode <= 1 && kDiffer * 100 <= codes
+            codeNote = "; int8 codes: V \(vDiffer == 0 ? "identical" : "\(vDiffer) differ"), K \(kDiffer) of \(codes) differ by ≤ \(worstCode) (bound: 1%, by 1)"
+        }
         // RoPE: fp32 sin/cos of the same fp32 angle (≤ 60 rad here) differ by an ulp or two: 2e-5 on |v| ≤ 2√2.
         // Attention: both read the same fp16 K/V, except where a rotated k that differs in its last fp32 bit
         // rounds to the neighbouring fp16 (2^-11 relative on one element); softmax-weighted means of |v| ≤ 2: 2e-3.
@@ -473,11 +515,16 @@ public final class CUDASelfTest: @unchecked Sendable {
         // rounded to fp16 (2^-11 relative each). A score moves by ≤ 2^-11·Σ|q_i·k_i|·scale ≈ 2^-11·128·1/√128
         // ≈ 5.5e-3 at worst for these inputs (|q|, |k| uniform below 2: E|q·k| = 1), a weight by that
         // relative amount, an output (|v| ≤ 2) by ≤ 2·5.5e-3·2 plus P's 2·2^-11·2: 2.4e-2.
-        let prefillBound: Float = d == 128 ? 2.4e-2 : 2e-3
-        check(name, worstRope <= 2e-5 && worstAttention <= 2e-3 && worstPrefill <= prefillBound && fusedDiffering == 0,
-              "rope max |Δ| \(worstRope) (bound 2e-5), decode attention max |Δ| \(worstAttention) (bound 2e-3), prefill attention "
+        // int8: a K code one step (s ≈ 0.023) off moves a score by ≤ |q_i|·s/√d (5.7e-3 at d = 64) and an
+        // output by at most a quarter of that times the spread of v (≤ 6): 1e-2 on the CUDA cores; the
+        // tensor cores add the fp16 values the codes widen to (2^-11 relative, |x| ≤ 3): 3e-2.
+        let decodeBound: Float = int8 ? 1e-2 : 2e-3
+        let prefillBound: Float = d == 128 ? (int8 ? 3e-2 : 2.4e-2) : (int8 ? 1e-2 : 2e-3)
+        check(name, worstRope <= 2e-5 && worstAttention <= decodeBound && worstPrefill <= prefillBound && fusedDiffering == 0 && codeOK,
+              "rope max |Δ| \(worstRope) (bound 2e-5), decode attention max |Δ| \(worstAttention) (bound \(decodeBound)), prefill attention "
               + "max |Δ| \(worstPrefill) (bound \(prefillBound)\(d == 128 ? ": tensor cores, fp16 q and P" : "")); ropeAttention "
-              + "(fused on the decode-only steps) vs the two ops: \(fusedDiffering == 0 ? "identical bits" : "\(fusedDiffering) of \(fusedTotal) differ")")
+              + "(fused on the decode-only steps) vs the two ops: \(fusedDiffering == 0 ? "identical bits" : "\(fusedDiffering) of \(fusedTotal) differ")"
+              + codeNote)
     }
 
     // MARK: - SmolLM2 on CUDA

@@ -194,12 +194,27 @@ __device__ __forceinline__ void rope_pair(float a, float b, float c, float s, fl
     rb = b * c + a * s;
 }
 
+/// One K or V element as the cache stores it: fp16, or (int8 cache) the code of
+/// clamp(round_half_even((x − zero) / scale), −128, 127), computed as ck_quantize_i8 does
+/// ((x − zero) · (1 / scale); a scale of 0 stores code 0, the zero point).
+__device__ __forceinline__ void kv_store(half_t *pool, long long i, float x, float, float) { pool[i] = f2h(x); }
+__device__ __forceinline__ void kv_store(signed char *pool, long long i, float x, float scale, float zero) {
+    float inv = scale > 0 ? 1.0f / scale : 0.0f;
+    float q = rintf(__fmul_rn(__fsub_rn(x, zero), inv));
+    pool[i] = (signed char)(q < -128.0f ? -128.0f : q > 127.0f ? 127.0f : q);
+}
+/// An element the cache holds, as a float: the fp16 value, or the int8 code (the callers apply the
+/// head's scale and zero point: q·(s·c + z) = s·(q·c) + z·Σq, Σ p·(s·c + z) = s·Σ p·c + z·Σ p).
+__device__ __forceinline__ float kv_code(half_t x) { return h2f(x); }
+__device__ __forceinline__ float kv_code(signed char x) { return (float)x; }
+
 /// Rotate-half RoPE (HF Llama) of q and k at the row's position, then K and V to the cache slot
-/// (fp16). grid.x = rows, grid.y blocks per row; each thread takes (head, i) pairs of the q and k
-/// heads, then V elements.
-extern "C" __global__ void rope_store_kv(float *qkv, int stride, int heads, int kv_heads, int d, const int *pos,
-                                         const float *inv_freq, const int *freq_set, half_t *k_pool, half_t *v_pool,
-                                         const int *slots) {
+/// (fp16, or int8 with the layer's per-head [k_scale, k_zero, v_scale, v_zero] in `kvp`). grid.x =
+/// rows, grid.y blocks per row; each thread takes (head, i) pairs of the q and k heads, then V elements.
+template <typename T>
+__device__ __forceinline__ void rope_store_rows(float *qkv, int stride, int heads, int kv_heads, int d, const int *pos,
+                                                const float *inv_freq, const int *freq_set, T *k_pool, T *v_pool,
+                                                const int *slots, const float *kvp) {
     pdl_start();
     int r = blockIdx.x, half = d / 2, kvw = kv_heads * d;
     float *row = qkv + (long long)r * stride;
@@ -221,12 +236,26 @@ extern "C" __global__ void rope_store_kv(float *qkv, int stride, int heads, int 
         v[i + half] = rb;
         if (h >= heads) {
             int kh = h - heads;
-            k_pool[slot + kh * d + i] = f2h(ra);
-            k_pool[slot + kh * d + i + half] = f2h(rb);
+            float ks = kvp ? kvp[4 * kh] : 0, kz = kvp ? kvp[4 * kh + 1] : 0;
+            kv_store(k_pool, slot + kh * d + i, ra, ks, kz);
+            kv_store(k_pool, slot + kh * d + i + half, rb, ks, kz);
         }
     }
     const float *vsrc = row + (long long)(heads + kv_heads) * d;
-    for (int t = first; t < kvw; t += step) v_pool[slot + t] = f2h(vsrc[t]);
+    for (int t = first; t < kvw; t += step) {
+        int kh = t / d;
+        kv_store(v_pool, slot + t, vsrc[t], kvp ? kvp[4 * kh + 2] : 0, kvp ? kvp[4 * kh + 3] : 0);
+    }
+}
+extern "C" __global__ void rope_store_kv(float *qkv, int stride, int heads, int kv_heads, int d, const int *pos,
+                                         const float *inv_freq, const int *freq_set, half_t *k_pool, half_t *v_pool,
+                                         const int *slots) {
+    rope_store_rows(qkv, stride, heads, kv_heads, d, pos, inv_freq, freq_set, k_pool, v_pool, slots, (const float *)0);
+}
+extern "C" __global__ void rope_store_kv_i8(float *qkv, int stride, int heads, int kv_heads, int d, const int *pos,
+                                            const float *inv_freq, const int *freq_set, signed char *k_pool,
+                                            signed char *v_pool, const int *slots, const float *kvp) {
+    rope_store_rows(qkv, stride, heads, kv_heads, d, pos, inv_freq, freq_set, k_pool, v_pool, slots, kvp);
 }
 
 // ---- paged attention -----------------------------------------------------------------------------
@@ -323,8 +352,8 @@ extern "C" __global__ void attention(const float *qkv, int q_stride, const half_
 }
 
 // ---- paged attention, head dimension known at compile time ----------------------------------------
-/// C consecutive halves loaded as one access (8 or 16 bytes).
-template <int C> struct alignas(2 * C) HalfVec { half_t h[C]; };
+/// C consecutive cache elements loaded as one access (4 to 16 bytes).
+template <int C, typename T = half_t> struct alignas(sizeof(T) * C) KVVec { T h[C]; };
 
 /// Keys per decode share: `keys` (the row's, after the window) in `splits` shares, rounded up to
 /// whole 128-key multiples (each of a share's four warps then has whole 32-key tiles). A function of
@@ -378,13 +407,17 @@ __device__ __forceinline__ void merge_shares(const float *shares, int active, fl
 /// writes its partial state and attention_merge_d* merges them (same arithmetic, merge_shares), so
 /// any number of rows keeps 8 shares (the counters capped that at 8192 (row, head) cells). At 64
 /// rows both layouts take 246 us on an H100, reading the K/V at 2.7 TB/s, 84% of its DRAM peak.
-template <int D, bool fuse, bool own_merge>
-__device__ __forceinline__ void attention_fixed(const float *qkv, int q_stride, half_t *k_pool, half_t *v_pool, int kv_stride,
+/// T = signed char: the int8 cache (`kvp`: the layer's per-head [k_scale, k_zero, v_scale, v_zero]);
+/// scores are s_k·(q·c) + z_k·Σq and each share's sum s_v·Σ p·c + z_v·Σ p (not fused: fp16 only).
+template <int D, bool fuse, bool own_merge, typename T = half_t>
+__device__ __forceinline__ void attention_fixed(const float *qkv, int q_stride, T *k_pool, T *v_pool, int kv_stride,
                                                 int block_size, const int *pos, const int *row_table, const int *tables,
                                                 float *out, int out_stride, int heads, int kv_heads, float scale, int window,
                                                 const int *row_list, half_t *out_h, int splits, float *part,
-                                                const float *inv_freq, const int *freq_set, const int *slots) {
-    constexpr int VL = D / 16, HALF = D / 2;
+                                                const float *inv_freq, const int *freq_set, const int *slots,
+                                                const float *kvp = 0) {
+    constexpr int VL = D / 16, HALF = D / 2, KR = D * (int)sizeof(T) / 16;
+    static_assert(!fuse || sizeof(T) == 2, "the fused rotation stores fp16 only");
     if (!fuse) pdl_wait();
     int h = blockIdx.x, r = row_list ? row_list[blockIdx.y] : blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int group = heads / kv_heads, kvh = h / group;
@@ -408,16 +441,16 @@ __device__ __forceinline__ void attention_fixed(const float *qkv, int q_stride, 
     // A tile's K row per lane and its first 8 V row pairs. Fused (decode-only steps), the first tile
     // is requested before the wait: every key but the new one was stored by earlier steps, and the
     // step's tables were uploaded before its first kernel; only q and the new k/v come from qkv.
-    uint4 kr[D / 8];
-    HalfVec<VL> vv[16];
+    uint4 kr[KR];
+    KVVec<VL, T> vv[16];
     long long off = 0;
     auto request = [&](int base) {
         int jj = base + lane < n ? base + lane : base;   // a readable row for the lanes past the end
         off = ((long long)table[jj / block_size] * block_size + jj % block_size) * kv_stride + (long long)kvh * D;
 #pragma unroll
-        for (int u = 0; u < D / 8; u++) kr[u] = ((const uint4 *)(k_pool + off))[u];
+        for (int u = 0; u < KR; u++) kr[u] = ((const uint4 *)(k_pool + off))[u];
 #pragma unroll
-        for (int t = 0; t < 8; t++) vv[t] = *(const HalfVec<VL> *)(v_pool + __shfl_sync(0xffffffffu, off, 2 * t + sub) + part16 * VL);
+        for (int t = 0; t < 8; t++) vv[t] = *(const KVVec<VL, T> *)(v_pool + __shfl_sync(0xffffffffu, off, 2 * t + sub) + part16 * VL);
     };
     int base = lo + warp * 32;
     if (fuse && base < n) request(base);
@@ -439,9 +472,11 @@ __device__ __forceinline__ void attention_fixed(const float *qkv, int q_stride, 
                 rope_pair(ks[i], ks[i + HALF], cs, sn, ra, rb);
                 own_k[i] = f2h(ra);
                 own_k[i + HALF] = f2h(rb);
-                if (store) {
-                    k_pool[slot + i] = own_k[i];
-                    k_pool[slot + i + HALF] = own_k[i + HALF];
+                if constexpr (fuse) {
+                    if (store) {
+                        k_pool[slot + i] = own_k[i];
+                        k_pool[slot + i + HALF] = own_k[i + HALF];
+                    }
                 }
             }
         }
@@ -449,7 +484,9 @@ __device__ __forceinline__ void attention_fixed(const float *qkv, int q_stride, 
             const float *vs = row + (long long)(heads + kv_heads + kvh) * D;
             for (int i = threadIdx.x; i < D; i += blockDim.x) {
                 own_v[i] = f2h(vs[i]);
-                if (store) v_pool[slot + i] = own_v[i];
+                if constexpr (fuse) {
+                    if (store) v_pool[slot + i] = own_v[i];
+                }
             }
         }
     } else {
@@ -460,23 +497,38 @@ __device__ __forceinline__ void attention_fixed(const float *qkv, int q_stride, 
 #pragma unroll
     for (int c = 0; c < VL; c++) acc[c] = 0;
     __syncthreads();
+    // int8: the head's scale and zero point of K (on the score) and V (on the share's sum).
+    float k_scale = 1, k_shift = 0, v_scale = 1, v_zero = 0;
+    if constexpr (sizeof(T) == 1) {
+        float qsum = 0;
+#pragma unroll 16
+        for (int i = 0; i < D; i++) qsum += q[i];
+        k_scale = kvp[4 * kvh];
+        k_shift = kvp[4 * kvh + 1] * qsum;
+        v_scale = kvp[4 * kvh + 2];
+        v_zero = kvp[4 * kvh + 3];
+    }
     for (; base < n; base += ATT_WARPS * 32) {
         if (!fuse || base != lo + warp * 32) request(base);
         int j = base + lane;
         bool valid = j < n;
-        if (own && j == end - 1) {
+        if constexpr (fuse) {
+            if (own && j == end - 1) {
 #pragma unroll
-            for (int u = 0; u < D / 8; u++) kr[u] = ((const uint4 *)own_k)[u];
+                for (int u = 0; u < KR; u++) kr[u] = ((const uint4 *)own_k)[u];
+            }
         }
         float d4[4] = {0, 0, 0, 0};
+        const T *kv = (const T *)kr;
 #pragma unroll
         for (int u = 0; u < D / 8; u++) {
-            const half_t *hv = (const half_t *)&kr[u];
             float &a = d4[u & 3];
 #pragma unroll
-            for (int e = 0; e < 8; e++) a += q[u * 8 + e] * h2f(hv[e]);
+            for (int e = 0; e < 8; e++) a += q[u * 8 + e] * kv_code(kv[u * 8 + e]);
         }
-        float s = valid ? (d4[0] + d4[1]) + (d4[2] + d4[3]) : NEG_INF;
+        float s = (d4[0] + d4[1]) + (d4[2] + d4[3]);
+        if constexpr (sizeof(T) == 1) s = s * k_scale + k_shift;
+        s = valid ? s : NEG_INF;
         float m_new = fmaxf(m, warp_max(s));
         float corr = expf(m - m_new);   // 0 on the first tile (m = -inf)
         float pr = valid ? expf(s - m_new) : 0;
@@ -484,15 +536,19 @@ __device__ __forceinline__ void attention_fixed(const float *qkv, int q_stride, 
 #pragma unroll
         for (int c = 0; c < VL; c++) acc[c] *= corr;
 #pragma unroll
-        for (int t = 8; t < 16; t++) vv[t] = *(const HalfVec<VL> *)(v_pool + __shfl_sync(0xffffffffu, off, 2 * t + sub) + part16 * VL);
+        for (int t = 8; t < 16; t++) vv[t] = *(const KVVec<VL, T> *)(v_pool + __shfl_sync(0xffffffffu, off, 2 * t + sub) + part16 * VL);
         int mine = own ? end - 1 - base : -1;   // the new token's place in this tile, if here
-        HalfVec<VL> ov = ((const HalfVec<VL> *)own_v)[part16];
+        KVVec<VL, T> ov;
+        if constexpr (fuse) ov = ((const KVVec<VL, T> *)own_v)[part16];
 #pragma unroll
         for (int t = 0; t < 16; t++) {
             float pt = __shfl_sync(0xffffffffu, pr, 2 * t + sub);   // 0 past the end
-            HalfVec<VL> x = 2 * t + sub == mine ? ov : vv[t];
+            KVVec<VL, T> x = vv[t];
+            if constexpr (fuse) {
+                if (2 * t + sub == mine) x = ov;
+            }
 #pragma unroll
-            for (int c = 0; c < VL; c++) acc[c] += pt * h2f(x.h[c]);
+            for (int c = 0; c < VL; c++) acc[c] += pt * kv_code(x.h[c]);
         }
         m = m_new;
     }
@@ -526,6 +582,7 @@ __device__ __forceinline__ void attention_fixed(const float *qkv, int q_stride, 
 #pragma unroll
         for (int w = 0; w < ATT_WARPS; w++)
             if (wm[w] != NEG_INF) sum += expf(wm[w] - M) * wacc[w][i];
+        if constexpr (sizeof(T) == 1) sum = sum * v_scale + v_zero * L;
         if (splits == 1) {
             o[i] = sum / L;
             if (oh) oh[i] = f2h(sum / L);
@@ -583,6 +640,20 @@ ATTENTION_DECODE(attention_d64, 64, false)
 ATTENTION_DECODE(__launch_bounds__(128, 4) attention_d128, 128, false)
 ATTENTION_DECODE(attention_rope_d64, 64, true)
 ATTENTION_DECODE(attention_rope_d128, 128, true)
+// The int8 cache (quant_policy 4): mixed and decode-only steps alike, rope_store_kv_i8 first.
+#define ATTENTION_DECODE_I8(NAME, D)                                                                                         \
+    extern "C" __global__ void NAME(const float *qkv, int q_stride, signed char *k_pool, signed char *v_pool, int kv_stride, \
+                                    int block_size, const int *pos, const int *row_table, const int *tables, float *out,     \
+                                    int out_stride, int heads, int kv_heads, int d, float scale, int window, half_t *out_h,  \
+                                    const int *row_list, int splits, float *part, const float *inv_freq,                     \
+                                    const int *freq_set, const int *slots, const float *kvp) {                               \
+        pdl_trigger();                                                                                                       \
+        attention_fixed<D, false, false, signed char>(qkv, q_stride, k_pool, v_pool, kv_stride, block_size, pos, row_table,  \
+                                                      tables, out, out_stride, heads, kv_heads, scale, window, row_list,     \
+                                                      out_h, splits, part, inv_freq, freq_set, slots, kvp);                 \
+    }
+ATTENTION_DECODE_I8(attention_i8_d64, 64)
+ATTENTION_DECODE_I8(__launch_bounds__(128, 4) attention_i8_d128, 128)
 #define ATTENTION_MERGE(D)                                                                                                   \
     extern "C" __global__ void attention_merge_d##D(const int *pos, const int *row_list, int heads, int window, int splits, \
                                                     const float *part, float *out, int out_stride, half_t *out_h) {        \
@@ -598,13 +669,14 @@ ATTENTION_MERGE(128)
 /// of one sequence). The block stages 32-key tiles of K and V in shared memory (fp32; K rows padded
 /// so lanes reading different keys hit different banks), and each warp runs the online softmax of
 /// its four query rows against them, lane = key for scores and lane = dimension for V. Every K/V
-/// byte is read from memory once per tile of queries instead of once per query.
-template <int D>
-__device__ __forceinline__ void attention_tiles_fixed(const float *qkv, int q_stride, const half_t *k_pool, const half_t *v_pool,
+/// byte is read from memory once per tile of queries instead of once per query. An int8 cache (T =
+/// signed char) is dequantized as it is staged (x = c·scale + zero, the head's `kvp` entries).
+template <int D, typename T = half_t>
+__device__ __forceinline__ void attention_tiles_fixed(const float *qkv, int q_stride, const T *k_pool, const T *v_pool,
                                                       int kv_stride, int block_size, const int *pos, const int *row_table,
                                                       const int *tables, float *out, int out_stride, int heads, int kv_heads,
                                                       float scale, int window, const int *tile_first, const int *tile_count,
-                                                      half_t *out_h) {
+                                                      half_t *out_h, const float *kvp = 0) {
     constexpr int C = D / 32;
     constexpr int PER_WARP = TILE_ROWS / ATT_WARPS;
     int h = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -621,6 +693,13 @@ __device__ __forceinline__ void attention_tiles_fixed(const float *qkv, int q_st
     int p0 = pos[first];
     int hi = pos[first + count - 1] + 1;
     int lo = window > 0 && p0 + 1 > window ? p0 + 1 - window : 0;
+    float ksc = 1, kze = 0, vsc = 1, vze = 0;
+    if (sizeof(T) == 1) {
+        ksc = kvp[4 * kvh];
+        kze = kvp[4 * kvh + 1];
+        vsc = kvp[4 * kvh + 2];
+        vze = kvp[4 * kvh + 3];
+    }
     float m[PER_WARP], l[PER_WARP], acc[PER_WARP][C];
 #pragma unroll
     for (int w = 0; w < PER_WARP; w++) {
@@ -633,17 +712,21 @@ __device__ __forceinline__ void attention_tiles_fixed(const float *qkv, int q_st
         __syncthreads();   // the previous tile is consumed (and, the first time, qs is written)
         for (int u = threadIdx.x; u < 32 * D / 8; u += blockDim.x) {
             int t = u / (D / 8), e = (u - t * (D / 8)) * 8, j = base + t;
-            uint4 kr = make_uint4(0, 0, 0, 0), vr = make_uint4(0, 0, 0, 0);
+            KVVec<8, T> kr = {}, vr = {};
             if (j < hi) {
                 long long off = ((long long)table[j / block_size] * block_size + j % block_size) * kv_stride + (long long)kvh * D + e;
-                kr = *(const uint4 *)(k_pool + off);
-                vr = *(const uint4 *)(v_pool + off);
+                kr = *(const KVVec<8, T> *)(k_pool + off);
+                vr = *(const KVVec<8, T> *)(v_pool + off);
             }
-            const half_t *kh = (const half_t *)&kr, *vh = (const half_t *)&vr;
 #pragma unroll
             for (int x = 0; x < 8; x++) {
-                ks[t][e + x] = h2f(kh[x]);
-                vs[t][e + x] = h2f(vh[x]);
+                if constexpr (sizeof(T) == 1) {
+                    ks[t][e + x] = kv_code(kr.h[x]) * ksc + kze;
+                    vs[t][e + x] = kv_code(vr.h[x]) * vsc + vze;
+                } else {
+                    ks[t][e + x] = h2f(kr.h[x]);
+                    vs[t][e + x] = h2f(vr.h[x]);
+                }
             }
         }
         __syncthreads();
@@ -710,6 +793,16 @@ extern "C" __global__ void attention_tiles_d128(const float *qkv, int q_stride, 
                                kv_heads, scale, window, tile_first, tile_count, out_h);
 }
 
+extern "C" __global__ void attention_tiles_i8_d64(const float *qkv, int q_stride, const signed char *k_pool,
+                                                  const signed char *v_pool, int kv_stride, int block_size, const int *pos,
+                                                  const int *row_table, const int *tables, float *out, int out_stride, int heads,
+                                                  int kv_heads, int d, float scale, int window, half_t *out_h,
+                                                  const int *tile_first, const int *tile_count, const float *kvp) {
+    pdl_start();
+    attention_tiles_fixed<64, signed char>(qkv, q_stride, k_pool, v_pool, kv_stride, block_size, pos, row_table, tables, out,
+                                           out_stride, heads, kv_heads, scale, window, tile_first, tile_count, out_h, kvp);
+}
+
 // ---- prefill attention on tensor cores ------------------------------------------------------------
 #define MMA_ROWS 64   // query rows per block: 16 per warp
 // Keys per K/V tile: 32 keep the kernel at 164 registers, three blocks per SM where 64 allowed two
@@ -766,17 +859,23 @@ __device__ __forceinline__ float fast_exp2(float x) {
 /// rounded to fp16 for the second product (as FlashAttention does). The copies are asynchronous
 /// (cp.async): V of a tile lands while S is computed, K of the next tile while O is.
 /// Blocks run the longest tiles (the last rows of a prompt) first, so the short ones fill the tail.
-template <int D>
-__device__ __forceinline__ void attention_mma_fixed(const float *qkv, int q_stride, const half_t *k_pool, const half_t *v_pool,
+/// An int8 cache (T = signed char): the codes land by cp.async in a second pair of tiles and each
+/// thread widens the chunks it copied to fp16 values (c·scale + zero, the head's `kvp` entries) once
+/// its copies are complete, before the barrier that hands the tile to the MMAs.
+template <int D, typename T = half_t>
+__device__ __forceinline__ void attention_mma_fixed(const float *qkv, int q_stride, const T *k_pool, const T *v_pool,
                                                     int kv_stride, int block_size, const int *pos, const int *row_table,
                                                     const int *tables, float *out, int out_stride, int heads, int kv_heads,
                                                     float scale, int window, const int *tile_first, const int *tile_count,
-                                                    half_t *out_h) {
+                                                    half_t *out_h, const float *kvp = 0) {
     constexpr int KS = D / 16;   // k-steps over the head dimension
     constexpr int DN = D / 8;    // 8-wide output tiles
     constexpr int PAD = D + 8;
+    constexpr bool I8 = sizeof(T) == 1;
+    constexpr int RAW = I8 ? MMA_KEYS * D : 16;   // the int8 codes' tiles (unused for fp16)
     __shared__ __align__(16) half_t ks[MMA_KEYS][PAD];
     __shared__ __align__(16) half_t vs[MMA_KEYS][PAD];
+    __shared__ __align__(16) signed char raw_k[RAW], raw_v[RAW];
     int h = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tig = lane & 3;
     int tile = gridDim.y - 1 - blockIdx.y;
     int first = tile_first[tile], count = tile_count[tile];
@@ -786,17 +885,41 @@ __device__ __forceinline__ void attention_mma_fixed(const float *qkv, int q_stri
     int hi = pos[first + count - 1] + 1;
     int lo = window > 0 && p0 + 1 > window ? p0 + 1 - window : 0;
 
-    // Stage the MMA_KEYS keys from `base` of K or V (zeros past hi).
-    auto stage = [&](half_t (*dst)[PAD], const half_t *pool, int base) {
-        for (int u = threadIdx.x; u < MMA_KEYS * D / 8; u += blockDim.x) {
-            int t = u / (D / 8), e = (u - t * (D / 8)) * 8, j = base + t;
+    // Stage the MMA_KEYS keys from `base` of K or V (zeros past hi): 16 bytes a copy, 8 fp16 values
+    // or 16 int8 codes.
+    constexpr int CHUNK = 16 / (int)sizeof(T);
+    auto stage = [&](half_t (*dst)[PAD], signed char *raw, const T *pool, int base) {
+        for (int u = threadIdx.x; u < MMA_KEYS * D / CHUNK; u += blockDim.x) {
+            int t = u / (D / CHUNK), e = (u - t * (D / CHUNK)) * CHUNK, j = base + t;
             bool ok = j < hi;
             long long off = ok ? ((long long)table[j / block_size] * block_size + j % block_size) * kv_stride + (long long)kvh * D + e : 0;
-            cp_async16(smem_u32(&dst[t][e]), pool + off, ok);
+            cp_async16(I8 ? smem_u32(raw + t * D + e) : smem_u32(&dst[t][e]), pool + off, ok);
         }
         cp_async_commit();
     };
-    stage(ks, k_pool, lo);
+    // int8: this thread's copied chunks (complete after its cp_async_wait) to fp16 values.
+    auto widen = [&](half_t (*dst)[PAD], const signed char *raw, float sc, float ze) {
+        if constexpr (I8) {
+            for (int u = threadIdx.x; u < MMA_KEYS * D / CHUNK; u += blockDim.x) {
+                int t = u / (D / CHUNK), e = (u - t * (D / CHUNK)) * CHUNK;
+                int4 c = *(const int4 *)(raw + t * D + e);
+                const signed char *b = (const signed char *)&c;
+                unsigned w[8];
+#pragma unroll
+                for (int x = 0; x < 8; x++) w[x] = pack_half2(b[2 * x] * sc + ze, b[2 * x + 1] * sc + ze);
+                *(uint4 *)&dst[t][e] = make_uint4(w[0], w[1], w[2], w[3]);
+                *(uint4 *)&dst[t][e + 8] = make_uint4(w[4], w[5], w[6], w[7]);
+            }
+        }
+    };
+    float ksc = 1, kze = 0, vsc = 1, vze = 0;
+    if constexpr (I8) {
+        ksc = kvp[4 * kvh];
+        kze = kvp[4 * kvh + 1];
+        vsc = kvp[4 * kvh + 2];
+        vze = kvp[4 * kvh + 3];
+    }
+    stage(ks, raw_k, k_pool, lo);
 
     // This thread's two query rows (g and g + 8 of the warp's 16) and their fragments.
     int r0 = warp * 16 + g, r1 = r0 + 8;
@@ -832,8 +955,9 @@ __device__ __forceinline__ void attention_mma_fixed(const float *qkv, int q_stri
     const unsigned v_lane = smem_u32(&vs[((lane >> 3) & 1) * 8 + (lane & 7)][(lane >> 4) * 8]);
 
     for (int base = lo; base < hi; base += MMA_KEYS) {
-        stage(vs, v_pool, base);
+        stage(vs, raw_v, v_pool, base);
         cp_async_wait<1>();   // this thread's part of K
+        widen(ks, raw_k, ksc, kze);
         __syncthreads();      // everyone's
         // S = Q·Kᵀ for the warp's 16 rows × MMA_KEYS keys.
         float sc[MMA_KEYS / 8][4];
@@ -894,8 +1018,9 @@ __device__ __forceinline__ void attention_mma_fixed(const float *qkv, int q_stri
             pa[nt / 2][(nt & 1) * 2 + 1] = pack_half2(e2, e3);
         }
         cp_async_wait<0>();   // V
+        widen(vs, raw_v, vsc, vze);
         __syncthreads();      // V landed for all, and no warp reads K any more
-        if (base + MMA_KEYS < hi) stage(ks, k_pool, base + MMA_KEYS);
+        if (base + MMA_KEYS < hi) stage(ks, raw_k, k_pool, base + MMA_KEYS);
         else cp_async_commit();   // an empty group keeps the wait counts above
         // O += P·V.
 #pragma unroll
@@ -950,6 +1075,16 @@ extern "C" __global__ void attention_mma_d128(const float *qkv, int q_stride, co
     pdl_start();
     attention_mma_fixed<128>(qkv, q_stride, k_pool, v_pool, kv_stride, block_size, pos, row_table, tables, out, out_stride, heads,
                              kv_heads, scale, window, tile_first, tile_count, out_h);
+}
+
+extern "C" __global__ void attention_mma_i8_d128(const float *qkv, int q_stride, const signed char *k_pool,
+                                                 const signed char *v_pool, int kv_stride, int block_size, const int *pos,
+                                                 const int *row_table, const int *tables, float *out, int out_stride, int heads,
+                                                 int kv_heads, int d, float scale, int window, half_t *out_h,
+                                                 const int *tile_first, const int *tile_count, const float *kvp) {
+    pdl_start();
+    attention_mma_fixed<128, signed char>(qkv, q_stride, k_pool, v_pool, kv_stride, block_size, pos, row_table, tables, out,
+                                          out_stride, heads, kv_heads, scale, window, tile_first, tile_count, out_h, kvp);
 }
 
 // ---- decode GEMV ------------------------------------------------------------------------------
