@@ -33,12 +33,13 @@ let cudaUsable: Bool = (try? CUDABackend()) != nil
         for name in ["to_f16", "f32_to_f16", "embed", "rmsnorm", "silu_mul", "add", "add_bias", "gather_rows", "rope_store_kv", "attention",
                      "attention_d64", "attention_d128", "attention_rope_d64", "attention_rope_d128", "attention_tiles_d64",
                      "attention_tiles_d128", "gemv_f16", "sample_rows", "attention_mma_d128", "gemm_skinny_merge", "gemm_skinny_merge_silu",
-                     "attention_merge_d64", "attention_merge_d128"] {
+                     "attention_merge_d64", "attention_merge_d128", "rope_store_kv_i8", "attention_i8_d64", "attention_i8_d128",
+                     "attention_tiles_i8_d64", "attention_mma_i8_d128"] {
             // Any form: `void name(`, `void __launch_bounds__(N[, M]) name(`, or the decode attention's
-            // instantiation `ATTENTION_DECODE([__launch_bounds__(N, M) ]name, D, FUSE)`, or its merge's `ATTENTION_MERGE(D)`.
+            // instantiation `ATTENTION_DECODE[_I8]([__launch_bounds__(N, M) ]name, D[, FUSE])`, or its merge's `ATTENTION_MERGE(D)`.
             let plain = source.contains("extern \"C\" __global__ void \(name)(")
             let bounded = source.range(of: "extern \"C\" __global__ void __launch_bounds__\\([A-Z_0-9, ]+\\) \(name)\\(", options: .regularExpression) != nil
-            let decode = source.range(of: "\nATTENTION_DECODE\\((__launch_bounds__\\([0-9, ]+\\) )?\(name), ", options: .regularExpression) != nil
+            let decode = source.range(of: "\nATTENTION_DECODE(_I8)?\\((__launch_bounds__\\([0-9, ]+\\) )?\(name), ", options: .regularExpression) != nil
             let merge = name.hasPrefix("attention_merge_d") && source.contains("\nATTENTION_MERGE(\(name.dropFirst("attention_merge_d".count)))")
             #expect(plain || bounded || decode || merge, "kernels.cu has no kernel \(name)")
         }

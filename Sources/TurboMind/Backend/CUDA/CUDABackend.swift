@@ -4,7 +4,7 @@
 // an fp16 copy, which the GEMMs and the decode GEMV read (no conversion before each linear).
 // Weights and the embedding table are fp16 in device memory (bf16/fp32 checkpoints are converted
 // on the GPU at load); linear layers are cuBLAS GEMMs with fp16 inputs and fp32 accumulation, or
-// our GEMV at ≤ 4 decode rows; the paged KV cache is fp16. Decode steps are recorded as CUDA graphs
+// our GEMV at ≤ 4 decode rows; the paged KV cache is fp16 or int8 (quant_policy 4). Decode steps are recorded as CUDA graphs
 // (one per batch size, model, cache and run state) and replayed; tokens are sampled on the GPU.
 import CCUDA
 import Foundation
