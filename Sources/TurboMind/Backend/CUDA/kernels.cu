@@ -250,8 +250,12 @@ __device__ __forceinline__ void rope_store_rows(float *qkv, int stride, int head
     }
     const float *vsrc = row + (long long)(heads + kv_heads) * d;
     for (int t = first; t < kvw; t += step) {
-        int kh = t / d;
-        kv_store(v_pool, slot + t, vsrc[t], kvp ? kvp[4 * kh + 2] : 0, kvp ? kvp[4 * kh + 3] : 0);
+        if constexpr (sizeof(T) == 1) {
+            int kh = t / d;
+            kv_store(v_pool, slot + t, vsrc[t], kvp[4 * kh + 2], kvp[4 * kh + 3]);
+        } else {
+            kv_store(v_pool, slot + t, vsrc[t], 0, 0);
+        }
     }
 }
 extern "C" __global__ void rope_store_kv(float *qkv, int stride, int heads, int kv_heads, int d, const int *pos,
@@ -723,7 +727,7 @@ __device__ __forceinline__ void attention_tiles_fixed(const float *qkv, int q_st
     int hi = pos[first + count - 1] + 1;
     int lo = window > 0 && p0 + 1 > window ? p0 + 1 - window : 0;
     float ksc = 1, kze = 0, vsc = 1, vze = 0;
-    if (sizeof(T) == 1) {
+    if constexpr (sizeof(T) == 1) {
         ksc = kvp[4 * kvh];
         kze = kvp[4 * kvh + 1];
         vsc = kvp[4 * kvh + 2];
