@@ -2,7 +2,7 @@
 // CUDA headers: fp16 conversions are inline PTX). Activations are fp32 [rows][width] as on the
 // CPU; the ops whose output only feeds a linear layer (RMSNorm, SiLU·mul, attention) also write an
 // fp16 copy (`out_h`, may be null), which is what the GEMMs read. Weights, the embedding table and
-// the KV cache are fp16. Every kernel mirrors one CKernels routine (or the host Sampler) and is
+// the KV cache are fp16 (the cache int8 codes with quant_policy 4). Every kernel mirrors one CKernels routine (or the host Sampler) and is
 // tested against it (`lmdeploy selftest --device cuda`).
 typedef unsigned short half_t;
 #define NEG_INF __int_as_float(0xff800000)
