@@ -113,9 +113,70 @@ CK_TARGET_AVX512 CK_INLINE __m512 kv_load16(const void *pool, size_t off, int ki
 #endif
 
 #if CK_HAVE_X86
+// The sums of 16 vectors as one vector. Lane L of the result is the sum of a[4·(L % 4) + L / 4]
+// (pairs of 256-bit halves, then of 128-bit quarters, then within quarters), so a caller that puts
+// position i in a[(i % 4)·4 + i / 4] gets position i's sum in lane i.
+CK_TARGET_AVX512 CK_INLINE __m512 sum16(const __m512 *a) {
+    __m512 l1[8], l2[4], l3[2];
+    for (int i = 0; i < 8; i++)   // blocks: a's two 128-bit partials, then b's
+        l1[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                              _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    for (int i = 0; i < 4; i++)   // block j: a 4-lane partial of input 4i + j
+        l2[i] = _mm512_add_ps(_mm512_shuffle_f32x4(l1[2 * i], l1[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                              _mm512_shuffle_f32x4(l1[2 * i], l1[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+    for (int i = 0; i < 2; i++)   // block j: 2-lane partials of inputs 8i + j and 8i + 4 + j
+        l3[i] = _mm512_add_ps(_mm512_shuffle_ps(l2[2 * i], l2[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                              _mm512_shuffle_ps(l2[2 * i], l2[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    return _mm512_add_ps(_mm512_shuffle_ps(l3[0], l3[1], _MM_SHUFFLE(2, 0, 2, 0)),    // block j: inputs j, 4 + j,
+                         _mm512_shuffle_ps(l3[0], l3[1], _MM_SHUFFLE(3, 1, 3, 1)));   // 8 + j, 12 + j
+}
+
+// Scores of G query heads (q in qv[g·nv + c]) against positions p0..n-1 of one KV head:
+// scores[g·(n − p0) + p − p0] = (q_g·k_p + kbias[g]) · scale (kbias: int8's z·Σq, else 0), and mx[g]
+// their max. 16 positions at a time: each position's G products go to a[g][slot], and sum16
+// makes one vector of 16 scores of them (46 shuffles and adds, where a horizontal sum per score and
+// head took ~8, and the scalar max a compare each: 15-35% of the in-cache time, one thread).
+CK_TARGET_AVX512 CK_INLINE void scores512(const __m512 *qv, int G, int nv, const void *k_pool, int kv_stride, int block_size,
+                                          const int32_t *blocks, int kv_offset, int p0, int n, int f16, const float *kbias,
+                                          float scale, float *scores, float *mx) {
+    const int m = n - p0;
+    __m512 mxv[4];
+    for (int g = 0; g < G; g++) mxv[g] = _mm512_set1_ps(-INFINITY);
+    int b = p0 / block_size, off = p0 % block_size;   // the next position's block and place in it
+    for (int p = p0; p < n; p += 16) {
+        const int cnt = n - p < 16 ? n - p : 16;
+        __m512 a[4][16];
+        for (int i = 0; i < 16; i++) {
+            const int slot = (i % 4) * 4 + i / 4;   // sum16's lane order, so scores come out in position order
+            if (i >= cnt) {
+                for (int g = 0; g < G; g++) a[g][slot] = _mm512_setzero_ps();
+                continue;
+            }
+            size_t k = ((size_t)blocks[b] * block_size + off) * kv_stride + kv_offset;
+            if (++off == block_size) { off = 0; b++; }
+            __m512 kc[16];
+            for (int c = 0; c < nv; c++) kc[c] = kv_load16(k_pool, k + 16 * c, f16);
+            for (int g = 0; g < G; g++) {
+                __m512 acc = _mm512_setzero_ps();
+                for (int c = 0; c < nv; c++) acc = _mm512_fmadd_ps(qv[g * nv + c], kc[c], acc);
+                a[g][slot] = acc;
+            }
+        }
+        const __mmask16 live = (__mmask16)((1u << cnt) - 1);
+        for (int g = 0; g < G; g++) {
+            __m512 sc = sum16(a[g]);
+            if (f16 == 2) sc = _mm512_add_ps(sc, _mm512_set1_ps(kbias[g]));
+            sc = _mm512_mul_ps(sc, _mm512_set1_ps(scale));
+            _mm512_mask_storeu_ps(scores + g * m + p - p0, live, sc);
+            mxv[g] = _mm512_mask_max_ps(mxv[g], live, sc, mxv[g]);   // a NaN score leaves the max as it was
+        }
+    }
+    for (int g = 0; g < G; g++) mx[g] = _mm512_reduce_max_ps(mxv[g]);
+}
+
 // One (query, head) over its context with q and the output held in registers: no call and no
 // reload per position (the per-position dot/axpy calls cost 30% of a batch-16 decode step).
-// Scores and values accumulate as dot_avx512/axpy_avx512 do, position by position; the
+// Scores come 16 positions at a time (scores512), values accumulate position by position; the
 // softmax uses the vector exp. Needs head_dim a multiple of 16, at most 256.
 CK_TARGET_AVX512 CK_INLINE void head_avx512_t(const float *q, const void *k_pool, const void *v_pool, int kv_stride,
                                               int block_size, const int32_t *blocks, int kv_offset, int p0, int n, int d,
@@ -134,18 +195,13 @@ CK_TARGET_AVX512 CK_INLINE void head_avx512_t(const float *q, const void *k_pool
         }
     }
     kbias *= qp[1];
-    float mx = -INFINITY;
-    for (int p = p0; p < n; p++) {
-        size_t k = ((size_t)blocks[p / block_size] * block_size + p % block_size) * kv_stride + kv_offset;
-        __m512 acc = _mm512_setzero_ps();
-        for (int c = 0; c < nv; c++) acc = _mm512_fmadd_ps(qv[c], kv_load16(k_pool, k + 16 * c, f16), acc);
-        float sc = (f16 == 2 ? _mm512_reduce_add_ps(acc) + kbias : _mm512_reduce_add_ps(acc)) * scale;
-        scores[p - p0] = sc;
-        if (sc > mx) mx = sc;
-    }
+    float mx;
+    scores512(qv, 1, nv, k_pool, kv_stride, block_size, blocks, kv_offset, p0, n, f16, &kbias, scale, scores, &mx);
     float sum = softmax_exp512(scores, n - p0, mx);
+    int b = p0 / block_size, off = p0 % block_size;
     for (int p = p0; p < n; p++) {
-        size_t v = ((size_t)blocks[p / block_size] * block_size + p % block_size) * kv_stride + kv_offset;
+        size_t v = ((size_t)blocks[b] * block_size + off) * kv_stride + kv_offset;
+        if (++off == block_size) { off = 0; b++; }
         __m512 w = _mm512_set1_ps(scores[p - p0]);
         for (int c = 0; c < nv; c++) ov[c] = _mm512_fmadd_ps(w, kv_load16(v_pool, v + 16 * c, f16), ov[c]);
     }
@@ -181,7 +237,8 @@ CK_TARGET_AVX512 static void head_avx512(const float *q, const void *k_pool, con
 #if CK_HAVE_X86
 // All G query heads that share one KV head, in one pass over the context: each K and V row is
 // read once for the group instead of once per head (GQA models re-read them G times otherwise,
-// which dominated long-context decode). Per head the arithmetic equals head_avx512's.
+// which dominated long-context decode). Per head the arithmetic equals head_avx512's (scores512, then
+// the same value loop).
 // Needs G × head_dim / 16 ≤ 12 (q and output of the whole group live in registers).
 CK_TARGET_AVX512 CK_INLINE void group_avx512_t(const float *q, int G, const void *k_pool, const void *v_pool, int kv_stride,
                                                int block_size, const int32_t *blocks, int kv_offset, int p0, int n, int d,
@@ -200,27 +257,18 @@ CK_TARGET_AVX512 CK_INLINE void group_avx512_t(const float *q, int G, const void
         }
         kbias[g] *= qp[1];
     }
-    float mx[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
-    for (int p = p0; p < n; p++) {
-        size_t k = ((size_t)blocks[p / block_size] * block_size + p % block_size) * kv_stride + kv_offset;
-        __m512 kc[16];
-        for (int c = 0; c < nv; c++) kc[c] = kv_load16(k_pool, k + 16 * c, f16);
-        for (int g = 0; g < G; g++) {
-            __m512 acc = _mm512_setzero_ps();
-            for (int c = 0; c < nv; c++) acc = _mm512_fmadd_ps(qv[g * nv + c], kc[c], acc);
-            float sc = (f16 == 2 ? _mm512_reduce_add_ps(acc) + kbias[g] : _mm512_reduce_add_ps(acc)) * scale;
-            scores[g * m + p - p0] = sc;
-            if (sc > mx[g]) mx[g] = sc;
-        }
-    }
+    float mx[4];
+    scores512(qv, G, nv, k_pool, kv_stride, block_size, blocks, kv_offset, p0, n, f16, kbias, scale, scores, mx);
     float inv[4], sums[4];
     for (int g = 0; g < G; g++) {
         float sum = sums[g] = softmax_exp512(scores + g * m, m, mx[g]);
         inv[g] = ml ? 1.0f : 1.0f / sum;   // a partial keeps Σ p·V unnormalised, with its max and sum
         if (ml) { ml[2 * g] = mx[g]; ml[2 * g + 1] = sum; }
     }
+    int b = p0 / block_size, off = p0 % block_size;
     for (int p = p0; p < n; p++) {
-        size_t v = ((size_t)blocks[p / block_size] * block_size + p % block_size) * kv_stride + kv_offset;
+        size_t v = ((size_t)blocks[b] * block_size + off) * kv_stride + kv_offset;
+        if (++off == block_size) { off = 0; b++; }
         for (int c = 0; c < nv; c++) {
             __m512 vc = kv_load16(v_pool, v + 16 * c, f16);
             for (int g = 0; g < G; g++) ov[g * nv + c] = _mm512_fmadd_ps(_mm512_set1_ps(scores[g * m + p - p0]), vc, ov[g * nv + c]);
@@ -371,7 +419,7 @@ typedef struct {
     void (*axpy)(float *, float, const float *, int);
     int fused;     // use head_avx512
     int avx2;      // use group_avx2 (any group size it takes, 1 included)
-    int group;     // query heads per task: heads / kv_heads with group_avx512 or group_avx2, else 1
+    int group;     // query heads per task: a part of heads / kv_heads with group_avx512, all of them with group_avx2, else 1
     const int *chunks;   // per sequence: context pieces of its one query (1 = not split)
     float *partials;     // per task of a split sequence: group × d unnormalised outputs, then (max, sum) per head
 } attn_job;
@@ -490,8 +538,10 @@ static void attention(const float *q, int q_stride, const void *k_pool, const vo
         j.dot = dot_avx512;
         j.axpy = axpy_avx512;
         j.fused = d % 16 == 0 && d <= 256;
-        if (j.fused && heads / kv_heads > 1 && heads / kv_heads <= 4 && heads / kv_heads * (d / 16) <= 12)
-            j.group = heads / kv_heads;
+        // The query heads of a KV head in tasks of the largest part (≤ 4, a divisor) whose q and outputs fit
+        // in registers: 8 heads of 64 (TinyLlama, Llama 3) read each K/V row in 4 tasks instead of 8.
+        for (int g = 4; j.fused && g >= 2; g--)
+            if ((heads / kv_heads) % g == 0 && g * (d / 16) <= 12) { j.group = g; break; }
         break;
     case CK_ISA_AVX2:
         j.dot = dot_avx2;

@@ -267,9 +267,9 @@ func close(_ a: Float, _ b: Float, scale: Float, tol: Float = 1e-5) -> Bool { ab
     /// Paged attention for a batch of sequences with shuffled block tables, against a plain
     /// softmax-attention reference over each sequence's contiguous K/V: fp32 and fp16 caches,
     /// full attention and a sliding window (7, and 600 so that a split context is windowed too). The
-    /// shapes reach compile-time instances of each kernel (head: d 64, 128; AVX-512 groups 2-3 × d 32, 64; AVX2
-    /// groups 1-4 × d 64, 128) and the generic ones (d 19, 80).
-    @Test(arguments: [(4, 2, 64, 3), (6, 3, 19, 5), (4, 1, 80, 2), (9, 3, 64, 16), (2, 2, 64, 4), (8, 2, 128, 16), (6, 2, 32, 8)], [(CK_F32, 0), (CK_F16, 0), (CK_F32, 7), (CK_F16, 7), (CK_F16, 600)])
+    /// shapes reach compile-time instances of each kernel (head: d 64, 128; AVX-512 groups 2-3 × d 32, 64, and 8 heads
+    /// per KV head in tasks of 2; AVX2 groups 1-8 × d 64, 128) and the generic ones (d 19, 80).
+    @Test(arguments: [(4, 2, 64, 3), (6, 3, 19, 5), (4, 1, 80, 2), (9, 3, 64, 16), (2, 2, 64, 4), (8, 2, 128, 16), (6, 2, 32, 8), (16, 2, 64, 16)], [(CK_F32, 0), (CK_F16, 0), (CK_F32, 7), (CK_F16, 7), (CK_F16, 600)])
     func pagedAttentionMatchesReference(p: (Int, Int, Int, Int), cache: (ck_dtype, Int)) {
         let (kvType, window) = cache
         let (heads, kvHeads, d, blockSize) = p
