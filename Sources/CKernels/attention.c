@@ -10,6 +10,7 @@
 #include "convert.h"
 #include "isa.h"
 #include "pool.h"
+#include "vexp.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,24 +66,6 @@ CK_TARGET_AVX2 static void axpy_avx2(float *y, float a, const float *x, int d) {
 #endif
 
 #if CK_HAVE_X86
-// exp for the softmax, 16 lanes at a time (Cephes' expf polynomial, ~1 ulp): the scalar expf
-// per position and head was the largest cost of long-context attention.
-CK_TARGET_AVX512 static inline __m512 exp512(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.3f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    __m512 y = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(y, n);
-}
-
 /// scores[p] = exp(scores[p] - mx) for p < n; returns their sum (fixed order: 16 lanes, then a tree).
 CK_TARGET_AVX512 static float softmax_exp512(float *scores, int n, float mx) {
     __m512 m = _mm512_set1_ps(mx), sum = _mm512_setzero_ps();
@@ -294,23 +277,7 @@ CK_TARGET_AVX512 static void group_avx512(const float *q, int G, const void *k_p
 #endif
 
 #if CK_HAVE_X86
-// AVX2 counterparts of exp512 / softmax_exp512 / group_avx512_t for machines without AVX-512 (Zen 3):
-// the same Cephes polynomial, 2^n built in the exponent bits (x ≥ -87.3 keeps n ≥ -126).
-CK_TARGET_AVX2 static inline __m256 exp256(__m256 x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    __m256 y = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
-}
+// AVX2 counterparts of softmax_exp512 / group_avx512_t for machines without AVX-512 (Zen 3).
 CK_TARGET_AVX2 static inline float hsum256(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));

@@ -3,6 +3,7 @@
 #include "convert.h"
 #include "isa.h"
 #include "pool.h"
+#include "vexp.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -215,7 +216,44 @@ static void silu_rows_task(void *ctx, int r) {
     const silu_rows_job *j = ctx;
     const float *g = j->gu + (size_t)r * 2 * j->inter, *u = g + j->inter;
     float *o = j->out + (size_t)r * j->inter;
-    for (int i = 0; i < j->inter; i++) o[i] = ck_silu_times(g[i], u[i]);
+    ck_silu_mul_span(g, u, o, j->inter);
+}
+
+#if CK_HAVE_X86
+CK_TARGET_AVX512 static void silu_span_avx512(const float *g, const float *u, float *o, int n) {
+    const __m512 one = _mm512_set1_ps(1.0f), sign = _mm512_set1_ps(-0.0f);
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __m512 gv = _mm512_maskz_loadu_ps(m, g + i);
+        __m512 den = _mm512_add_ps(one, exp512(_mm512_xor_ps(gv, sign)));
+        _mm512_mask_storeu_ps(o + i, m, _mm512_mul_ps(_mm512_div_ps(gv, den), _mm512_maskz_loadu_ps(m, u + i)));
+    }
+}
+CK_TARGET_AVX2 static void silu_span_avx2(const float *g, const float *u, float *o, int n) {
+    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+    for (int i = 0; i < n; i += 8) {
+        float gt[8] = {0}, ut[8] = {0}, ot[8];   // the tail through the same lanes, so no element's bits depend on the span
+        const int c = n - i < 8 ? n - i : 8;
+        const float *gp = g + i, *up = u + i;
+        if (c < 8) { memcpy(gt, gp, sizeof(float) * (size_t)c); memcpy(ut, up, sizeof(float) * (size_t)c); gp = gt; up = ut; }
+        __m256 gv = _mm256_loadu_ps(gp);
+        __m256 den = _mm256_add_ps(one, exp256(_mm256_xor_ps(gv, sign)));
+        __m256 r = _mm256_mul_ps(_mm256_div_ps(gv, den), _mm256_loadu_ps(up));
+        if (c == 8) _mm256_storeu_ps(o + i, r);
+        else { _mm256_storeu_ps(ot, r); memcpy(o + i, ot, sizeof(float) * (size_t)c); }
+    }
+}
+#endif
+
+void ck_silu_mul_span(const float *g, const float *u, float *o, int n) {
+    switch (ck_isa_level()) {
+#if CK_HAVE_X86
+    case CK_ISA_AVX512: silu_span_avx512(g, u, o, n); return;
+    case CK_ISA_AVX2: silu_span_avx2(g, u, o, n); return;
+#endif
+    default:
+        for (int i = 0; i < n; i++) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    }
 }
 
 void ck_silu_mul_rows(const float *gate_up, float *out, int rows, int inter) {

@@ -16,8 +16,10 @@ int ck_task_count(int units, int min_per_task);
 #include "ckernels.h"
 #include "isa.h"
 #include <math.h>
-/// silu(g) · u, the one formula of ck_silu_mul_rows and of the products' CK_POST_SILU_MUL.
-static inline float ck_silu_times(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+/// o[i] = silu(g[i]) · u[i] = g / (1 + e^−g) · u, the one formula of ck_silu_mul_rows and of the
+/// products' CK_POST_SILU_MUL (elementwise.c): each element's result depends on its g and u alone
+/// (on one ISA), never on where a span starts or ends.
+void ck_silu_mul_span(const float *g, const float *u, float *o, int n);
 
 /// Applies `post` to rows [lo, hi) of a product's Y[m][n] (for CK_POST_SILU_MUL: columns [lo, hi)
 /// of the gate half and the same of the up half, both already computed).
@@ -30,7 +32,7 @@ static inline void ck_post_rows(const ck_post *post, const float *Y, int m, int 
             for (int r = lo; r < hi; r++) y[r] += row[r];
         } else {
             float *y = post->y + (size_t)v * post->inter;
-            for (int i = lo; i < hi; i++) y[i] = ck_silu_times(row[i], row[post->inter + i]);
+            ck_silu_mul_span(row + lo, row + post->inter + lo, y + lo, hi - lo);
         }
     }
 }

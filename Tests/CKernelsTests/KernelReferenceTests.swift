@@ -254,14 +254,23 @@ func close(_ a: Float, _ b: Float, scale: Float, tol: Float = 1e-5) -> Bool { ab
         // SwiGLU after the fused gate/up product: row r holds gate[inter] | up[inter].
         let inter = 2_001
         let gu = r.array(3 * 2 * inter)
-        var act = [Float](repeating: 0, count: 3 * inter)
-        ck_silu_mul_rows(gu, &act, 3, Int32(inter))
-        for row in 0..<3 {
-            for i in 0..<inter {
-                let g = gu[row * 2 * inter + i], u = gu[row * 2 * inter + inter + i]
-                #expect(abs(act[row * inter + i] - g / (1 + expf(-g)) * u) < 1e-6)
+        for isa in availableISAs() {   // the vector exps (vexp.h) against libm's expf
+            _ = ck_force_isa(isa)
+            var act = [Float](repeating: 0, count: 3 * inter)
+            ck_silu_mul_rows(gu, &act, 3, Int32(inter))
+            for row in 0..<3 {
+                for i in 0..<inter {
+                    let g = gu[row * 2 * inter + i], u = gu[row * 2 * inter + inter + i]
+                    #expect(abs(act[row * inter + i] - g / (1 + expf(-g)) * u) < 1e-6, "\(isa) row \(row) i \(i)")
+                }
             }
+            // Far tails: e^−g overflows or vanishes; silu goes to −0 and to g.
+            let tails: [Float] = [-200, -95, -88.5, 87, 95, 300], ones = [Float](repeating: 1, count: tails.count)
+            var out = [Float](repeating: .nan, count: tails.count)
+            ck_silu_mul_rows(tails + ones, &out, 1, Int32(tails.count))
+            for (g, o) in zip(tails, out) { #expect(abs(o - g / (1 + expf(-g))) <= 1e-30 + 1e-6 * abs(g), "\(isa) silu(\(g)) = \(o)") }
         }
+        _ = ck_force_isa("avx512") != 0 || ck_force_isa("avx2") != 0 || ck_force_isa("scalar") != 0
     }
 
     /// Paged attention for a batch of sequences with shuffled block tables, against a plain
