@@ -86,11 +86,48 @@ void ck_gather_rows(const void *table, ck_dtype type, int dim, const int32_t *id
 // ---- RMSNorm -------------------------------------------------------------------------------
 typedef struct { const float *x, *w; float *out; int dim; float eps; } norm_job;
 
+// Σ x² in double (products exact), over 8 lanes (AVX-512) or 4 (AVX2) then in lane order, or in
+// order (scalar): a fixed order per ISA that depends on dim alone. The scaling is per element.
+#if CK_HAVE_X86
+CK_TARGET_AVX512 static double sumsq_avx512(const float *x, int n) {
+    __m512d acc = _mm512_setzero_pd();
+    for (int i = 0; i < n; i += 8) {
+        __mmask8 m = n - i >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (n - i)) - 1);
+        __m512d v = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, x + i));
+        acc = _mm512_fmadd_pd(v, v, acc);
+    }
+    double l[8], s = 0;
+    _mm512_storeu_pd(l, acc);
+    for (int i = 0; i < 8; i++) s += l[i];
+    return s;
+}
+CK_TARGET_AVX2 static double sumsq_avx2(const float *x, int n) {
+    __m256d acc = _mm256_setzero_pd();
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        __m256d v = _mm256_cvtps_pd(_mm_loadu_ps(x + i));
+        acc = _mm256_fmadd_pd(v, v, acc);
+    }
+    double l[4], s = 0;
+    _mm256_storeu_pd(l, acc);
+    for (; i < n; i++) l[i % 4] += (double)x[i] * x[i];
+    for (int t = 0; t < 4; t++) s += l[t];
+    return s;
+}
+#endif
+
 static void rmsnorm_row(const norm_job *j, int r) {
     const float *x = j->x + (size_t)r * j->dim;
     float *o = j->out + (size_t)r * j->dim;
     double ss = 0;
-    for (int i = 0; i < j->dim; i++) ss += (double)x[i] * x[i];
+    switch (ck_isa_level()) {
+#if CK_HAVE_X86
+    case CK_ISA_AVX512: ss = sumsq_avx512(x, j->dim); break;
+    case CK_ISA_AVX2: ss = sumsq_avx2(x, j->dim); break;
+#endif
+    default:
+        for (int i = 0; i < j->dim; i++) ss += (double)x[i] * x[i];
+    }
     float inv = 1.0f / sqrtf((float)(ss / j->dim) + j->eps);
     for (int i = 0; i < j->dim; i++) o[i] = (x[i] * inv) * j->w[i];
 }

@@ -244,13 +244,17 @@ func close(_ a: Float, _ b: Float, scale: Float, tol: Float = 1e-5) -> Bool { ab
         var r = Rand(state: 11)
         let rows = 5, dim = 77
         let x = r.array(rows * dim), w = r.array(dim)
-        var out = [Float](repeating: 0, count: rows * dim)
-        ck_rmsnorm(x, w, &out, Int32(rows), Int32(dim), 1e-5)
-        for i in 0..<rows {
-            let row = x[i * dim..<(i + 1) * dim]
-            let rms = (row.map { Double($0) * Double($0) }.reduce(0, +) / Double(dim) + 1e-5).squareRoot()
-            for j in 0..<dim { #expect(abs(Double(out[i * dim + j]) - Double(x[i * dim + j]) / rms * Double(w[j])) < 1e-5) }
+        for isa in availableISAs() {   // the vector sums of squares (8 / 4 double lanes), and the serial one
+            _ = ck_force_isa(isa)
+            var out = [Float](repeating: 0, count: rows * dim)
+            ck_rmsnorm(x, w, &out, Int32(rows), Int32(dim), 1e-5)
+            for i in 0..<rows {
+                let row = x[i * dim..<(i + 1) * dim]
+                let rms = (row.map { Double($0) * Double($0) }.reduce(0, +) / Double(dim) + 1e-5).squareRoot()
+                for j in 0..<dim { #expect(abs(Double(out[i * dim + j]) - Double(x[i * dim + j]) / rms * Double(w[j])) < 1e-5, "\(isa)") }
+            }
         }
+        _ = ck_force_isa("avx512") != 0 || ck_force_isa("avx2") != 0 || ck_force_isa("scalar") != 0
         // SwiGLU after the fused gate/up product: row r holds gate[inter] | up[inter].
         let inter = 2_001
         let gu = r.array(3 * 2 * inter)
