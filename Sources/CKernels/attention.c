@@ -121,14 +121,16 @@ CK_TARGET_AVX512 CK_INLINE __m512 sum16(const __m512 *a) {
 // head took ~8, and the scalar max a compare each: 15-35% of the in-cache time, one thread).
 CK_TARGET_AVX512 CK_INLINE void scores512(const __m512 *qv, int G, int nv, const void *k_pool, int kv_stride, int block_size,
                                           const int32_t *blocks, int kv_offset, int p0, int n, int f16, const float *kbias,
-                                          float scale, float *scores, float *mx) {
+                                          float scale, float *scores, float *mx, int short_rows) {
+    // short_rows: the first that many rows end one position early (the first query of a pair): their max
+    // leaves out position n − 1, whose score is computed and stored but not used.
     const int m = n - p0;
-    __m512 mxv[4];
+    __m512 mxv[8];
     for (int g = 0; g < G; g++) mxv[g] = _mm512_set1_ps(-INFINITY);
     int b = p0 / block_size, off = p0 % block_size;   // the next position's block and place in it
     for (int p = p0; p < n; p += 16) {
         const int cnt = n - p < 16 ? n - p : 16;
-        __m512 a[4][16];
+        __m512 a[8][16];
         for (int i = 0; i < 16; i++) {
             const int slot = (i % 4) * 4 + i / 4;   // sum16's lane order, so scores come out in position order
             if (i >= cnt) {
@@ -146,12 +148,13 @@ CK_TARGET_AVX512 CK_INLINE void scores512(const __m512 *qv, int G, int nv, const
             }
         }
         const __mmask16 live = (__mmask16)((1u << cnt) - 1);
+        const __mmask16 live_short = p + 16 >= n ? (__mmask16)(live >> 1) : live;   // without position n − 1
         for (int g = 0; g < G; g++) {
             __m512 sc = sum16(a[g]);
             if (f16 == 2) sc = _mm512_add_ps(sc, _mm512_set1_ps(kbias[g]));
             sc = _mm512_mul_ps(sc, _mm512_set1_ps(scale));
             _mm512_mask_storeu_ps(scores + g * m + p - p0, live, sc);
-            mxv[g] = _mm512_mask_max_ps(mxv[g], live, sc, mxv[g]);   // a NaN score leaves the max as it was
+            mxv[g] = _mm512_mask_max_ps(mxv[g], g < short_rows ? live_short : live, sc, mxv[g]);   // a NaN score leaves the max as it was
         }
     }
     for (int g = 0; g < G; g++) mx[g] = _mm512_reduce_max_ps(mxv[g]);
@@ -179,7 +182,7 @@ CK_TARGET_AVX512 CK_INLINE void head_avx512_t(const float *q, const void *k_pool
     }
     kbias *= qp[1];
     float mx;
-    scores512(qv, 1, nv, k_pool, kv_stride, block_size, blocks, kv_offset, p0, n, f16, &kbias, scale, scores, &mx);
+    scores512(qv, 1, nv, k_pool, kv_stride, block_size, blocks, kv_offset, p0, n, f16, &kbias, scale, scores, &mx, 0);
     float sum = softmax_exp512(scores, n - p0, mx);
     int b = p0 / block_size, off = p0 % block_size;
     for (int p = p0; p < n; p++) {
@@ -223,15 +226,20 @@ CK_TARGET_AVX512 static void head_avx512(const float *q, const void *k_pool, con
 // which dominated long-context decode). Per head the arithmetic equals head_avx512's (scores512, then
 // the same value loop).
 // Needs G × head_dim / 16 ≤ 12 (q and output of the whole group live in registers).
-CK_TARGET_AVX512 CK_INLINE void group_avx512_t(const float *q, int G, const void *k_pool, const void *v_pool, int kv_stride,
-                                               int block_size, const int32_t *blocks, int kv_offset, int p0, int n, int d,
-                                               float scale, float *scores, float *o, int f16, float *ml, const float *qp) {
-    const int nv = d / 16, m = n - p0;
-    __m512 qv[12], ov[12];
-    float kbias[4] = {0, 0, 0, 0};   // int8: as head_avx512_t, per query head of the group
-    for (int g = 0; g < G; g++) {
+// With T = 2 the group's heads of two consecutive query tokens (q, then q2 = the next token's; outputs o,
+// o2) share each K/V row's load and widening: rows 0..G−1 are the first token's, which stop one
+// position earlier (its softmax covers m − 1 positions and the last weight is 0), so each row's
+// arithmetic is the one-token kernel's exactly, and the results the same bits.
+CK_TARGET_AVX512 CK_INLINE void group_avx512_t(const float *q, const float *q2, int T, int G, const void *k_pool, const void *v_pool,
+                                               int kv_stride, int block_size, const int32_t *blocks, int kv_offset, int p0, int n, int d,
+                                               float scale, float *scores, float *o, float *o2, int f16, float *ml, const float *qp) {
+    const int nv = d / 16, m = n - p0, R = T * G;
+    __m512 qv[24], ov[24];
+    float kbias[8] = {0, 0, 0, 0, 0, 0, 0, 0};   // int8: as head_avx512_t, per query row
+    for (int g = 0; g < R; g++) {
+        const float *qg = g < G ? q + g * d : q2 + (g - G) * d;
         for (int c = 0; c < nv; c++) {
-            qv[g * nv + c] = _mm512_loadu_ps(q + g * d + 16 * c);
+            qv[g * nv + c] = _mm512_loadu_ps(qg + 16 * c);
             ov[g * nv + c] = _mm512_setzero_ps();
             if (f16 == 2) {
                 kbias[g] += _mm512_reduce_add_ps(qv[g * nv + c]);
@@ -240,11 +248,13 @@ CK_TARGET_AVX512 CK_INLINE void group_avx512_t(const float *q, int G, const void
         }
         kbias[g] *= qp[1];
     }
-    float mx[4];
-    scores512(qv, G, nv, k_pool, kv_stride, block_size, blocks, kv_offset, p0, n, f16, kbias, scale, scores, mx);
-    float inv[4], sums[4];
-    for (int g = 0; g < G; g++) {
-        float sum = sums[g] = softmax_exp512(scores + g * m, m, mx[g]);
+    float mx[8];
+    scores512(qv, R, nv, k_pool, kv_stride, block_size, blocks, kv_offset, p0, n, f16, kbias, scale, scores, mx, T == 2 ? G : 0);
+    float inv[8], sums[8];
+    for (int g = 0; g < R; g++) {
+        const int mg = T == 2 && g < G ? m - 1 : m;
+        float sum = sums[g] = softmax_exp512(scores + g * m, mg, mx[g]);
+        if (mg < m) scores[g * m + mg] = 0.0f;   // the first token's future position: weight 0, so V adds nothing
         inv[g] = ml ? 1.0f : 1.0f / sum;   // a partial keeps Σ p·V unnormalised, with its max and sum
         if (ml) { ml[2 * g] = mx[g]; ml[2 * g + 1] = sum; }
     }
@@ -254,26 +264,41 @@ CK_TARGET_AVX512 CK_INLINE void group_avx512_t(const float *q, int G, const void
         if (++off == block_size) { off = 0; b++; }
         for (int c = 0; c < nv; c++) {
             __m512 vc = kv_load16(v_pool, v + 16 * c, f16);
-            for (int g = 0; g < G; g++) ov[g * nv + c] = _mm512_fmadd_ps(_mm512_set1_ps(scores[g * m + p - p0]), vc, ov[g * nv + c]);
+            for (int g = 0; g < R; g++) ov[g * nv + c] = _mm512_fmadd_ps(_mm512_set1_ps(scores[g * m + p - p0]), vc, ov[g * nv + c]);
         }
     }
     if (f16 == 2)
-        for (int g = 0; g < G; g++)
+        for (int g = 0; g < R; g++)
             for (int c = 0; c < nv; c++)
                 ov[g * nv + c] = _mm512_fmadd_ps(ov[g * nv + c], _mm512_set1_ps(qp[2]), _mm512_set1_ps(qp[3] * sums[g]));
-    for (int g = 0; g < G; g++)
-        for (int c = 0; c < nv; c++) _mm512_storeu_ps(o + g * d + 16 * c, _mm512_mul_ps(ov[g * nv + c], _mm512_set1_ps(inv[g])));
+    for (int g = 0; g < R; g++) {
+        float *og = g < G ? o + g * d : o2 + (g - G) * d;
+        for (int c = 0; c < nv; c++) _mm512_storeu_ps(og + 16 * c, _mm512_mul_ps(ov[g * nv + c], _mm512_set1_ps(inv[g])));
+    }
 }
 CK_TARGET_AVX512 static void group_avx512(const float *q, int G, const void *k_pool, const void *v_pool, int kv_stride,
                                           int block_size, const int32_t *blocks, int kv_offset, int p0, int n, int d,
                                           float scale, float *scores, float *o, int kind, float *ml, const float *qp) {
-#define GROUP512(GG, D, K) group_avx512_t(q, GG, k_pool, v_pool, kv_stride, block_size, blocks, kv_offset, p0, n, D, scale, scores, o, K, ml, qp)
+#define GROUP512(GG, D, K) group_avx512_t(q, NULL, 1, GG, k_pool, v_pool, kv_stride, block_size, blocks, kv_offset, p0, n, D, scale, scores, o, NULL, K, ml, qp)
     const int group = G;
     ATTN_SHAPE(GROUP512, 2, 64) ATTN_SHAPE(GROUP512, 3, 64) ATTN_SHAPE(GROUP512, 2, 96)
     ATTN_SHAPE(GROUP512, 2, 32) ATTN_SHAPE(GROUP512, 3, 32) ATTN_SHAPE(GROUP512, 4, 32)
     ATTN_KINDS(GROUP512, G, d);
 #undef GROUP512
 }
+/// Two consecutive query tokens of a prompt chunk (q2, o2: the second's), over positions p0..n−1, the
+/// first stopping at n − 2; needs 2 · G · d / 16 ≤ 24 (pair_ok).
+CK_TARGET_AVX512 static void group2_avx512(const float *q, const float *q2, int G, const void *k_pool, const void *v_pool,
+                                           int kv_stride, int block_size, const int32_t *blocks, int kv_offset, int p0, int n,
+                                           int d, float scale, float *scores, float *o, float *o2, int kind, const float *qp) {
+#define GROUP512(GG, D, K) group_avx512_t(q, q2, 2, GG, k_pool, v_pool, kv_stride, block_size, blocks, kv_offset, p0, n, D, scale, scores, o, o2, K, NULL, qp)
+    const int group = G;
+    ATTN_SHAPE(GROUP512, 2, 64) ATTN_SHAPE(GROUP512, 3, 64) ATTN_SHAPE(GROUP512, 2, 96) ATTN_SHAPE(GROUP512, 2, 32)
+    ATTN_SHAPE(GROUP512, 3, 32) ATTN_SHAPE(GROUP512, 4, 32)
+    ATTN_KINDS(GROUP512, G, d);
+#undef GROUP512
+}
+static int pair_ok(int group, int d) { return group > 1 && group <= 4 && 2 * group * (d / 16) <= 24; }
 #endif
 
 #if CK_HAVE_X86
@@ -389,6 +414,7 @@ typedef struct {
     int group;     // query heads per task: a part of heads / kv_heads with group_avx512, all of them with group_avx2, else 1
     const int *chunks;   // per sequence: context pieces of its one query (1 = not split)
     float *partials;     // per task of a split sequence: group × d unnormalised outputs, then (max, sum) per head
+    int pair;            // prompt chunks: a task takes two consecutive query tokens (group2_avx512)
 } attn_job;
 
 // Split-context decode (flash-decoding): one query over a long context is cut into pieces of at
@@ -414,6 +440,17 @@ static const float *kv_row(const attn_job *j, const void *pool, size_t off, floa
     return tmp;
 }
 
+static void attn_one(const attn_job *j, const ck_attn_seq *seq, int task, int t, int h, int c, int C);
+
+static float *task_scratch(size_t need) {
+    if (need > scratch_len) {
+        free(scratch);
+        scratch_len = need + 1024;
+        scratch = malloc(scratch_len * sizeof(float));
+    }
+    return scratch;
+}
+
 static void attn_task(void *ctx, int task) {
     const attn_job *j = ctx;
     int s = 0;   // the sequence owning this task: few sequences, so a linear scan is cheapest
@@ -421,15 +458,36 @@ static void attn_task(void *ctx, int task) {
     const ck_attn_seq *seq = &j->seqs[s];
     int local = task - j->task_base[s];
     int per_token = j->heads / j->group;
-    int C = j->chunks[s], t, h, c = 0;
+    int C = j->chunks[s];
     if (C > 1) {   // one query token: tasks are (head group, piece)
-        t = 0;
-        h = (local / C) * j->group;
-        c = local % C;
-    } else {
-        t = local / per_token;
-        h = (local % per_token) * j->group;
+        attn_one(j, seq, task, 0, (local / C) * j->group, local % C, C);
+        return;
     }
+    if (!(j->pair && seq->tokens > 1)) {
+        attn_one(j, seq, task, local / per_token, (local % per_token) * j->group, 0, 1);
+        return;
+    }
+    // A prompt chunk: tokens t and t + 1 of the same head group, in one pass when their windows start together.
+    const int t = 2 * (local / per_token), h = (local % per_token) * j->group, n = seq->start + t + 2;
+    if (t + 1 >= seq->tokens || (j->window > 0 && n > j->window)) {
+        attn_one(j, seq, task, t, h, 0, 1);
+        if (t + 1 < seq->tokens) attn_one(j, seq, task, t + 1, h, 0, 1);
+        return;
+    }
+#if CK_HAVE_X86
+    const int kvh = h / (j->heads / j->kv_heads);
+    static const float unit[4] = {1, 0, 1, 0};
+    const float *qp = j->params ? j->params + 4 * kvh : unit;
+    const float *q = j->q + (size_t)(seq->q_row + t) * j->q_stride + (size_t)h * j->d;
+    float *o = j->out + (size_t)(seq->q_row + t) * j->out_stride + (size_t)h * j->d;
+    group2_avx512(q, q + j->q_stride, j->group, j->k_pool, j->v_pool, j->kv_stride, j->block_size, seq->blocks, kvh * j->d,
+                  0, n, j->d, j->scale, task_scratch((size_t)n * 2 * j->group + (size_t)j->d), o, o + j->out_stride,
+                  j->kv_kind, qp);
+#endif
+}
+
+/// One query token t of a sequence for query heads h..h+group−1 (piece c of C when its context is split).
+static void attn_one(const attn_job *j, const ck_attn_seq *seq, int task, int t, int h, int c, int C) {
     int kvh = h / (j->heads / j->kv_heads);
     static const float unit[4] = {1, 0, 1, 0};
     const float *qp = j->params ? j->params + 4 * kvh : unit;
@@ -444,12 +502,7 @@ static void attn_task(void *ctx, int task) {
         o = j->partials + (size_t)task * j->group * (j->d + 2);
         ml = o + (size_t)j->group * j->d;
     }
-    size_t need = (size_t)(hi - lo) * j->group + (size_t)j->d;
-    if (need > scratch_len) {
-        free(scratch);
-        scratch_len = need + 1024;
-        scratch = malloc(scratch_len * sizeof(float));
-    }
+    float *scratch = task_scratch((size_t)(hi - lo) * j->group + (size_t)j->d);
 #if CK_HAVE_X86
     if (j->avx2) {
         group_avx2(j->q + (size_t)(seq->q_row + t) * j->q_stride + (size_t)h * j->d, j->group, j->k_pool, j->v_pool,
@@ -509,6 +562,7 @@ static void attention(const float *q, int q_stride, const void *k_pool, const vo
         // in registers: 8 heads of 64 (TinyLlama, Llama 3) read each K/V row in 4 tasks instead of 8.
         for (int g = 4; j.fused && g >= 2; g--)
             if ((heads / kv_heads) % g == 0 && g * (d / 16) <= 12) { j.group = g; break; }
+        j.pair = pair_ok(j.group, d);   // prompt rows two tokens per task (K/V widened once for both)
         break;
     case CK_ISA_AVX2:
         j.dot = dot_avx2;
@@ -530,7 +584,7 @@ static void attention(const float *q, int q_stride, const void *k_pool, const vo
         int n = seqs[s].start + 1, p0 = window > 0 && n > window ? n - window : 0;
         chunks[s] = (j.fused || j.avx2) && seqs[s].tokens == 1 && n - p0 >= SPLIT_MIN ? (n - p0 + SPLIT_CHUNK - 1) / SPLIT_CHUNK : 1;
         split |= chunks[s] > 1;
-        tasks += seqs[s].tokens * (heads / j.group) * chunks[s];
+        tasks += (chunks[s] == 1 && j.pair && seqs[s].tokens > 1 ? (seqs[s].tokens + 1) / 2 : seqs[s].tokens) * (heads / j.group) * chunks[s];
     }
     j.task_base = task_base;
     j.chunks = chunks;
