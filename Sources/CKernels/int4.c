@@ -439,35 +439,20 @@ static int x16_slot(int layout, int c) {
     return (2 * half + (byte & 1)) * 16 + byte / 2;                     // words: even/odd bytes' low, then high
 }
 
-// One group of one input vector: Σ x (four lanes, each every fourth input, then (s0 + s1) + (s2 + s3)),
-// max |x| (NaN ignored), and with `q` the inputs as int16 at `slot` positions: round half away
-// from zero of x · (1 / scale), clamped to ±32767. The portable arithmetic; prepare_group_avx2
-// computes the same bits.
-static void prepare_group_scalar(const float *x, int G, float *sum, float *scale, int16_t *q, const uint8_t *slot,
-                                 int whole) {
-    float s[4] = {0, 0, 0, 0}, mx = 0.0f;
+// Σ x of one group in a fixed order: four lanes, each every fourth input, then (s0 + s1) + (s2 + s3). The
+// scalar kernels need no more; prepare_group_avx2 computes the same sum beside the int16 inputs.
+static float group_sum(const float *x, int G) {
+    float s[4] = {0, 0, 0, 0};
     for (int i = 0; i < G; i += 4)
-        for (int l = 0; l < 4; l++) {
-            s[l] += x[i + l];
-            float a = x[i + l] < 0 ? -x[i + l] : x[i + l];
-            if (a > mx) mx = a;
-        }
-    *sum = (s[0] + s[1]) + (s[2] + s[3]);
-    if (!q) return;
-    float sc = mx > 0 ? mx / 32767.0f : 1.0f, inv = 1.0f / sc;
-    *scale = sc;
-    for (int i = 0; i < G; i++) {
-        float t = x[i] * inv;
-        int n = (int)(t + (t < 0 ? -0.5f : 0.5f));
-        n = n > 32767 ? 32767 : n < -32767 ? -32767 : n;
-        const int c = i % 64;
-        q[i - c + (i - c + 64 <= whole ? slot[c] : c)] = (int16_t)n;
-    }
+        for (int l = 0; l < 4; l++) s[l] += x[i + l];
+    return (s[0] + s[1]) + (s[2] + s[3]);
 }
 
 #if CK_HAVE_X86
-// The same with eight inputs at a time. It ran serially on the calling thread before every int4
-// product (the other thread waiting): scalar, with the slot computed per input, it was ~7% of a
+// One group of one input vector for the integer kernels: its sum (as group_sum), max |x| (NaN ignored),
+// and the inputs as int16 at `slot` positions: round half away from zero of x · (1 / scale), scale =
+// max|x| / 32767, clamped to ±32767. Eight inputs at a time, the bits of the scalar loop it replaced:
+// that ran on the calling thread before every int4 product (the other thread waiting), ~7% of a
 // SmolLM2 W4A16 decode step.
 // `piece` (or NULL): where each 16 inputs of a whole 64 go when the slots move them together (AVX-512's order).
 CK_TARGET_AVX2 static void prepare_group_avx2(const float *x, int G, float *sum, float *scale, int16_t *q,
@@ -541,10 +526,10 @@ static void prepare_inputs(q4_job *j, int layout) {
             const float *x = j->X + (size_t)v * k + (size_t)g * G;
             float *sum = scratch.sum + (size_t)v * groups + g, *scale = scratch.scale + (size_t)v * groups + g;
             int16_t *q = quantize ? scratch.x16 + (size_t)v * k + (size_t)g * G : NULL;
+            if (!quantize) { *sum = group_sum(x, G); continue; }
 #if CK_HAVE_X86
-            if (quantize) { prepare_group_avx2(x, G, sum, scale, q, slot, together ? piece : NULL, whole); continue; }
+            prepare_group_avx2(x, G, sum, scale, q, slot, together ? piece : NULL, whole);   // (layouts exist on x86 only)
 #endif
-            prepare_group_scalar(x, G, sum, scale, q, slot, whole);
         }
     j->xsum = scratch.sum;
     j->xscale = scratch.scale;
