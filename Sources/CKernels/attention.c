@@ -87,7 +87,7 @@ CK_TARGET_AVX512 static float softmax_exp512(float *scores, int n, float mx) {
 
 #if CK_HAVE_X86
 /// 16 K or V elements at element offset `off` of a pool of fp32 (kind 0), fp16 (1) or int8 (2:
-/// the codes as floats; the callers apply the head's scale and zero point, see head_avx512_t).
+/// the codes as floats; the callers apply the head's scale and zero point, see group_avx512_t).
 CK_TARGET_AVX512 CK_INLINE __m512 kv_load16(const void *pool, size_t off, int kind) {
     if (kind == 2) return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)((const int8_t *)pool + off))));
     return kind ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)pool + off)))
@@ -160,43 +160,6 @@ CK_TARGET_AVX512 CK_INLINE void scores512(const __m512 *qv, int G, int nv, const
     for (int g = 0; g < G; g++) mx[g] = _mm512_reduce_max_ps(mxv[g]);
 }
 
-// One (query, head) over its context with q and the output held in registers: no call and no
-// reload per position (the per-position dot/axpy calls cost 30% of a batch-16 decode step).
-// Scores come 16 positions at a time (scores512), values accumulate position by position; the
-// softmax uses the vector exp. Needs head_dim a multiple of 16, at most 256.
-CK_TARGET_AVX512 CK_INLINE void head_avx512_t(const float *q, const void *k_pool, const void *v_pool, int kv_stride,
-                                              int block_size, const int32_t *blocks, int kv_offset, int p0, int n, int d,
-                                              float scale, float *scores, float *o, int f16, float *ml, const float *qp) {
-    const int nv = d / 16;
-    // int8 (kind 2): q·(s·k + z) = (s·q)·k + z·Σq and Σ p·(s·v + z) = s·Σ p·v + z·Σ p, so a head's
-    // scale and zero point cost one multiply per score and per output, not one per element.
-    __m512 qv[16], ov[16];
-    float kbias = 0;
-    for (int c = 0; c < nv; c++) {
-        qv[c] = _mm512_loadu_ps(q + 16 * c);
-        ov[c] = _mm512_setzero_ps();
-        if (f16 == 2) {
-            kbias += _mm512_reduce_add_ps(qv[c]);
-            qv[c] = _mm512_mul_ps(qv[c], _mm512_set1_ps(qp[0]));
-        }
-    }
-    kbias *= qp[1];
-    float mx;
-    scores512(qv, 1, nv, k_pool, kv_stride, block_size, blocks, kv_offset, p0, n, f16, &kbias, scale, scores, &mx, 0);
-    float sum = softmax_exp512(scores, n - p0, mx);
-    int b = p0 / block_size, off = p0 % block_size;
-    for (int p = p0; p < n; p++) {
-        size_t v = ((size_t)blocks[b] * block_size + off) * kv_stride + kv_offset;
-        if (++off == block_size) { off = 0; b++; }
-        __m512 w = _mm512_set1_ps(scores[p - p0]);
-        for (int c = 0; c < nv; c++) ov[c] = _mm512_fmadd_ps(w, kv_load16(v_pool, v + 16 * c, f16), ov[c]);
-    }
-    if (f16 == 2)
-        for (int c = 0; c < nv; c++) ov[c] = _mm512_fmadd_ps(ov[c], _mm512_set1_ps(qp[2]), _mm512_set1_ps(qp[3] * sum));
-    float inv = ml ? 1.0f : 1.0f / sum;   // a partial (split context) keeps Σ p·V unnormalised, with its max and sum
-    if (ml) { ml[0] = mx; ml[1] = sum; }
-    for (int c = 0; c < nv; c++) _mm512_storeu_ps(o + 16 * c, _mm512_mul_ps(ov[c], _mm512_set1_ps(inv)));
-}
 // The kernels' loops run over G heads × d/16 (or d/8) vectors. With G and d known at compile time the
 // compiler unrolls them and keeps q, the outputs and the K row in registers; with either known only at
 // run time it kept them on the stack, and a decode step's attention ran 4.5x slower (SmolLM2, G = 3,
@@ -209,23 +172,18 @@ CK_TARGET_AVX512 CK_INLINE void head_avx512_t(const float *q, const void *k_pool
 #define ATTN_SHAPE(CALL, G, D)                                                                              \
     if (group == (G) && d == (D)) { ATTN_KINDS(CALL, G, D); return; }
 
-#define HEAD512(G, D, K) head_avx512_t(q, k_pool, v_pool, kv_stride, block_size, blocks, kv_offset, p0, n, D, scale, scores, o, K, ml, qp)
-CK_TARGET_AVX512 static void head_avx512(const float *q, const void *k_pool, const void *v_pool, int kv_stride,
-                                         int block_size, const int32_t *blocks, int kv_offset, int p0, int n, int d,
-                                         float scale, float *scores, float *o, int kind, float *ml, const float *qp) {
-    const int group = 1;
-    ATTN_SHAPE(HEAD512, 1, 64) ATTN_SHAPE(HEAD512, 1, 128) ATTN_SHAPE(HEAD512, 1, 96) ATTN_SHAPE(HEAD512, 1, 256)
-    ATTN_KINDS(HEAD512, 1, d);
-}
-#undef HEAD512
 #endif
 
 #if CK_HAVE_X86
 // All G query heads that share one KV head, in one pass over the context: each K and V row is
 // read once for the group instead of once per head (GQA models re-read them G times otherwise,
-// which dominated long-context decode). Per head the arithmetic equals head_avx512's (scores512, then
-// the same value loop).
-// Needs G × head_dim / 16 ≤ 12 (q and output of the whole group live in registers).
+// which dominated long-context decode). q and the outputs are held in registers: no call and no
+// reload per position (per-position dot/axpy calls cost 30% of a batch-16 decode step). Scores come
+// 16 positions at a time (scores512), values accumulate position by position, the softmax uses the
+// vector exp. Needs head_dim a multiple of 16 and T · G · head_dim / 16 ≤ 24; G = 1 is one head
+// (head_avx512, head_dim up to 256).
+// int8 (kind 2): q·(s·k + z) = (s·q)·k + z·Σq and Σ p·(s·v + z) = s·Σ p·v + z·Σ p, so a head's
+// scale and zero point cost one multiply per score and per output, not one per element.
 // With T = 2 the group's heads of two consecutive query tokens (q, then q2 = the next token's; outputs o,
 // o2) share each K/V row's load and widening: rows 0..G−1 are the first token's, which stop one
 // position earlier (its softmax covers m − 1 positions and the last weight is 0), so each row's
@@ -235,7 +193,7 @@ CK_TARGET_AVX512 CK_INLINE void group_avx512_t(const float *q, const float *q2, 
                                                float scale, float *scores, float *o, float *o2, int f16, float *ml, const float *qp) {
     const int nv = d / 16, m = n - p0, R = T * G;
     __m512 qv[24], ov[24];
-    float kbias[8] = {0, 0, 0, 0, 0, 0, 0, 0};   // int8: as head_avx512_t, per query row
+    float kbias[8] = {0, 0, 0, 0, 0, 0, 0, 0};   // int8: z·Σq per query row (see above)
     for (int g = 0; g < R; g++) {
         const float *qg = g < G ? q + g * d : q2 + (g - G) * d;
         for (int c = 0; c < nv; c++) {
@@ -298,6 +256,15 @@ CK_TARGET_AVX512 static void group2_avx512(const float *q, const float *q2, int 
     ATTN_KINDS(GROUP512, G, d);
 #undef GROUP512
 }
+#define HEAD512(G, D, K) group_avx512_t(q, NULL, 1, 1, k_pool, v_pool, kv_stride, block_size, blocks, kv_offset, p0, n, D, scale, scores, o, NULL, K, ml, qp)
+CK_TARGET_AVX512 static void head_avx512(const float *q, const void *k_pool, const void *v_pool, int kv_stride,
+                                         int block_size, const int32_t *blocks, int kv_offset, int p0, int n, int d,
+                                         float scale, float *scores, float *o, int kind, float *ml, const float *qp) {
+    const int group = 1;
+    ATTN_SHAPE(HEAD512, 1, 64) ATTN_SHAPE(HEAD512, 1, 128) ATTN_SHAPE(HEAD512, 1, 96) ATTN_SHAPE(HEAD512, 1, 256)
+    ATTN_KINDS(HEAD512, 1, d);
+}
+#undef HEAD512
 static int pair_ok(int group, int d) { return group > 1 && group <= 4 && 2 * group * (d / 16) <= 24; }
 #endif
 
@@ -334,7 +301,7 @@ CK_TARGET_AVX2 CK_INLINE __m256 kv_load8(const void *pool, size_t off, int kind)
 }
 // The G ≤ 8 query heads sharing one KV head in one pass over the context (G = 1 without GQA):
 // each K and V row is read and widened once for the group. q and the outputs (G × head_dim / 8 ≤ 64
-// vectors) live in L1 rather than registers. int8 folds scale and zero point as head_avx512_t does.
+// vectors) live in L1 rather than registers. int8 folds scale and zero point as group_avx512_t does.
 CK_TARGET_AVX2 CK_INLINE void group_avx2_t(const float *q, int G, const void *k_pool, const void *v_pool, int kv_stride,
                                            int block_size, const int32_t *blocks, int kv_offset, int p0, int n, int d,
                                            float scale, float *scores, float *o, int kind, float *ml, const float *qp) {
