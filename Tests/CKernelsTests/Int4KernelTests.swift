@@ -38,9 +38,17 @@ struct Q4Matrix {
         return out
     }
 
+    /// (scale, zero) pairs in ck_int4.h's tiles of 16 rows: row r, group c at ((r/16)·groups + c)·16 + r%16.
     var scalesZeros: [UInt16] {
-        var out: [UInt16] = []
-        for i in 0..<(n * k / g) { out += [scales[i].bitPattern, Float16(Float(zeros[i])).bitPattern] }
+        let groups = k / g
+        var out = [UInt16](repeating: 0, count: (n + 15) / 16 * 16 * groups * 2)
+        for r in 0..<n {
+            for c in 0..<groups {
+                let at = (((r / 16) * groups + c) * 16 + r % 16) * 2
+                out[at] = scales[r * groups + c].bitPattern
+                out[at + 1] = Float16(Float(zeros[r * groups + c])).bitPattern
+            }
+        }
         return out
     }
 
@@ -62,7 +70,7 @@ struct Q4Matrix {
 @Suite(.serialized) struct Int4KernelTests {
     init() { ck_init(3) }
 
-    @Test(arguments: [(1, 37, 64, 32), (1, 43, 576, 64), (3, 65, 128, 64), (5, 131, 576, 64), (9, 257, 256, 128), (16, 24, 2048, 128), (4, 15, 96, 32), (2, 19, 192, 96), (11, 9, 384, 96)])
+    @Test(arguments: [(1, 37, 64, 32), (1, 43, 576, 64), (3, 65, 128, 64), (5, 131, 576, 64), (9, 257, 256, 128), (16, 24, 2048, 128), (4, 15, 96, 32), (2, 19, 192, 96), (11, 9, 384, 96), (3, 40, 4096, 4096), (1, 20, 8192, 8192)])
     func matmulMatchesReference(shape: (Int, Int, Int, Int)) {
         let (m, n, k, g) = shape
         let w = Q4Matrix(n: n, k: k, g: g, seed: UInt64(m * 7 + n * 13 + k))
@@ -103,12 +111,19 @@ struct Q4Matrix {
         var r = Rand(state: 9)
         let x = r.array(11 * k)
         let packed = w.packed, sz = w.scalesZeros
+        var integerPaths: [[Float]] = []
         for (isa, vnni) in availableISAs().flatMap({ $0 == "avx512" ? [($0, 1), ($0, 0)] : [($0, 1)] }) {
             _ = ck_force_isa(isa)
             _ = ck_use_vnni(Int32(vnni))
             defer { _ = ck_use_vnni(1) }
             var batch = [Float](repeating: 0, count: 11 * n)
             ck_matmul_q4(packed, sz, Int32(g), x, &batch, 11, Int32(n), Int32(k), nil)
+            // The integer paths (AVX-512 with or without VNNI, AVX2) compute each group's sum exactly and
+            // the same float chain after it: the same bits on each.
+            if isa != "scalar" {
+                if let first = integerPaths.first { #expect(batch == first, "\(isa)\(vnni == 0 ? " (no VNNI)" : ""): differs from the first integer path") }
+                integerPaths.append(batch)
+            }
             for i in 0..<11 {
                 var single = [Float](repeating: 0, count: n)
                 Array(x[i * k..<(i + 1) * k]).withUnsafeBufferPointer {

@@ -6,7 +6,9 @@
 //   packed [n][k/2] bytes, row-major: each run of 32 inputs of a row takes 16 bytes, byte b holding
 //          input 32j + b in its low nibble and input 32j + 16 + b in its high nibble (one byte
 //          widening gives 16 lanes of each half);
-//   sz     [n][k/G][2] fp16: (scale, zero) of each group of G inputs of a row;
+//   sz     [⌈n/16⌉][k/G][16][2] fp16: (scale, zero) of each group of G inputs of a row, in tiles of 16 rows
+//          with a group's 16 pairs side by side (one vector load for 16 rows; rows past n are padding):
+//          the pair of row r, group g at index ((r/16)·(k/G) + g)·16 + r%16;
 //   W[r][c] = (q[r][c] − zero[r][c/G]) · scale[r][c/G].
 #ifndef CK_INT4_H
 #define CK_INT4_H
@@ -38,8 +40,9 @@ void ck_gemm_q4(const uint8_t *packed, const uint16_t *sz, int group, const floa
                 int m, int n, int k, const float *bias);
 
 /// AVX-512 and AVX2 decode: int16 inputs (per group of G, scale max|x|/32767) times the 4-bit weights in
-/// integer dot products; |error| per input ≤ 2^-16 of its group's largest, finer than fp16
-/// activations (ck_use_vnni in ckernels.h picks vpdpwssd or vpmaddwd).
+/// integer dot products, exact per group; |error| per input ≤ 2^-16 of its group's largest, finer than fp16
+/// activations (ck_use_vnni in ckernels.h picks vpdpwssd or vpmaddwd). Both give the same bits; groups of
+/// more than 4,096 inputs take the portable fp32 path.
 
 /// Rows r0 ..< r1 of W dequantized to fp32 into dst [r1 − r0][k].
 void ck_q4_dequantize_rows(const uint8_t *packed, const uint16_t *sz, int group, int k, int r0, int r1, float *dst);

@@ -39,7 +39,7 @@ public final class CPUBuffer: @unchecked Sendable {
 /// A linear layer's weights as the CPU kernels read them: the stored bytes (a fused layer's parts
 /// copied once into one owned matrix), or for AWQ W4A16 the 4-bit weights repacked into the
 /// kernels' layout (ck_int4.h: `tensor` the packed nibbles [rows][columns/2], `scalesZeros` the fp16
-/// (scale, zero) pairs [rows][columns/groupSize][2]); never a dequantized copy.
+/// (scale, zero) pairs per group in tiles of 16 rows); never a dequantized copy.
 public struct CPULinear: @unchecked Sendable {
     let tensor: TensorView
     let rows: Int
@@ -247,7 +247,7 @@ public final class CPUBackend: Backend, @unchecked Sendable {
     }
 
     /// AWQ weights (AutoAWQ layout) repacked for the W4A16 kernels: nibbles row-major per output,
-    /// (scale, zero) pairs per row and group. 4-bit sized; nothing is dequantized.
+    /// (scale, zero) pairs per group in tiles of 16 rows. 4-bit sized; nothing is dequantized.
     static func repack(_ w: AWQWeights) throws -> CPULinear {
         let (n, k, g) = (w.outFeatures, w.inFeatures, w.groupSize)
         guard g > 0, g % 32 == 0, k % g == 0, n % 8 == 0 else {
@@ -258,7 +258,10 @@ public final class CPUBackend: Backend, @unchecked Sendable {
             ck_q4_repack_awq(w.qweight.data.baseAddress!.assumingMemoryBound(to: Int32.self), Int32(k), Int32(n),
                              dst.baseAddress!.assumingMemoryBound(to: UInt8.self))
         }
-        let pairs = TensorView(name: w.scales.name, dtype: .f16, shape: [n, groups, 2]) { dst in
+        // ck_int4.h's tiles of 16 rows (the last padded with zeros): one vector load per group for 16 rows.
+        let tiles = (n + 15) / 16
+        let pairs = TensorView(name: w.scales.name, dtype: .f16, shape: [tiles, groups, 16, 2]) { dst in
+            dst.initializeMemory(as: UInt8.self, repeating: 0)
             let out = dst.baseAddress!.assumingMemoryBound(to: UInt16.self)
             let zeros = w.qzeros.data, scales = w.scales.data
             // fp16 bit patterns of the zero points 0...15.
@@ -268,8 +271,9 @@ public final class CPUBackend: Backend, @unchecked Sendable {
                     let word = zeros.loadUnaligned(fromByteOffset: (group * (n / 8) + c) * 4, as: UInt32.self)
                     for slot in 0..<8 {
                         let row = 8 * c + AWQPacking.order[slot]
-                        out[(row * groups + group) * 2] = scales.loadUnaligned(fromByteOffset: (group * n + row) * 2, as: UInt16.self)
-                        out[(row * groups + group) * 2 + 1] = zeroBits[Int((word >> (4 * UInt32(slot))) & 15)]
+                        let pair = (((row / 16) * groups + group) * 16 + row % 16) * 2
+                        out[pair] = scales.loadUnaligned(fromByteOffset: (group * n + row) * 2, as: UInt16.self)
+                        out[pair + 1] = zeroBits[Int((word >> (4 * UInt32(slot))) & 15)]
                     }
                 }
             }
