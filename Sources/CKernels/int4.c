@@ -50,6 +50,9 @@ void ck_q4_repack_awq(const int32_t *qweight, int k, int n, uint8_t *dst) {
 
 // Groups of at most this many inputs take the integer paths (see row256).
 #define Q4_INT_GROUP_MAX 4096
+// Tiles unroll fully so that their accumulators stay in registers (clang left a row loop rolled, the
+// accumulators on the stack).
+#define Q4_UNROLL _Pragma("clang loop unroll(full)")
 
 // ---- the product job --------------------------------------------------------------------------
 typedef struct {
@@ -182,15 +185,88 @@ CK_TARGET_AVX2 CK_INLINE void row256(const q4_job *j, int r, int v0, int V) {
     }
 }
 
-// Up to four vectors: row by row (one stream the prefetcher follows). More: a block of rows (~32 KiB of
-// packed weights, kept in L2) meets each group of four vectors (their int16 inputs kept in L1) in turn.
+// row256 with V a constant in each call, so that its accumulators stay in registers (with V known only
+// at run time they lived on the stack: 5× slower).
+CK_TARGET_AVX2 CK_INLINE void row256v(const q4_job *j, int r, int v0, int V) {
+    switch (V) {
+    case 1: row256(j, r, v0, 1); break;
+    case 2: row256(j, r, v0, 2); break;
+    case 3: row256(j, r, v0, 3); break;
+    default: row256(j, r, v0, 4); break;
+    }
+}
+
+// Lane i of the result = Σ of a[i]'s 8 lanes (integer adds, exact): pairs, quads, then the 128-bit halves.
+CK_TARGET_AVX2 CK_INLINE __m256i q4_sum8x8(const __m256i a[8]) {
+    __m256i s[4], u[2];
+    for (int i = 0; i < 4; i++)   // per 128-bit lane: (a0 + a2, b0 + b2, a1 + a3, b1 + b3)
+        s[i] = _mm256_add_epi32(_mm256_unpacklo_epi32(a[2 * i], a[2 * i + 1]), _mm256_unpackhi_epi32(a[2 * i], a[2 * i + 1]));
+    for (int i = 0; i < 2; i++)   // per 128-bit lane L: the sums of lane L of a[4i] .. a[4i + 3]
+        u[i] = _mm256_add_epi32(_mm256_unpacklo_epi64(s[2 * i], s[2 * i + 1]), _mm256_unpackhi_epi64(s[2 * i], s[2 * i + 1]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(u[0], u[1], 0x20), _mm256_permute2x128_si256(u[0], u[1], 0x31));
+}
+
+// One vector, rows r .. r + 7 (r % 8 = 0, so their pairs are one 32-byte load): row256's arithmetic, with
+// the float chain 8 rows wide after one shuffle tree (the per-row sums and scalar chain cost 13% at G = 64).
+CK_TARGET_AVX2 CK_INLINE void tile256(const q4_job *j, int r) {
+    const int k = j->k, G = j->group, groups = k / G;
+    const size_t rb = (size_t)k / 2;
+    const uint8_t *w = j->W + (size_t)r * rb;
+    const __m256i m4 = _mm256_set1_epi16(15), low16 = _mm256_set1_epi32(0xFFFF);
+    const int16_t *x16 = j->x16;
+    __m256 acc = _mm256_setzero_ps(), corr = acc;
+    for (int g = 0; g < groups; g++) {
+        const int base = g * G;
+        __m256i a[8];
+        Q4_UNROLL for (int i = 0; i < 8; i++) a[i] = _mm256_setzero_si256();
+        int b = 0;
+        for (; b + 64 <= G; b += 64) {
+            const __m256i *x = (const __m256i *)(x16 + base + b);
+            Q4_UNROLL for (int i = 0; i < 8; i++) {
+                const __m256i raw = _mm256_loadu_si256((const __m256i *)(w + i * rb + (base + b) / 2));
+                __m256i t = _mm256_add_epi32(_mm256_madd_epi16(_mm256_and_si256(raw, m4), _mm256_loadu_si256(x)),
+                                             _mm256_madd_epi16(_mm256_and_si256(_mm256_srli_epi16(raw, 8), m4), _mm256_loadu_si256(x + 1)));
+                t = _mm256_add_epi32(t, _mm256_madd_epi16(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4), _mm256_loadu_si256(x + 2)));
+                a[i] = _mm256_add_epi32(a[i], _mm256_add_epi32(t, _mm256_madd_epi16(_mm256_srli_epi16(raw, 12), _mm256_loadu_si256(x + 3))));
+            }
+        }
+        for (; b < G; b += 32) {
+            const __m256i *x = (const __m256i *)(x16 + base + b);
+            Q4_UNROLL for (int i = 0; i < 8; i++) {
+                const __m256i e = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(w + i * rb + (base + b) / 2)));
+                a[i] = _mm256_add_epi32(a[i], _mm256_add_epi32(_mm256_madd_epi16(_mm256_and_si256(e, m4), _mm256_loadu_si256(x)),
+                                                               _mm256_madd_epi16(_mm256_srli_epi16(e, 4), _mm256_loadu_si256(x + 1))));
+            }
+        }
+        const __m256i pz = _mm256_loadu_si256((const __m256i *)q4_pair(j->sz, groups, r, g));
+        const __m256i sw = _mm256_and_si256(pz, low16), zw = _mm256_srli_epi32(pz, 16);
+        const __m256 s = _mm256_cvtph_ps(_mm_packus_epi32(_mm256_castsi256_si128(sw), _mm256_extracti128_si256(sw, 1)));
+        const __m256 z = _mm256_cvtph_ps(_mm_packus_epi32(_mm256_castsi256_si128(zw), _mm256_extracti128_si256(zw, 1)));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q4_sum8x8(a)), _mm256_mul_ps(s, _mm256_set1_ps(j->xscale[g * j->m])), acc);
+        corr = _mm256_fnmadd_ps(_mm256_mul_ps(z, s), _mm256_set1_ps(j->xsum[g * j->m]), corr);
+    }
+    float y[8];
+    _mm256_storeu_ps(y, _mm256_add_ps(acc, corr));
+    for (int i = 0; i < 8; i++) j->Y[r + i] = j->bias ? y[i] + j->bias[r + i] : y[i];
+}
+
+// One vector: tiles of 8 rows from a multiple of 8, other rows one at a time. Up to four vectors: row by
+// row (one stream the prefetcher follows). More: a block of rows (~32 KiB of packed weights, kept in L2)
+// meets each group of four vectors (their int16 inputs kept in L1) in turn.
 CK_TARGET_AVX2 static void rows_avx2(const q4_job *j, int r0, int r1) {
+    if (j->m == 1) {
+        int r = r0;
+        for (; r < r1 && r % 8; r++) row256(j, r, 0, 1);
+        for (; r + 8 <= r1; r += 8) tile256(j, r);
+        for (; r < r1; r++) row256(j, r, 0, 1);
+        return;
+    }
     const int block = j->m <= 4 ? r1 - r0 : (int)(32768 / ((size_t)j->k / 2)) + 1;
     for (int b0 = r0; b0 < r1; b0 += block) {
         const int b1 = b0 + block < r1 ? b0 + block : r1;
         for (int v0 = 0; v0 < j->m; v0 += 4) {
             const int V = j->m - v0 < 4 ? j->m - v0 : 4;
-            for (int r = b0; r < b1; r++) row256(j, r, v0, V);
+            for (int r = b0; r < b1; r++) row256v(j, r, v0, V);
         }
     }
 }
@@ -212,9 +288,6 @@ CK_TARGET_AVX512 CK_INLINE __m512i q4_sum8(const __m512i a[8]) {
     return _mm512_add_epi32(_mm512_shuffle_i32x4(u[0], u[1], 0x88), _mm512_shuffle_i32x4(u[0], u[1], 0xDD));
 }
 #define Q4_LANE(i) (((i) / 4) * 8 + (i) % 4)
-// Tiles unroll fully so that their accumulators stay in registers (clang left a row loop rolled, the
-// accumulators on the stack).
-#define Q4_UNROLL _Pragma("clang loop unroll(full)")
 
 // Rows r .. r + 16/VV − 1 (inside one 16-row tile of sz) × vectors v0 .. v0 + V − 1. Each row's bytes are
 // prefetched one tile ahead into L2 (T2): with weights far past the L3 the hardware prefetcher alone left
@@ -310,14 +383,14 @@ CK_TARGET_AVX512 CK_INLINE __m512i q4_sum8(const __m512i a[8]) {
             for (int v0 = 0; v0 < j->m; v0 += 4) {                                                          \
                 const int V = j->m - v0 < 4 ? j->m - v0 : 4, R = 16 / (V == 3 ? 4 : V);                     \
                 int r = b0;                                                                                 \
-                for (; r < b1 && r % R; r++) row256(j, r, v0, V);                                           \
+                for (; r < b1 && r % R; r++) row256v(j, r, v0, V);                                           \
                 for (; r + R <= b1; r += R) switch (V) {                                                    \
                     case 1: TILE(j, r, v0, 1); break;                                                       \
                     case 2: TILE(j, r, v0, 2); break;                                                       \
                     case 3: TILE(j, r, v0, 3); break;                                                       \
                     default: TILE(j, r, v0, 4); break;                                                      \
                     }                                                                                       \
-                for (; r < b1; r++) row256(j, r, v0, V);                                                    \
+                for (; r < b1; r++) row256v(j, r, v0, V);                                                   \
             }                                                                                               \
         }                                                                                                   \
     }
