@@ -83,10 +83,11 @@ import TurboMind
             #expect(turns.map { $0["raw"] as? String } == [a1, a2], "\(mode): the answers are the engine's")
             let h = turns.map { $0["history"] as? Int ?? 0 }
             #expect(h[0] > 0 && h[1] > h[0], "\(mode): the second turn extends the session's history: \(h)")
-            for t in turns {
-                #expect((t["streamed_updates"] as? Int ?? 0) >= 2, "\(mode): the answer appeared piece by piece: \(t)")
-                #expect(t["finish"] as? String == "stop" || t["finish"] as? String == "length")
-            }
+            for t in turns { #expect(t["finish"] as? String == "stop" || t["finish"] as? String == "length") }
+            // The longer answer must appear piece by piece. Not each: on a loaded CI machine (first token after
+            // 3.7 s) the 7 tokens of the first answer came in one network read, which the page rightly shows at once.
+            let pieces = turns.map { $0["streamed_updates"] as? Int ?? 0 }
+            #expect((pieces.max() ?? 0) >= 2, "\(mode): no answer appeared piece by piece: \(turns)")
             firstToken[mode] = turns.compactMap { $0["first_token_ms"] as? Double }
             let dom = try #require(m["dom"] as? [String: Any])
             #expect(dom["roles"] as? [String] == ["user", "assistant", "user", "assistant"], "\(mode)")
