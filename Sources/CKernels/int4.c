@@ -122,8 +122,8 @@ static void dequant_scalar(const uint8_t *W, const uint16_t *szs, int G, int k, 
 // A group's sum T = Σ q·x16 is exact in int32 (|T| ≤ G · 15 · 32767 < 2^31 for G ≤ Q4_INT_GROUP_MAX;
 // larger groups take the portable path), so every lane split gives the same T, and what follows is a
 // fixed chain over the groups in order: acc = fma(float(T), s · xs, acc), corr = fma(−(z · s), Σx, corr),
-// y = acc + corr (+ bias). AVX2 runs it one row at a time (row256); AVX-512 for 16 (row, vector) pairs
-// at once in vector lanes (tile512): the same bits on both, for any batch and thread split.
+// y = acc + corr (+ bias). AVX2 runs it per row (row256) or for 8 rows of one vector (tile256), AVX-512 for
+// 16 (row, vector) pairs at once in vector lanes (tile512): the same bits on each, for any batch and split.
 // A 64-input chunk of a row (32 bytes, two 32-input blocks) is read as 16 words of 4 nibbles: nibble 0
 // of each word (the even bytes' low nibbles), then 2, 1 and 3, each one mask or shift; x16 holds each
 // whole 64 inputs of a group in that order (prepare_group_avx2), a group's last 32 when G % 64 = 32 in input order.
