@@ -135,11 +135,28 @@ CK_TARGET_AVX2 CK_INLINE int hsum256_epi32(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
+// A whole 64-input chunk (32 bytes) against its 64 int16 inputs in word order: nibbles 0, 2, 1, 3 of each
+// word, one mask or shift each, as 8 int32 lanes of exact partial sums.
+CK_TARGET_AVX2 CK_INLINE __m256i q4_chunk256(__m256i raw, const __m256i *x) {
+    const __m256i m4 = _mm256_set1_epi16(15);
+    const __m256i s0 = _mm256_add_epi32(_mm256_madd_epi16(_mm256_and_si256(raw, m4), _mm256_loadu_si256(x)),
+                                        _mm256_madd_epi16(_mm256_and_si256(_mm256_srli_epi16(raw, 8), m4), _mm256_loadu_si256(x + 1)));
+    const __m256i s1 = _mm256_add_epi32(_mm256_madd_epi16(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4), _mm256_loadu_si256(x + 2)),
+                                        _mm256_madd_epi16(_mm256_srli_epi16(raw, 12), _mm256_loadu_si256(x + 3)));
+    return _mm256_add_epi32(s0, s1);
+}
+
+// A group's last 32 inputs (16 bytes, G % 64 = 32) against 32 int16 inputs in input order.
+CK_TARGET_AVX2 CK_INLINE __m256i q4_block256(__m128i raw, const __m256i *x) {
+    const __m256i e = _mm256_cvtepu8_epi16(raw), m4 = _mm256_set1_epi16(15);
+    return _mm256_add_epi32(_mm256_madd_epi16(_mm256_and_si256(e, m4), _mm256_loadu_si256(x)),       // inputs 0..15
+                            _mm256_madd_epi16(_mm256_srli_epi16(e, 4), _mm256_loadu_si256(x + 1)));  // 16..31
+}
+
 // One row × V ≤ 4 vectors on 8 int32 lanes.
 CK_TARGET_AVX2 CK_INLINE void row256(const q4_job *j, int r, int v0, int V) {
     const int k = j->k, G = j->group, groups = k / G, m = j->m;
     const uint8_t *w = j->W + (size_t)r * (k / 2);
-    const __m256i m4 = _mm256_set1_epi16(15);
     float acc[4] = {0, 0, 0, 0}, corr[4] = {0, 0, 0, 0};
     for (int g = 0; g < groups; g++) {
         const int base = g * G;
@@ -147,28 +164,14 @@ CK_TARGET_AVX2 CK_INLINE void row256(const q4_job *j, int r, int v0, int V) {
         for (int v = 0; v < V; v++) a[v] = _mm256_setzero_si256();
         int b = 0;
         for (; b + 64 <= G; b += 64) {
-            __m256i raw = _mm256_loadu_si256((const __m256i *)(w + (base + b) / 2));
-            __m256i q0 = _mm256_and_si256(raw, m4);
-            __m256i q1 = _mm256_and_si256(_mm256_srli_epi16(raw, 8), m4);
-            __m256i q2 = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
-            __m256i q3 = _mm256_srli_epi16(raw, 12);
-            for (int v = 0; v < V; v++) {
-                const __m256i *x = (const __m256i *)(j->x16 + (size_t)(v0 + v) * k + base + b);
-                __m256i s0 = _mm256_add_epi32(_mm256_madd_epi16(q0, _mm256_loadu_si256(x)),
-                                              _mm256_madd_epi16(q1, _mm256_loadu_si256(x + 1)));
-                __m256i s1 = _mm256_add_epi32(_mm256_madd_epi16(q2, _mm256_loadu_si256(x + 2)),
-                                              _mm256_madd_epi16(q3, _mm256_loadu_si256(x + 3)));
-                a[v] = _mm256_add_epi32(a[v], _mm256_add_epi32(s0, s1));
-            }
+            const __m256i raw = _mm256_loadu_si256((const __m256i *)(w + (base + b) / 2));
+            for (int v = 0; v < V; v++)
+                a[v] = _mm256_add_epi32(a[v], q4_chunk256(raw, (const __m256i *)(j->x16 + (size_t)(v0 + v) * k + base + b)));
         }
         for (; b < G; b += 32) {
-            __m256i e = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(w + (base + b) / 2)));
-            __m256i lo = _mm256_and_si256(e, m4), hi = _mm256_srli_epi16(e, 4);   // inputs 0..15, 16..31
-            for (int v = 0; v < V; v++) {
-                const __m256i *x = (const __m256i *)(j->x16 + (size_t)(v0 + v) * k + base + b);
-                a[v] = _mm256_add_epi32(a[v], _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_loadu_si256(x)),
-                                                               _mm256_madd_epi16(hi, _mm256_loadu_si256(x + 1))));
-            }
+            const __m128i raw = _mm_loadu_si128((const __m128i *)(w + (base + b) / 2));
+            for (int v = 0; v < V; v++)
+                a[v] = _mm256_add_epi32(a[v], q4_block256(raw, (const __m256i *)(j->x16 + (size_t)(v0 + v) * k + base + b)));
         }
         const uint16_t *p = q4_pair(j->sz, groups, r, g);
         const float s = _cvtsh_ss(p[0]), z = _cvtsh_ss(p[1]);
@@ -212,7 +215,7 @@ CK_TARGET_AVX2 CK_INLINE void tile256(const q4_job *j, int r) {
     const int k = j->k, G = j->group, groups = k / G;
     const size_t rb = (size_t)k / 2;
     const uint8_t *w = j->W + (size_t)r * rb;
-    const __m256i m4 = _mm256_set1_epi16(15), low16 = _mm256_set1_epi32(0xFFFF);
+    const __m256i low16 = _mm256_set1_epi32(0xFFFF);
     const int16_t *x16 = j->x16;
     __m256 acc = _mm256_setzero_ps(), corr = acc;
     for (int g = 0; g < groups; g++) {
@@ -220,24 +223,14 @@ CK_TARGET_AVX2 CK_INLINE void tile256(const q4_job *j, int r) {
         __m256i a[8];
         Q4_UNROLL for (int i = 0; i < 8; i++) a[i] = _mm256_setzero_si256();
         int b = 0;
-        for (; b + 64 <= G; b += 64) {
-            const __m256i *x = (const __m256i *)(x16 + base + b);
-            Q4_UNROLL for (int i = 0; i < 8; i++) {
-                const __m256i raw = _mm256_loadu_si256((const __m256i *)(w + i * rb + (base + b) / 2));
-                __m256i t = _mm256_add_epi32(_mm256_madd_epi16(_mm256_and_si256(raw, m4), _mm256_loadu_si256(x)),
-                                             _mm256_madd_epi16(_mm256_and_si256(_mm256_srli_epi16(raw, 8), m4), _mm256_loadu_si256(x + 1)));
-                t = _mm256_add_epi32(t, _mm256_madd_epi16(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4), _mm256_loadu_si256(x + 2)));
-                a[i] = _mm256_add_epi32(a[i], _mm256_add_epi32(t, _mm256_madd_epi16(_mm256_srli_epi16(raw, 12), _mm256_loadu_si256(x + 3))));
-            }
-        }
-        for (; b < G; b += 32) {
-            const __m256i *x = (const __m256i *)(x16 + base + b);
-            Q4_UNROLL for (int i = 0; i < 8; i++) {
-                const __m256i e = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(w + i * rb + (base + b) / 2)));
-                a[i] = _mm256_add_epi32(a[i], _mm256_add_epi32(_mm256_madd_epi16(_mm256_and_si256(e, m4), _mm256_loadu_si256(x)),
-                                                               _mm256_madd_epi16(_mm256_srli_epi16(e, 4), _mm256_loadu_si256(x + 1))));
-            }
-        }
+        for (; b + 64 <= G; b += 64)
+            Q4_UNROLL for (int i = 0; i < 8; i++)
+                a[i] = _mm256_add_epi32(a[i], q4_chunk256(_mm256_loadu_si256((const __m256i *)(w + i * rb + (base + b) / 2)),
+                                                          (const __m256i *)(x16 + base + b)));
+        for (; b < G; b += 32)
+            Q4_UNROLL for (int i = 0; i < 8; i++)
+                a[i] = _mm256_add_epi32(a[i], q4_block256(_mm_loadu_si128((const __m128i *)(w + i * rb + (base + b) / 2)),
+                                                          (const __m256i *)(x16 + base + b)));
         const __m256i pz = _mm256_loadu_si256((const __m256i *)q4_pair(j->sz, groups, r, g));
         const __m256i sw = _mm256_and_si256(pz, low16), zw = _mm256_srli_epi32(pz, 16);
         const __m256 s = _mm256_cvtph_ps(_mm_packus_epi32(_mm256_castsi256_si128(sw), _mm256_extracti128_si256(sw, 1)));
